@@ -1,0 +1,38 @@
+# One front door. Every target the README names is here; CI calls `make test` like a person does.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL_DIR ?= models
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup models schemas demo test test-unit bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create the virtual environment and install the project (idempotent)
+
+models: $(STAMP) ## Build the two demo models into $(MODEL_DIR)/ if missing (FORCE=1 rebuilds)
+	$(PY) -m training.train --model_dir=$(MODEL_DIR) $(if $(FORCE),--force,)
+
+schemas: $(STAMP) ## Regenerate the published JSON Schemas in schemas/ from the model interfaces
+	$(PY) -m training.schemas
+
+demo: models ## The main job: emulator traffic through both streaming pipelines, with progress and a summary
+	$(PY) -m localdev.demo --model_dir=$(MODEL_DIR) $(DEMO_ARGS)
+
+test: $(STAMP) ## Run the whole test suite (unit, emulator integration, backfill)
+	$(PY) -m pytest tests -ra $(PYTEST_ARGS)
+
+bench: models ## Benchmarks: signature ceiling, backfill, streaming, plain-consumer baseline -> benchmarks/results/
+	$(PY) -m benchmarks.run --model_dir=$(MODEL_DIR) $(BENCH_ARGS)
+
+clean: ## Remove the virtual environment, built models and results
+	rm -rf $(VENV) $(MODEL_DIR) benchmarks/results .pytest_cache *.egg-info

@@ -1,0 +1,173 @@
+"""Launcher for the real Google Cloud Pub/Sub emulator, used by the demo, the tests and the benchmarks.
+
+It starts the emulator installed with the Google Cloud CLI on a free loopback port, waits until it accepts
+requests, creates topics and subscriptions through the official client, and stops the process (and its JVM
+children) on exit. Clients find it through `PUBSUB_EMULATOR_HOST`, exactly as they would in production tooling.
+
+    with PubsubEmulator(project="local-project") as emulator:
+        emulator.create_topic("events")
+        emulator.create_subscription("events", "events-sub")
+        ...
+
+Run `python -m localdev.pubsub_emulator` to keep one up in a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+READY_TIMEOUT_SECS = 60
+
+
+class EmulatorError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def emulator_command(port: int) -> list[str]:
+    """The emulator's own launcher script from the Cloud SDK (Java 17), bound to loopback."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        raise EmulatorError(
+            "gcloud is not on PATH: install the Google Cloud CLI and its Pub/Sub emulator component "
+            "(`gcloud components install pubsub-emulator`, or Debian's google-cloud-cli-pubsub-emulator)."
+        )
+    sdk_root = subprocess.run(
+        [gcloud, "info", "--format=value(installation.sdk_root)"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    script = Path(sdk_root) / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+    if not script.exists():
+        raise EmulatorError(f"the Pub/Sub emulator is not installed: expected {script}")
+    if shutil.which("java") is None:
+        raise EmulatorError("the Pub/Sub emulator needs Java 17 or newer on PATH; none was found")
+    return [str(script), "--host=127.0.0.1", f"--port={port}"]
+
+
+class PubsubEmulator(contextlib.AbstractContextManager):
+    def __init__(self, project: str = "local-project", port: int | None = None, log_path: str | None = None):
+        self.project = project
+        self.port = port or free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self._log_path = log_path
+        self._process: subprocess.Popen | None = None
+        self._previous_env: str | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> "PubsubEmulator":
+        if self._log_path is None:
+            self._log_path = os.path.join(tempfile.mkdtemp(prefix="pubsub-emulator-"), "emulator.log")
+        log = open(self._log_path, "wb")
+        # A new session so that stop() can signal the launcher script and the JVM it starts together.
+        self._process = subprocess.Popen(
+            emulator_command(self.port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self._previous_env = os.environ.get("PUBSUB_EMULATOR_HOST")
+        os.environ["PUBSUB_EMULATOR_HOST"] = self.host
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_ready(self) -> None:
+        from google.api_core import exceptions
+        from google.cloud import pubsub_v1
+
+        deadline = time.monotonic() + READY_TIMEOUT_SECS
+        publisher = pubsub_v1.PublisherClient()
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise EmulatorError(
+                    f"the Pub/Sub emulator exited with code {self._process.returncode} before it was ready; "
+                    f"log: {self._log_path}\n{self.log_tail()}"
+                )
+            try:
+                list(publisher.list_topics(request={"project": f"projects/{self.project}"}, timeout=2))
+                return
+            except (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, exceptions.RetryError):
+                time.sleep(0.3)
+        raise EmulatorError(f"the Pub/Sub emulator was not ready after {READY_TIMEOUT_SECS}s; log: {self._log_path}")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGTERM)
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait(timeout=10)
+        self._process = None
+        if os.environ.get("PUBSUB_EMULATOR_HOST") == self.host:
+            if self._previous_env is None:
+                os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+            else:
+                os.environ["PUBSUB_EMULATOR_HOST"] = self._previous_env
+
+    def __enter__(self) -> "PubsubEmulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 20) -> str:
+        if not self._log_path or not os.path.exists(self._log_path):
+            return ""
+        with open(self._log_path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+
+    # --- resources -------------------------------------------------------------------------------------
+    def topic_path(self, topic: str) -> str:
+        return f"projects/{self.project}/topics/{topic}"
+
+    def subscription_path(self, subscription: str) -> str:
+        return f"projects/{self.project}/subscriptions/{subscription}"
+
+    def create_topic(self, topic: str) -> str:
+        from google.cloud import pubsub_v1
+
+        path = self.topic_path(topic)
+        pubsub_v1.PublisherClient().create_topic(request={"name": path})
+        return path
+
+    def create_subscription(self, topic: str, subscription: str, ack_deadline_secs: int = 60) -> str:
+        from google.cloud import pubsub_v1
+
+        path = self.subscription_path(subscription)
+        with pubsub_v1.SubscriberClient() as subscriber:
+            subscriber.create_subscription(
+                request={"name": path, "topic": self.topic_path(topic), "ack_deadline_seconds": ack_deadline_secs}
+            )
+        return path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Run the Pub/Sub emulator on loopback until interrupted.")
+    parser.add_argument("--project", default="local-project")
+    parser.add_argument("--port", type=int, default=8085)
+    args = parser.parse_args(argv)
+    with PubsubEmulator(project=args.project, port=args.port) as emulator:
+        print(f"Pub/Sub emulator ready: export PUBSUB_EMULATOR_HOST={emulator.host}  (Ctrl-C stops it)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+if __name__ == "__main__":
+    main()

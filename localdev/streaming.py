@@ -1,0 +1,197 @@
+"""Runs a model's streaming pipeline as a real process against the Pub/Sub emulator, and watches what comes out.
+
+Shared by the demo, the emulator integration tests and the benchmark, so all three exercise the same path a user
+runs: `python -m pipelines.<module> --input_subscription=... --output_topic=... --dead_letter_topic=...`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+from localdev.pubsub_emulator import PubsubEmulator
+from localdev.traffic import Message
+
+PIPELINE_MODULES = {"fraud": "pipelines.fraud_detection", "price": "pipelines.price_suggestion"}
+
+
+class Received(NamedTuple):
+    body: dict
+    attributes: dict[str, str]
+    received_at: float  # time.time()
+
+    @property
+    def latency_secs(self) -> float | None:
+        published_at = self.attributes.get("published_at")
+        return self.received_at - int(published_at) / 1000 if published_at else None
+
+
+class PipelineDied(RuntimeError):
+    pass
+
+
+class _Collector:
+    """Streaming-pull subscriber that keeps every message it receives."""
+
+    def __init__(self, subscription_path: str):
+        from google.cloud import pubsub_v1
+
+        self.messages: list[Received] = []
+        self._lock = threading.Lock()
+        self._subscriber = pubsub_v1.SubscriberClient()
+        self._future = self._subscriber.subscribe(
+            subscription_path, self._on_message, flow_control=pubsub_v1.types.FlowControl(max_messages=2000)
+        )
+
+    def _on_message(self, message) -> None:
+        received = Received(json.loads(message.data), dict(message.attributes), time.time())
+        with self._lock:
+            self.messages.append(received)
+        message.ack()
+
+    def snapshot(self) -> list[Received]:
+        with self._lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self._future.cancel()
+        with contextlib.suppress(Exception):
+            self._future.result(timeout=10)
+        self._subscriber.close()
+
+
+class StreamingRun(contextlib.AbstractContextManager):
+    """One model's topics, subscriptions, pipeline process and output collectors."""
+
+    def __init__(
+        self,
+        emulator: PubsubEmulator,
+        model: str,
+        model_dir: str | Path,
+        log_dir: str | Path,
+        extra_args: Sequence[str] = (),
+        prefix: str = "",
+    ):
+        self.emulator = emulator
+        self.model = model
+        self.model_dir = str(model_dir)
+        self.log_path = Path(log_dir) / f"{prefix}{model}-pipeline.log"
+        self.extra_args = list(extra_args)
+        name = f"{prefix}{model}"
+        self.events_topic, self.predictions_topic, self.dead_letters_topic = (
+            f"{name}-events", f"{name}-predictions", f"{name}-dead-letters",
+        )
+        self.input_subscription = f"{name}-events-pipeline"
+        self._process: subprocess.Popen | None = None
+        self._collectors: list[_Collector] = []
+        self._publisher = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> "StreamingRun":
+        from google.cloud import pubsub_v1
+
+        em = self.emulator
+        for topic in (self.events_topic, self.predictions_topic, self.dead_letters_topic):
+            em.create_topic(topic)
+        em.create_subscription(self.events_topic, self.input_subscription)
+        # Observer subscriptions exist before the pipeline starts, so nothing it publishes can be missed.
+        em.create_subscription(self.predictions_topic, f"{self.predictions_topic}-observer")
+        em.create_subscription(self.dead_letters_topic, f"{self.dead_letters_topic}-observer")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", PIPELINE_MODULES[self.model],
+            f"--input_subscription={em.subscription_path(self.input_subscription)}",
+            f"--output_topic={em.topic_path(self.predictions_topic)}",
+            f"--dead_letter_topic={em.topic_path(self.dead_letters_topic)}",
+            f"--model_dir={self.model_dir}",
+            *self.extra_args,
+        ]
+        with open(self.log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "PUBSUB_EMULATOR_HOST": em.host},
+            )
+        self._collectors = [
+            _Collector(em.subscription_path(f"{self.predictions_topic}-observer")),
+            _Collector(em.subscription_path(f"{self.dead_letters_topic}-observer")),
+        ]
+        self._publisher = pubsub_v1.PublisherClient()
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGTERM)
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait(timeout=15)
+        for collector in self._collectors:
+            collector.close()
+        self._collectors = []
+
+    def __enter__(self) -> "StreamingRun":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- traffic ---------------------------------------------------------------------------------------
+    def publish(self, messages: Sequence[Message], rate_per_sec: float | None = None) -> int:
+        """Publishes in order, paced at `rate_per_sec` when given; stamps `published_at` (ms) on each."""
+        topic = self.emulator.topic_path(self.events_topic)
+        start, futures = time.monotonic(), []
+        for i, message in enumerate(messages):
+            if rate_per_sec:
+                delay = start + i / rate_per_sec - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            attributes = {**message.attributes, "published_at": str(int(time.time() * 1000))}
+            futures.append(self._publisher.publish(topic, message.payload, **attributes))
+        for future in futures:
+            future.result(timeout=60)
+        return len(futures)
+
+    @property
+    def predictions(self) -> list[Received]:
+        return self._collectors[0].snapshot()
+
+    @property
+    def dead_letters(self) -> list[Received]:
+        return self._collectors[1].snapshot()
+
+    def outputs(self) -> int:
+        return len(self._collectors[0].messages) + len(self._collectors[1].messages)
+
+    def check_alive(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-25:]
+            raise PipelineDied(
+                f"the {self.model} pipeline exited with code {self._process.returncode}; log {self.log_path}:\n"
+                + "\n".join(tail)
+            )
+
+    def wait_for_outputs(
+        self, expected: int, timeout_secs: float, on_progress: Callable[[], None] | None = None, every_secs: float = 5
+    ) -> bool:
+        """Waits until `expected` predictions plus dead letters have arrived; False on timeout."""
+        deadline, next_progress = time.monotonic() + timeout_secs, time.monotonic() + every_secs
+        while time.monotonic() < deadline:
+            if self.outputs() >= expected:
+                return True
+            self.check_alive()
+            if on_progress and time.monotonic() >= next_progress:
+                on_progress()
+                next_progress += every_secs
+            time.sleep(0.2)
+        return self.outputs() >= expected

@@ -1,0 +1,168 @@
+"""The one source of truth for each model's interface.
+
+A `ModelInterface` declares, once, the features an event carries (name, type, bounds, default), the model's
+outputs, and the name of its directory in the model repository. Everything else reads it:
+
+- `transforms.events` validates incoming JSON against it;
+- the model handlers build tensors (`to_columns`) and TF Serving tensor protos from it;
+- `training` generates data for it and exports a serving signature whose inputs are exactly these features;
+- `json_schema()` renders the published JSON Schema documents in `schemas/` (a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+EVENT_ID = "event_id"
+EVENT_ID_MAX_LENGTH = 128
+
+STRING = "string"
+FLOAT = "float"
+INT = "int"
+
+# numpy dtypes the serving signatures take, by feature type. Floats are float32 on the wire (TF Serving's
+# DT_FLOAT) and ints int64 (DT_INT64).
+NUMPY_DTYPES = {STRING: object, FLOAT: np.float32, INT: np.int64}
+_JSON_TYPES = {STRING: "string", FLOAT: "number", INT: "integer"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """One raw feature of an event, as the serving signature takes it (a rank-1 tensor, one value per event)."""
+
+    name: str
+    dtype: str
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = None
+    # A feature with a default is optional in events; the default is what the model sees when it is absent.
+    default: Any = None
+
+    def __post_init__(self):
+        if self.dtype not in NUMPY_DTYPES:
+            raise ValueError(f"feature {self.name!r}: dtype must be one of {sorted(NUMPY_DTYPES)}, got {self.dtype!r}")
+        if self.dtype == STRING and self.max_length is None:
+            raise ValueError(f"string feature {self.name!r} needs a max_length: inputs are size-bounded")
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    def json_schema(self) -> dict:
+        schema: dict[str, Any] = {"type": _JSON_TYPES[self.dtype], "description": self.description}
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        if self.max_length is not None:
+            schema["maxLength"] = self.max_length
+        if self.default is not None:
+            schema["default"] = self.default
+        return schema
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """One output of the serving signature: a rank-1 float tensor, one value per event."""
+
+    name: str
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInterface:
+    """What a model takes and gives, and where it lives (`<model_dir>/<name>/<version>/`)."""
+
+    name: str
+    title: str
+    description: str
+    features: tuple[Feature, ...]
+    outputs: tuple[Output, ...]
+    signature_name: str = "serving_default"
+
+    def feature(self, name: str) -> Feature:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(f"model {self.name!r} has no feature {name!r}; it has {[f.name for f in self.features]}")
+
+    def to_columns(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Validated feature dicts -> one numpy column per feature, typed as the signature takes them."""
+        columns = {}
+        for feature in self.features:
+            values = [row.get(feature.name, feature.default) for row in rows]
+            if feature.dtype == STRING:
+                columns[feature.name] = np.array([v.encode("utf-8") for v in values], dtype=object)
+            else:
+                columns[feature.name] = np.array(values, dtype=NUMPY_DTYPES[feature.dtype])
+        return columns
+
+    def json_schema(self) -> dict:
+        """The JSON Schema (draft 2020-12) of one event for this model, as published in `schemas/`."""
+        properties = {
+            EVENT_ID: {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": EVENT_ID_MAX_LENGTH,
+                "description": "Caller-chosen unique id of the event; predictions and dead letters carry it.",
+            }
+        }
+        properties.update({f.name: f.json_schema() for f in self.features})
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"{self.name}_event.schema.json",
+            "title": self.title,
+            "description": self.description
+            + " Unknown fields are ignored. Numbers must be finite; integers must be JSON integers.",
+            "type": "object",
+            "properties": properties,
+            "required": [EVENT_ID] + [f.name for f in self.features if f.required],
+            "additionalProperties": True,
+        }
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+FRAUD = ModelInterface(
+    name="fraud",
+    title="Fraud detection event",
+    description="A marketplace listing or transaction to score for fraud.",
+    features=(
+        Feature("price", FLOAT, "Listed price in EUR.", minimum=0, maximum=1_000_000),
+        Feature("seller_account_age_days", INT, "Days since the seller's account was created.", 0, 36_500),
+        Feature("seller_num_sales", INT, "Completed sales by the seller so far.", 0, 1_000_000),
+        Feature("seller_rating", FLOAT, "Seller's mean rating, 0 when unrated.", 0, 5),
+        Feature("category", STRING, "Top-level category, e.g. electronics, fashion, home.", max_length=64),
+        Feature("shipping_method", STRING, "standard, express, pickup or international.", max_length=32),
+        Feature("payment_method", STRING, "card, wallet, bank_transfer, crypto or gift_card.", max_length=32),
+        Feature("title", STRING, "Listing title as typed by the seller.", max_length=200),
+        Feature("description", STRING, "Listing description.", max_length=5_000, default=""),
+        Feature("num_images", INT, "Photos attached to the listing.", 0, 100, default=0),
+        Feature("buyer_seller_distance_km", FLOAT, "Distance between buyer and seller.", 0, 40_000, default=0.0),
+    ),
+    outputs=(Output("fraud_probability", "Probability that the listing or transaction is fraudulent."),),
+)
+
+PRICE = ModelInterface(
+    name="price",
+    title="Price suggestion event",
+    description="A second-hand marketplace listing to suggest a price for.",
+    features=(
+        Feature("name", STRING, "Listing title.", max_length=200),
+        Feature("brand_name", STRING, "Brand, empty when unknown.", max_length=100, default=""),
+        Feature("category_name", STRING, "Category path, e.g. Women/Tops & Blouses/T-Shirts.", max_length=200),
+        Feature("item_condition_id", INT, "Condition from 1 (new) to 5 (poor).", minimum=1, maximum=5),
+        Feature("shipping", INT, "1 when the seller pays shipping, else 0.", minimum=0, maximum=1),
+        Feature("item_description", STRING, "Free-text description.", max_length=5_000, default=""),
+    ),
+    outputs=(Output("suggested_price", "Suggested listing price in EUR."),),
+)
+
+MODELS = {m.name: m for m in (FRAUD, PRICE)}

@@ -1,0 +1,178 @@
+"""In-process inference: the exported SavedModel loaded inside the Beam worker, one copy shared per worker.
+
+Beam's stock TF handlers load with Keras' `load_model`, which refuses TF SavedModels under Keras 3
+(apache/beam#30616). This one loads with `tf.saved_model.load` and calls the serving signature, which takes raw
+features: preprocessing lives in the graph.
+
+Sharing: RunInference keeps one model per worker process, shared by its threads (Beam's `Shared`). With
+`share_across_processes=True` (or `model_copies=N`) Beam's `MultiProcessShared` keeps one copy (or N) per machine,
+served to every SDK worker process through a proxy; that is why the loaded model's API is one method taking and
+returning plain numpy columns, which cross a process boundary cheaply.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from model_handlers import repository
+from model_handlers.base import PERMANENT, RETRYABLE, IsolatingModelHandler
+from model_handlers.interface import ModelInterface
+
+_LOGGER = logging.getLogger(__name__)
+
+_TF_DTYPE_NAMES = {"string": "string", "float": "float32", "int": "int64"}
+
+
+class SignatureMismatchError(ValueError):
+    pass
+
+
+class LoadedSavedModel:
+    """One loaded SavedModel and its serving signature."""
+
+    def __init__(self, path: str, interface: ModelInterface):
+        import tensorflow as tf
+
+        self.path = path
+        self._loaded = tf.saved_model.load(path)
+        if interface.signature_name not in self._loaded.signatures:
+            raise SignatureMismatchError(
+                f"{path} has no signature {interface.signature_name!r}; it has {sorted(self._loaded.signatures)}"
+            )
+        self._signature = self._loaded.signatures[interface.signature_name]
+        check_signature(self._signature, interface, path)
+
+    def predict(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        outputs = self._signature(**{name: tf.constant(values) for name, values in columns.items()})
+        return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+    def pid(self) -> int:
+        """The process holding this copy (tests use it to prove cross-process sharing)."""
+        return os.getpid()
+
+
+def check_signature(signature, interface: ModelInterface, path: str) -> None:
+    """Fail fast, naming the fields, when the exported signature does not take the interface's features."""
+    _, inputs = signature.structured_input_signature
+    expected = {f.name: _TF_DTYPE_NAMES[f.dtype] for f in interface.features}
+    actual = {name: spec.dtype.name for name, spec in inputs.items()}
+    problems = []
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    if missing:
+        problems.append(f"inputs the model lacks: {missing}")
+    if extra:
+        problems.append(f"inputs the schema lacks: {extra}")
+    for name in sorted(set(expected) & set(actual)):
+        if expected[name] != actual[name]:
+            problems.append(f"input {name!r} is {actual[name]} in the model, {expected[name]} in the schema")
+    missing_outputs = sorted({o.name for o in interface.outputs} - set(signature.structured_outputs))
+    if missing_outputs:
+        problems.append(f"outputs the model lacks: {missing_outputs}")
+    if problems:
+        raise SignatureMismatchError(
+            f"the {interface.signature_name!r} signature of {path} does not match the {interface.name!r} schema: "
+            + "; ".join(problems)
+        )
+
+
+def warm_up(model: LoadedSavedModel, path: str) -> int:
+    """Replays the exported TF Serving warm-up requests, so the first real batch is not the slow one."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    warmup_path = f"{path}/{repository.WARMUP_FILE}"
+    if not tf.io.gfile.exists(warmup_path):
+        _LOGGER.warning("%s has no warm-up requests; the first batch will pay for graph tracing", path)
+        return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(warmup_path).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        request = log.predict_log.request
+        model.predict({name: tf.make_ndarray(proto) for name, proto in request.inputs.items()})
+        count += 1
+    return count
+
+
+class SavedModelHandler(IsolatingModelHandler):
+    """Scores batches of validated feature dicts with `<model_dir>/<name>/<version>/` loaded in-process."""
+
+    def __init__(
+        self,
+        interface: ModelInterface,
+        model_dir: str,
+        *,
+        model_version: int | None = None,
+        min_batch_size: int | None = None,
+        max_batch_size: int | None = None,
+        max_batch_duration_secs: int | None = None,
+        share_across_processes: bool = False,
+        model_copies: int | None = None,
+        warmup: bool = True,
+    ):
+        """
+        Args:
+          interface: the model's features and outputs.
+          model_dir: root of the model repository (local path or gs://).
+          model_version: pin a version; the newest is taken when None. Resolved once, here, at pipeline
+            construction: a version that appears later is not picked up by a running pipeline.
+          min_batch_size, max_batch_size, max_batch_duration_secs: Beam's BatchElements knobs.
+          share_across_processes: one copy per machine across SDK worker processes instead of one per process.
+          model_copies: how many copies per machine when sharing across processes (implies sharing).
+          warmup: replay `assets.extra/tf_serving_warmup_requests` on load.
+        """
+        super().__init__(
+            interface,
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+            max_batch_duration_secs=max_batch_duration_secs,
+            large_model=share_across_processes,
+            model_copies=model_copies,
+        )
+        self._version = repository.resolve_version(model_dir, interface.name, model_version)
+        self._path = repository.version_path(model_dir, interface.name, self._version)
+        self._warmup = warmup
+
+    @property
+    def model_version(self) -> str:
+        return str(self._version)
+
+    @property
+    def model_path(self) -> str:
+        return self._path
+
+    def load_model(self) -> LoadedSavedModel:
+        start = time.perf_counter()
+        model = LoadedSavedModel(self._path, self.interface)
+        loaded = time.perf_counter()
+        warmed = warm_up(model, self._path) if self._warmup else 0
+        _LOGGER.info(
+            "loaded %s version %s in %.2fs, %d warm-up requests in %.2fs (pid %d)",
+            self.interface.name, self._version, loaded - start, warmed, time.perf_counter() - loaded, os.getpid(),
+        )
+        return model
+
+    def predict(self, batch: Sequence[Mapping[str, Any]], model: LoadedSavedModel) -> list[dict[str, float]]:
+        outputs = model.predict(self.interface.to_columns(batch))
+        names = [output.name for output in self.interface.outputs]
+        for name in names:
+            if len(outputs[name]) != len(batch):
+                raise ValueError(f"output {name!r} has {len(outputs[name])} values for a batch of {len(batch)}")
+        columns = [outputs[name].tolist() for name in names]
+        return [dict(zip(names, row)) for row in zip(*columns)]
+
+    def classify_error(self, error: BaseException) -> str:
+        import tensorflow as tf
+
+        # Out of memory may pass with a smaller batch or a calmer machine; anything else will fail again.
+        if isinstance(error, (MemoryError, tf.errors.ResourceExhaustedError)):
+            return RETRYABLE
+        return PERMANENT
+

@@ -1,0 +1,1 @@
+"""Entry points: `python -m pipelines.fraud_detection` and `python -m pipelines.price_suggestion`."""

@@ -1,0 +1,100 @@
+"""Wires a model's pipeline: a source, the shared Score transform, and sinks. Both entry points use it.
+
+Streaming reads a Pub/Sub subscription and publishes to topics; backfill reads and writes JSON Lines files.
+Nothing between the ends knows which mode it is in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from model_handlers.base import IsolatingModelHandler
+from model_handlers.interface import ModelInterface
+from model_handlers.repository import ModelNotFoundError
+from model_handlers.saved_model import SavedModelHandler
+from pipelines.options import InferenceOptions
+from transforms.files import ReadEventFiles, WriteJsonLines
+from transforms.predictions import Decorate
+from transforms.pubsub import PublishMessages, ReadEvents
+from transforms.scoring import Score
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def make_handler(interface: ModelInterface, options: InferenceOptions) -> IsolatingModelHandler:
+    return SavedModelHandler(
+        interface,
+        options.model_dir,
+        model_version=options.model_version,
+        min_batch_size=options.min_batch_size,
+        max_batch_size=options.max_batch_size,
+        max_batch_duration_secs=options.max_batch_duration_secs,
+        share_across_processes=options.share_model_across_processes,
+        model_copies=options.model_copies,
+        warmup=options.warmup,
+    )
+
+
+def build(
+    pipeline: beam.Pipeline, interface: ModelInterface, options: InferenceOptions, decorate: Decorate | None = None
+) -> None:
+    handler = make_handler(interface, options)
+    _LOGGER.info("%s: %s, model version %s from %s", interface.name, options.mode(), handler.model_version, options.model_dir)
+    if options.mode() == "streaming":
+        events = pipeline | "ReadEvents" >> ReadEvents(options.input_subscription, options.timestamp_attribute)
+    else:
+        events = pipeline | "ReadEvents" >> ReadEventFiles(options.input)
+    scored = events | "Score" >> Score(handler, max_event_bytes=options.max_event_bytes, decorate=decorate)
+    if options.mode() == "streaming":
+        scored.predictions | "PublishPredictions" >> PublishMessages(options.output_topic)
+        scored.dead_letters | "PublishDeadLetters" >> PublishMessages(options.dead_letter_topic)
+    else:
+        scored.predictions | "WritePredictions" >> WriteJsonLines(options.output)
+        scored.dead_letters | "WriteDeadLetters" >> WriteJsonLines(options.dead_letter_output)
+
+
+def run(
+    interface: ModelInterface,
+    argv: list[str] | None = None,
+    test_pipeline: beam.Pipeline | None = None,
+    decorate_from_options: Callable[[PipelineOptions], Decorate | None] | None = None,
+) -> beam.runners.runner.PipelineResult:
+    """Validates the options, builds the pipeline and starts it; returns Beam's PipelineResult."""
+    pipeline_options = test_pipeline.options if test_pipeline is not None else PipelineOptions(argv)
+    options = pipeline_options.view_as(InferenceOptions)
+    options.validate()
+    decorate = decorate_from_options(pipeline_options) if decorate_from_options else None
+    if options.mode() == "streaming" and not pipeline_options.view_as(StandardOptions).streaming:
+        _LOGGER.info("reading Pub/Sub needs streaming mode: running with --streaming")
+        pipeline_options.view_as(StandardOptions).streaming = True
+    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=pipeline_options)
+    build(pipeline, interface, options, decorate)
+    return pipeline.run()
+
+
+def main(prog: str, run_fn: Callable, description: str, extra_options: type | None = None) -> None:
+    """Command-line front: `--help` lists the project's options; bad options exit 2 with the reason, no traceback."""
+    argv = sys.argv[1:]
+    if "-h" in argv or "--help" in argv:
+        parser = argparse.ArgumentParser(
+            prog=prog, description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="Beam's own flags (--runner, --streaming, --direct_num_workers, ...) are accepted too.",
+        )
+        for options_class in filter(None, (InferenceOptions, extra_options)):
+            options_class._add_argparse_args(parser)  # pylint: disable=protected-access
+        parser.print_help()
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = run_fn(argv)
+    except (ValueError, ModelNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    result.wait_until_finish()

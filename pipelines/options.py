@@ -1,0 +1,114 @@
+"""The project's pipeline options, beside Beam's own flags (--runner, --streaming, --direct_num_workers, ...).
+
+Combinations are checked once, in `validate`, before anything starts, with messages that say what to change.
+"""
+
+from __future__ import annotations
+
+import re
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from transforms.events import DEFAULT_MAX_EVENT_BYTES
+
+SUBSCRIPTION_RE = re.compile(r"^projects/[^/]+/subscriptions/[^/]{3,255}$")
+TOPIC_RE = re.compile(r"^projects/[^/]+/topics/[^/]{3,255}$")
+
+STREAMING_FLAGS = ("input_subscription", "output_topic", "dead_letter_topic")
+BACKFILL_FLAGS = ("input", "output", "dead_letter_output")
+
+
+class InferenceOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        streaming = parser.add_argument_group("streaming (Pub/Sub in, Pub/Sub out)")
+        streaming.add_argument("--input_subscription", help="projects/<project>/subscriptions/<id> to read events from")
+        streaming.add_argument("--output_topic", help="projects/<project>/topics/<id> for predictions")
+        streaming.add_argument("--dead_letter_topic", help="projects/<project>/topics/<id> for dead letters")
+        streaming.add_argument(
+            "--timestamp_attribute",
+            help="message attribute holding the event time (RFC 3339 or ms since epoch); default: publish time",
+        )
+        backfill = parser.add_argument_group("backfill (JSON Lines files in and out)")
+        backfill.add_argument("--input", help="JSON Lines events: a local path or gs:// glob")
+        backfill.add_argument("--output", help="path prefix for prediction files (<prefix>-SSSSS-of-NNNNN.jsonl)")
+        backfill.add_argument("--dead_letter_output", help="path prefix for dead-letter files")
+
+        model = parser.add_argument_group("model")
+        model.add_argument("--model_dir", default="models", help="model repository: <model_dir>/<name>/<version>/")
+        model.add_argument("--model_version", type=int, help="pin a model version (default: the newest)")
+        model.add_argument(
+            "--inference", default="in_process", choices=["in_process"],
+            help="where the model runs: in_process (the SavedModel inside each Beam worker)",
+        )
+        model.add_argument(
+            "--share_model_across_processes", action="store_true",
+            help="one model copy per machine, shared by all SDK worker processes (default: one per process)",
+        )
+        model.add_argument("--model_copies", type=int, help="model copies per machine; implies sharing across processes")
+        model.add_argument("--no_warmup", dest="warmup", action="store_false", help="skip the warm-up requests on load")
+
+        batching = parser.add_argument_group("batching")
+        batching.add_argument("--min_batch_size", type=int, default=1)
+        batching.add_argument("--max_batch_size", type=int, default=256)
+        batching.add_argument(
+            "--max_batch_duration_secs", type=int,
+            help="streaming: hold a batch at most this long across bundles (stateful batching); default: batch "
+            "within a bundle",
+        )
+        parser.add_argument(
+            "--max_event_bytes", type=int, default=DEFAULT_MAX_EVENT_BYTES,
+            help="payloads larger than this are dead-lettered unread",
+        )
+
+    def mode(self) -> str:
+        return "streaming" if self.input_subscription else "backfill"
+
+    def validate(self) -> None:
+        """Raises ValueError listing every problem with the combination of options."""
+        problems = []
+        given = lambda names: [f"--{n}" for n in names if getattr(self, n)]  # noqa: E731
+        streaming_given, backfill_given = given(STREAMING_FLAGS), given(BACKFILL_FLAGS)
+        if streaming_given and backfill_given:
+            problems.append(
+                f"choose streaming or backfill, not both: got {', '.join(streaming_given)} and {', '.join(backfill_given)}"
+            )
+        elif not streaming_given and not backfill_given:
+            problems.append(
+                "nothing to read: give --input_subscription, --output_topic and --dead_letter_topic (streaming), "
+                "or --input, --output and --dead_letter_output (backfill)"
+            )
+        elif streaming_given:
+            problems += [f"streaming needs --{n}" for n in STREAMING_FLAGS if not getattr(self, n)]
+            if self.input_subscription and not SUBSCRIPTION_RE.match(self.input_subscription):
+                problems.append(
+                    f"--input_subscription must look like projects/<project>/subscriptions/<id>, got {self.input_subscription!r}"
+                )
+            for name in ("output_topic", "dead_letter_topic"):
+                value = getattr(self, name)
+                if value and not TOPIC_RE.match(value):
+                    problems.append(f"--{name} must look like projects/<project>/topics/<id>, got {value!r}")
+            if self.output_topic and self.output_topic == self.dead_letter_topic:
+                problems.append("--output_topic and --dead_letter_topic must differ")
+        else:
+            problems += [f"backfill needs --{n}" for n in BACKFILL_FLAGS if not getattr(self, n)]
+            if self.timestamp_attribute:
+                problems.append("--timestamp_attribute applies to streaming only; files carry no attributes")
+            if self.view_as(StandardOptions).streaming:
+                problems.append("backfill runs in batch mode: drop --streaming, or read from --input_subscription")
+            if self.output and self.output == self.dead_letter_output:
+                problems.append("--output and --dead_letter_output must differ")
+        if self.min_batch_size < 1 or self.max_batch_size < self.min_batch_size:
+            problems.append(
+                f"need 1 <= --min_batch_size <= --max_batch_size, got {self.min_batch_size} and {self.max_batch_size}"
+            )
+        if self.max_batch_duration_secs is not None and self.max_batch_duration_secs < 1:
+            problems.append(f"--max_batch_duration_secs must be at least 1, got {self.max_batch_duration_secs}")
+        if self.model_copies is not None and self.model_copies < 1:
+            problems.append(f"--model_copies must be at least 1, got {self.model_copies}")
+        if self.model_version is not None and self.model_version < 1:
+            problems.append(f"--model_version must be a positive integer, got {self.model_version}")
+        if self.max_event_bytes < 1:
+            problems.append(f"--max_event_bytes must be positive, got {self.max_event_bytes}")
+        if problems:
+            raise ValueError("invalid options:\n  - " + "\n  - ".join(problems))

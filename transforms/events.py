@@ -1,0 +1,173 @@
+"""ParseEvents: raw payload bytes -> (EventRef, features) by the model's schema; anything else -> a dead letter.
+
+The first step of scoring. Streaming and backfill both feed it `RawEvent`s (the bytes and the Pub/Sub
+attributes, empty for files); it never sees where they came from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from model_handlers.base import PERMANENT
+from model_handlers.interface import EVENT_ID, EVENT_ID_MAX_LENGTH, FLOAT, INT, STRING, ModelInterface
+from transforms.dead_letter import DEAD_LETTERS, PARSE, VALIDATE, DeadLetter
+
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+# Pub/Sub allows 100 attributes a message, and a prediction adds 4 (event_id, model, model_version, scored_at).
+MAX_INPUT_ATTRIBUTES = 96
+
+
+class RawEvent(NamedTuple):
+    payload: bytes
+    attributes: dict[str, str]
+
+
+class EventRef(NamedTuple):
+    """The key an event travels under through RunInference: its id, plus what formatting needs afterwards."""
+
+    event_id: str
+    raw: RawEvent
+
+
+class InvalidEvent(ValueError):
+    def __init__(self, stage: str, reason: str, event_id: str | None = None):
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+        self.event_id = event_id
+
+
+_JSON_TYPE_NAMES = {STRING: "a string", FLOAT: "a number", INT: "an integer"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _check_feature(feature, value: Any) -> tuple[Any, str | None]:
+    """The value as the model takes it, or the reason it cannot be taken."""
+    name = feature.name
+    if feature.dtype == STRING:
+        if not isinstance(value, str):
+            return None, f"feature {name!r} must be a string, got {_json_type(value)}"
+        if len(value) > feature.max_length:
+            return None, f"feature {name!r} has {len(value)} characters, more than the maximum {feature.max_length}"
+        return value, None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"feature {name!r} must be {_JSON_TYPE_NAMES[feature.dtype]}, got {_json_type(value)}"
+    if isinstance(value, float) and math.isnan(value):
+        return None, f"feature {name!r} is NaN"
+    if isinstance(value, float) and math.isinf(value):
+        return None, f"feature {name!r} is infinite"
+    if feature.dtype == INT:
+        # JSON Schema's "integer" admits 3.0 as well as 3; so do we.
+        if isinstance(value, float) and not value.is_integer():
+            return None, f"feature {name!r} must be an integer, got {value!r}"
+        value = int(value)
+    else:
+        value = float(value)
+    if feature.minimum is not None and value < feature.minimum:
+        return None, f"feature {name!r} is {value!r}, below the minimum {feature.minimum}"
+    if feature.maximum is not None and value > feature.maximum:
+        return None, f"feature {name!r} is {value!r}, above the maximum {feature.maximum}"
+    return value, None
+
+
+def parse_event(
+    raw: RawEvent, interface: ModelInterface, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> tuple[str, dict[str, Any]]:
+    """(event_id, features) for a valid event; raises InvalidEvent naming the stage and every problem found."""
+    payload = raw.payload
+    if not payload:
+        raise InvalidEvent(PARSE, "empty payload")
+    if len(payload) > max_event_bytes:
+        raise InvalidEvent(PARSE, f"payload of {len(payload)} bytes exceeds the limit of {max_event_bytes} bytes")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidEvent(PARSE, f"payload is not UTF-8: {error}") from None
+    try:
+        event = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise InvalidEvent(PARSE, f"payload is not JSON: {error}") from None
+    if not isinstance(event, dict):
+        raise InvalidEvent(PARSE, f"expected a JSON object, got {_json_type(event)}")
+
+    event_id = event.get(EVENT_ID)
+    if EVENT_ID not in event:
+        raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} is missing")
+    if not isinstance(event_id, str):
+        raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} must be a string, got {_json_type(event_id)}")
+    if not event_id:
+        raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} is empty")
+    if len(event_id) > EVENT_ID_MAX_LENGTH:
+        raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} has {len(event_id)} characters, more than {EVENT_ID_MAX_LENGTH}")
+    if len(raw.attributes) > MAX_INPUT_ATTRIBUTES:
+        raise InvalidEvent(
+            VALIDATE,
+            f"the message has {len(raw.attributes)} attributes; at most {MAX_INPUT_ATTRIBUTES} can be carried over",
+            event_id,
+        )
+
+    features, problems = {}, []
+    for feature in interface.features:
+        if feature.name not in event:
+            if feature.required:
+                problems.append(f"required feature {feature.name!r} is missing")
+            else:
+                features[feature.name] = feature.default
+            continue
+        value, problem = _check_feature(feature, event[feature.name])
+        if problem:
+            problems.append(problem)
+        else:
+            features[feature.name] = value
+    if problems:
+        raise InvalidEvent(VALIDATE, "; ".join(problems), event_id)
+    return event_id, features
+
+
+class _ParseEventsFn(beam.DoFn):
+    def __init__(self, interface: ModelInterface, max_event_bytes: int):
+        self._interface = interface
+        self._max_event_bytes = max_event_bytes
+        namespace = f"marketplace_{interface.name}"
+        self._valid = Metrics.counter(namespace, "events_valid")
+        self._invalid = Metrics.counter(namespace, "events_invalid")
+
+    def process(self, raw):  # RawEvent
+        try:
+            event_id, features = parse_event(raw, self._interface, self._max_event_bytes)
+        except InvalidEvent as invalid:
+            self._invalid.inc()
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTERS, DeadLetter(raw, invalid.stage, invalid.reason, PERMANENT, invalid.event_id)
+            )
+            return
+        self._valid.inc()
+        yield EventRef(event_id, raw), features
+
+
+class ParseEvents(beam.PTransform):
+    """PCollection[RawEvent] -> tagged outputs: `events` (EventRef, features) and `dead_letters` (DeadLetter)."""
+
+    def __init__(self, interface: ModelInterface, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+        super().__init__()
+        self._interface = interface
+        self._max_event_bytes = max_event_bytes
+
+    def expand(self, raw_events):
+        return raw_events | beam.ParDo(_ParseEventsFn(self._interface, self._max_event_bytes)).with_outputs(
+            DEAD_LETTERS, main="events"
+        )

@@ -1,0 +1,55 @@
+"""The streaming ends: ReadEvents from a Pub/Sub subscription, PublishMessages to a topic.
+
+Beam's own Pub/Sub IO, with attributes. It reaches the emulator through PUBSUB_EMULATOR_HOST and real Pub/Sub
+through Application Default Credentials, with the same flags. (On Flink this native read does not run,
+apache/beam#27443; the Flink route is a later step and will be chosen here, by runner.)
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
+
+from transforms.dead_letter import OutputMessage
+from transforms.events import RawEvent
+
+
+def _to_raw_event(message: PubsubMessage) -> RawEvent:
+    return RawEvent(message.data or b"", dict(message.attributes or {}))
+
+
+def _to_pubsub_message(message: OutputMessage) -> PubsubMessage:
+    return PubsubMessage(message.data, message.attributes)
+
+
+class ReadEvents(beam.PTransform):
+    """PBegin -> PCollection[RawEvent] from `projects/<p>/subscriptions/<s>`."""
+
+    def __init__(self, subscription: str, timestamp_attribute: str | None = None):
+        super().__init__()
+        self._subscription = subscription
+        self._timestamp_attribute = timestamp_attribute
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ReadFromPubSub" >> ReadFromPubSub(
+                subscription=self._subscription, with_attributes=True, timestamp_attribute=self._timestamp_attribute
+            )
+            | "ToRawEvents" >> beam.Map(_to_raw_event)
+        )
+
+
+class PublishMessages(beam.PTransform):
+    """PCollection[OutputMessage] -> `projects/<p>/topics/<t>`, body and attributes."""
+
+    def __init__(self, topic: str):
+        super().__init__()
+        self._topic = topic
+
+    def expand(self, messages):
+        return (
+            messages
+            | "ToPubsubMessages" >> beam.Map(_to_pubsub_message)
+            | "WriteToPubSub" >> WriteToPubSub(self._topic, with_attributes=True)
+        )

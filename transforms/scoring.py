@@ -1,0 +1,87 @@
+"""Score: the composite shared by streaming and backfill.
+
+    RawEvent -> ParseEvents -> Infer (RunInference, keyed by event) -> FormatPredictions
+                     \\              \\
+                      +-> dead letters (parse | validate | infer) -> FormatDeadLetters
+
+Every event leaves on exactly one of the two outputs. The model handler retries a failing batch element by element
+(model_handlers.base), so only elements that fail alone are dead-lettered; a batch that fails even so (e.g. the
+shared model's process died) comes back from RunInference's exception handling and is dead-lettered per element.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+from model_handlers.base import RETRYABLE, InferenceFailure, IsolatingModelHandler
+from transforms.dead_letter import DEAD_LETTERS, INFER, DeadLetter, format_dead_letter
+from transforms.events import DEFAULT_MAX_EVENT_BYTES, ParseEvents
+from transforms.predictions import Decorate, format_prediction
+
+
+class ScoringOutputs(NamedTuple):
+    predictions: beam.PCollection  # OutputMessage
+    dead_letters: beam.PCollection  # OutputMessage
+
+
+class _SplitInferenceFailures(beam.DoFn):
+    def process(self, keyed_result):  # (EventRef, PredictionResult)
+        ref, result = keyed_result
+        if isinstance(result.inference, InferenceFailure):
+            failure = result.inference
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTERS, DeadLetter(ref.raw, INFER, failure.error, failure.error_type, ref.event_id)
+            )
+        else:
+            yield keyed_result
+
+
+def _failed_batch_to_dead_letters(failed):
+    """RunInference's (batch, (type, repr, traceback)) -> one dead letter per element of the batch."""
+    batch, (error_class, error_repr, _traceback) = failed
+    # Retryable: the batch failed outside the per-element scoring (model process lost, timeout), so nothing
+    # says these events are bad.
+    for ref, _features in batch:
+        yield DeadLetter(ref.raw, INFER, f"{error_class.__name__}: {error_repr}", RETRYABLE, ref.event_id)
+
+
+class Score(beam.PTransform):
+    """PCollection[RawEvent] -> ScoringOutputs(predictions, dead_letters), both PCollection[OutputMessage]."""
+
+    def __init__(
+        self,
+        handler: IsolatingModelHandler,
+        *,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        decorate: Decorate | None = None,
+    ):
+        super().__init__()
+        self._handler = handler
+        self._max_event_bytes = max_event_bytes
+        self._decorate = decorate
+
+    def expand(self, raw_events):
+        interface = self._handler.interface
+        parsed = raw_events | "ParseEvents" >> ParseEvents(interface, self._max_event_bytes)
+        results, failed = parsed.events | "Infer" >> RunInference(
+            KeyedModelHandler(self._handler)
+        ).with_exception_handling()
+        split = results | "SplitInferenceFailures" >> beam.ParDo(_SplitInferenceFailures()).with_outputs(
+            DEAD_LETTERS, main="scored"
+        )
+        failed_batches = failed.failed_inferences | "UnbatchFailedBatches" >> beam.FlatMap(
+            _failed_batch_to_dead_letters
+        )
+        decorate = self._decorate
+        predictions = split.scored | "FormatPredictions" >> beam.MapTuple(
+            lambda ref, result: format_prediction(ref, result, interface, decorate)
+        )
+        dead_letters = (
+            (parsed.dead_letters, split.dead_letters, failed_batches)
+            | "CollectDeadLetters" >> beam.Flatten()
+            | "FormatDeadLetters" >> beam.Map(format_dead_letter, interface.name)
+        )
+        return ScoringOutputs(predictions, dead_letters)
