@@ -1,7 +1,8 @@
 """The model repository layout shared with TF Serving: `<model_dir>/<name>/<version>/saved_model.pb`.
 
 Versions are positive integers, as TF Serving requires; each version directory is immutable once written.
-Paths may be local or any filesystem TensorFlow's gfile knows (gs://...).
+Paths may be local or any filesystem Beam knows (gs://...); listing uses Beam's FileSystems rather than
+tf.io.gfile so that a launcher resolving a version does not pay for importing TensorFlow.
 """
 
 from __future__ import annotations
@@ -21,16 +22,15 @@ def _join(*parts: str) -> str:
 
 def available_versions(model_dir: str, name: str) -> list[int]:
     """Versions of `name` under `model_dir` that hold a SavedModel, oldest first."""
-    import tensorflow as tf
+    from apache_beam.io.filesystems import FileSystems
 
     base = _join(model_dir, name)
-    if not tf.io.gfile.isdir(base):
-        return []
-    versions = []
-    for entry in tf.io.gfile.listdir(base):
-        entry = entry.rstrip("/")
-        if entry.isdigit() and tf.io.gfile.exists(_join(base, entry, "saved_model.pb")):
-            versions.append(int(entry))
+    matches = FileSystems.match([_join(base, "*", "saved_model.pb")])[0].metadata_list
+    versions = set()
+    for metadata in matches:
+        version = posixpath.basename(posixpath.dirname(metadata.path))
+        if version.isdigit():
+            versions.add(int(version))
     return sorted(versions)
 
 

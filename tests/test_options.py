@@ -1,0 +1,79 @@
+"""Options: conflicting or missing flags are rejected with a clear message before anything starts."""
+
+import subprocess
+import sys
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.options import InferenceOptions
+
+STREAMING = [
+    "--input_subscription=projects/p/subscriptions/events",
+    "--output_topic=projects/p/topics/predictions",
+    "--dead_letter_topic=projects/p/topics/dead-letters",
+]
+BACKFILL = ["--input=in.jsonl", "--output=out/pred", "--dead_letter_output=out/dead"]
+
+
+def problems(argv) -> str:
+    with pytest.raises(ValueError) as info:
+        PipelineOptions(argv).view_as(InferenceOptions).validate()
+    return str(info.value)
+
+
+def test_complete_streaming_and_backfill_options_are_accepted():
+    for argv, mode in ((STREAMING, "streaming"), (BACKFILL, "backfill")):
+        options = PipelineOptions(argv).view_as(InferenceOptions)
+        options.validate()
+        assert options.mode() == mode
+
+
+def test_no_source_at_all_says_what_to_give():
+    assert "nothing to read: give --input_subscription" in problems([])
+
+
+def test_streaming_and_backfill_flags_together_are_rejected():
+    assert "choose streaming or backfill, not both" in problems(STREAMING + BACKFILL[:1])
+
+
+def test_missing_streaming_and_backfill_partners_are_named():
+    assert "streaming needs --dead_letter_topic" in problems(STREAMING[:2])
+    assert "backfill needs --output" in problems(BACKFILL[:1] + BACKFILL[2:])
+
+
+def test_malformed_resource_paths_are_rejected_with_the_expected_form():
+    text = problems(["--input_subscription=events", *STREAMING[1:]])
+    assert "--input_subscription must look like projects/<project>/subscriptions/<id>, got 'events'" in text
+
+
+def test_backfill_rejects_streaming_only_settings():
+    text = problems(BACKFILL + ["--streaming", "--timestamp_attribute=ts"])
+    assert "backfill runs in batch mode" in text
+    assert "--timestamp_attribute applies to streaming only" in text
+
+
+def test_bad_numbers_are_all_reported_together():
+    text = problems(BACKFILL + ["--min_batch_size=10", "--max_batch_size=5", "--model_copies=0", "--max_event_bytes=0"])
+    assert "need 1 <= --min_batch_size <= --max_batch_size, got 10 and 5" in text
+    assert "--model_copies must be at least 1, got 0" in text
+    assert "--max_event_bytes must be positive, got 0" in text
+
+
+def test_the_command_line_exits_2_with_the_reason_and_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.fraud_detection", *BACKFILL, f"--model_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "error: no versions of model 'fraud'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_fraud_threshold_outside_zero_to_one_is_rejected(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.fraud_detection", *BACKFILL, "--fraud_threshold=1.5"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "--fraud_threshold must be within [0, 1], got 1.5" in result.stderr

@@ -1,0 +1,92 @@
+"""The Score composite in a real pipeline, and the formats of what leaves it."""
+
+import base64
+import json
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import PredictionResult
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from model_handlers.interface import FRAUD
+from model_handlers.saved_model import SavedModelHandler
+from pipelines.fraud_detection import is_fraud
+from reference import direct_outputs
+from test_handler import PoisonedHandler
+from training.data import generate
+from transforms.dead_letter import DeadLetter, format_dead_letter
+from transforms.events import EventRef, RawEvent
+from transforms.predictions import format_prediction
+from transforms.scoring import Score
+
+
+def test_prediction_carries_ids_version_outputs_and_input_attributes():
+    ref = EventRef("e-9", RawEvent(b"{}", {"source": "app", "model": "spoofed"}))
+    result = PredictionResult({"price": 1.0}, {"fraud_probability": 0.75}, "3")
+    message = format_prediction(ref, result, FRAUD, lambda o: is_fraud(o, 0.7), scored_at="2026-01-01T00:00:00.000Z")
+    assert json.loads(message.data) == {
+        "event_id": "e-9", "model": "fraud", "model_version": "3", "fraud_probability": 0.75, "is_fraud": True,
+    }
+    assert message.attributes == {
+        "source": "app", "event_id": "e-9", "model": "fraud", "model_version": "3",
+        "scored_at": "2026-01-01T00:00:00.000Z",
+    }
+
+
+def test_fraud_threshold_decides_is_fraud_inclusively():
+    assert is_fraud({"fraud_probability": 0.5}, 0.5) == {"is_fraud": True}
+    assert is_fraud({"fraud_probability": 0.49}, 0.5) == {"is_fraud": False}
+
+
+def test_dead_letter_carries_original_bytes_attributes_stage_and_reason():
+    raw = RawEvent(b"\xff\x00not json", {"source": "app"})
+    message = format_dead_letter(DeadLetter(raw, "parse", "payload is not UTF-8", "permanent"), "fraud")
+    body = json.loads(message.data)
+    assert base64.b64decode(body["payload"]) == raw.payload
+    assert body == {
+        "payload": body["payload"], "attributes": {"source": "app"}, "stage": "parse",
+        "error": "payload is not UTF-8", "error_type": "permanent", "event_id": None, "model": "fraud",
+    }
+    assert message.attributes == {"model": "fraud", "stage": "parse", "error_type": "permanent"}
+
+
+def _decoded(messages, label):
+    return messages | f"Decode{label}" >> beam.Map(lambda m: json.loads(m.data))
+
+
+def test_score_predicts_valid_events_and_dead_letters_the_rest_exactly_once(model_dir):
+    events, _ = generate(FRAUD, 40, seed=21)
+    raws = [RawEvent(json.dumps(e).encode(), {"n": str(i)}) for i, e in enumerate(events)]
+    bad = [RawEvent(b"", {}), RawEvent(b"[]", {}), RawEvent(json.dumps({**events[0], "price": -1}).encode(), {})]
+    expected = direct_outputs(model_dir, FRAUD, events)
+    handler = SavedModelHandler(FRAUD, str(model_dir), max_batch_size=16)
+    with TestPipeline() as p:
+        scored = p | beam.Create(raws + bad) | Score(handler, decorate=lambda o: is_fraud(o, 0.5))
+        assert_that(
+            _decoded(scored.predictions, "Predictions") | "Round" >> beam.Map(lambda b: (b["event_id"], round(b["fraud_probability"], 5))),
+            equal_to([(eid, round(out["fraud_probability"], 5)) for eid, out in expected.items()]),
+            label="predictions",
+        )
+        assert_that(
+            _decoded(scored.dead_letters, "DeadLetters") | "Stages" >> beam.Map(lambda b: (base64.b64decode(b["payload"]), b["stage"])),
+            equal_to([(b"", "parse"), (b"[]", "parse"), (bad[2].payload, "validate")]),
+            label="dead_letters",
+        )
+
+
+def test_one_poisoned_event_in_a_batch_is_dead_lettered_at_infer_and_its_batch_mates_are_predicted(model_dir):
+    events, _ = generate(FRAUD, 30, seed=22)
+    events[7]["title"] = "POISON"
+    handler = PoisonedHandler(FRAUD, str(model_dir), min_batch_size=30, max_batch_size=30)
+    with TestPipeline() as p:
+        scored = p | beam.Create([RawEvent(json.dumps(e).encode(), {}) for e in events]) | Score(handler)
+        assert_that(
+            _decoded(scored.predictions, "Predictions") | "Ids" >> beam.Map(lambda b: b["event_id"]),
+            equal_to([e["event_id"] for i, e in enumerate(events) if i != 7]),
+            label="predictions",
+        )
+        assert_that(
+            _decoded(scored.dead_letters, "DeadLetters") | "What" >> beam.Map(lambda b: (b["event_id"], b["stage"], b["error"])),
+            equal_to([(events[7]["event_id"], "infer", "RuntimeError: poisoned element in batch")]),
+            label="dead_letters",
+        )
