@@ -90,3 +90,25 @@ def test_one_poisoned_event_in_a_batch_is_dead_lettered_at_infer_and_its_batch_m
             equal_to([(events[7]["event_id"], "infer", "RuntimeError: poisoned element in batch")]),
             label="dead_letters",
         )
+
+
+def test_batches_sent_to_the_model_stay_within_the_configured_bounds_and_are_counted(model_dir):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    events, _ = generate(FRAUD, 200, seed=23)
+    handler = SavedModelHandler(FRAUD, str(model_dir), min_batch_size=4, max_batch_size=16)
+    pipeline = beam.Pipeline()
+    _ = pipeline | beam.Create([RawEvent(json.dumps(e).encode(), {}) for e in events]) | Score(handler)
+    result = pipeline.run()
+    result.wait_until_finish()
+
+    def metric(kind, name):
+        found = result.metrics().query(MetricsFilter().with_namespace("marketplace_fraud").with_name(name))[kind]
+        assert found, f"no {name} metric"
+        return found[0].committed
+
+    batch_sizes = metric("distributions", "inference_request_batch_size")
+    assert batch_sizes.max <= 16 and batch_sizes.sum == 200
+    assert batch_sizes.count >= 200 // 16
+    assert metric("counters", "events_valid") == 200
+    assert metric("counters", "num_inferences") == 200

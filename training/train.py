@@ -7,7 +7,7 @@ interface's features (rank-1 tensors named by feature) and returns exactly its o
 `assets.extra/tf_serving_warmup_requests` (TF Serving's warm-up format) and `assets.extra/quality.json` (held-out
 metrics and training parameters). All preprocessing (string normalisation, hashing, word flags, numeric scaling
 with constants from the training data) is inside the graph, so a client sends raw features. The model is a plain
-`tf.Module` trained with a small hand-written Adam loop: loading it needs `tf.saved_model.load` only, no Keras
+`tf.Module` trained in a plain TF loop with Keras' Adam optimizer: loading it needs `tf.saved_model.load` only, no Keras
 (Beam's stock TF handler loads through Keras, which cannot read SavedModels under Keras 3).
 
 An export is written to a hidden temporary directory next to its final place and renamed into place, so a
@@ -29,13 +29,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from model_handlers import interface as mi
+from model_handlers import repository
 from training import data, metrics
 
 DEFAULT_N = {"fraud": 100_000, "price": 100_000}
 HOLDOUT = 0.2
 WARMUP_BATCH_SIZES = (1, 32, 1, 32)
 QUALITY_FILE = "quality.json"
-WARMUP_FILE = "tf_serving_warmup_requests"
 
 _tf = None
 
@@ -454,7 +454,7 @@ def _train_one(interface: mi.ModelInterface, version: int, seed: int, n: int, fi
             log(f"{interface.name}: held-out RMSLE {quality['rmsle']:.4f} vs category-median baseline "
                 f"{quality['baseline_rmsle']:.4f} (ratio {quality['rmsle_ratio_to_baseline']:.3f})")
         extra = tmp / "assets.extra"
-        write_warmup_requests(extra / WARMUP_FILE, interface, test_events)
+        write_warmup_requests(tmp / repository.WARMUP_FILE, interface, test_events)
         (extra / QUALITY_FILE).write_text(json.dumps(quality, indent=2) + "\n")
         _move_into_place(tmp, final)
     except BaseException:

@@ -1,0 +1,18 @@
+"""The README's first command keeps working: the demo, small, against the real emulator and both pipelines."""
+
+import re
+import subprocess
+import sys
+
+
+def test_demo_accounts_for_every_event_of_both_models_and_stops_what_it_started(model_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "localdev.demo", f"--model_dir={model_dir}", "--events=120", "--rate=60",
+         "--malformed_fraction=0.1", f"--log_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert re.findall(r"accounted for\s+(\d+)/(\d+)", out) == [("120", "120"), ("120", "120")], out
+    assert "latency p50 / p99" in out and "parse: not JSON" in out and "validate: out of bounds" in out
+    assert out.rstrip().endswith("stopped the pipelines and the emulator")
