@@ -25,8 +25,9 @@ models: $(STAMP) ## Build the two demo models into $(MODEL_DIR)/ if missing (FOR
 schemas: $(STAMP) ## Regenerate the published JSON Schemas in schemas/ from the model interfaces
 	$(PY) -m training.schemas
 
-demo: models ## The main job: emulator traffic through both streaming pipelines, with progress and a summary
-	$(PY) -m localdev.demo --model_dir=$(MODEL_DIR) $(DEMO_ARGS)
+INFERENCE ?= in_process
+demo: models ## The main job: emulator traffic through both streaming pipelines (INFERENCE=tf_serving: over gRPC)
+	$(PY) -m localdev.demo --model_dir=$(MODEL_DIR) --inference=$(INFERENCE) $(DEMO_ARGS)
 
 test: $(STAMP) ## Run the whole test suite (unit, emulator integration, backfill)
 	$(PY) -m pytest tests -ra $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import re
 import sys
 import threading
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from localdev.pubsub_emulator import PubsubEmulator
+from localdev.model_server import ModelServerProcess
+from localdev.pubsub_emulator import PubsubEmulator, free_port
 from localdev.streaming import PipelineDied, StreamingRun
 from localdev.traffic import make_traffic
 from model_handlers import repository
@@ -79,21 +81,28 @@ class Demo:
         traffic = {
             m: make_traffic(MODELS[m], args.events, args.malformed_fraction, seed=args.seed) for m in self.models
         }
-        with PubsubEmulator(project="demo-project", log_path=str(log_dir / "emulator.log")) as emulator:
+        with contextlib.ExitStack() as stack:
+            emulator = stack.enter_context(PubsubEmulator(project="demo-project", log_path=str(log_dir / "emulator.log")))
             self.say(f"[2/5] Pub/Sub emulator on {emulator.host} (log {log_dir / 'emulator.log'})")
+            model_dir, pipeline_args = args.model_dir, []
+            if args.inference == "tf_serving":
+                server = stack.enter_context(ModelServerProcess(args.model_dir, free_port(), log_dir / "model-server.log"))
+                self.say(f"      TF Serving stand-in on {server.target} (log {log_dir / 'model-server.log'})")
+                model_dir, pipeline_args = None, ["--inference=tf_serving", f"--tf_serving_target={server.target}"]
             started = time.monotonic()
             for model in self.models:
-                self.runs[model] = StreamingRun(emulator, model, args.model_dir, log_dir).start()
+                run = StreamingRun(emulator, model, model_dir, log_dir, pipeline_args)
+                stack.callback(run.stop)
+                self.runs[model] = run.start()
             try:
                 return self._stream(traffic, started)
             finally:
-                for run in self.runs.values():
-                    run.stop()
-                self.say("stopped the pipelines and the emulator")
+                stack.close()
+                self.say("stopped the pipelines, the emulator" + (" and the model server" if args.inference == "tf_serving" else ""))
 
     def _stream(self, traffic, started: float) -> int:
         args = self.args
-        self.say("[3/5] started the streaming pipelines on the DirectRunner: "
+        self.say(f"[3/5] started the streaming pipelines on the DirectRunner, inference {self.args.inference}: "
                  + ", ".join(f"{m} (log {r.log_path})" for m, r in self.runs.items()))
         # One probe event each: the stream starts once every pipeline has answered, so start-up is not latency.
         for model, run in self.runs.items():
@@ -173,6 +182,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", default="models")
     parser.add_argument("--models", default="fraud,price", help="comma-separated: fraud, price")
+    parser.add_argument(
+        "--inference", default="in_process", choices=["in_process", "tf_serving"],
+        help="tf_serving: also start the local TF Serving stand-in and score through it over gRPC",
+    )
     parser.add_argument("--events", type=int, default=1200, help="events per model")
     parser.add_argument("--rate", type=float, default=40.0, help="events per second per model")
     parser.add_argument("--malformed_fraction", type=float, default=0.03)

@@ -75,14 +75,14 @@ class StreamingRun(contextlib.AbstractContextManager):
         self,
         emulator: PubsubEmulator,
         model: str,
-        model_dir: str | Path,
+        model_dir: str | Path | None,
         log_dir: str | Path,
         extra_args: Sequence[str] = (),
         prefix: str = "",
     ):
         self.emulator = emulator
         self.model = model
-        self.model_dir = str(model_dir)
+        self.model_dir = str(model_dir) if model_dir is not None else None  # None: the args say where the model is
         self.log_path = Path(log_dir) / f"{prefix}{model}-pipeline.log"
         self.extra_args = list(extra_args)
         name = f"{prefix}{model}"
@@ -111,7 +111,7 @@ class StreamingRun(contextlib.AbstractContextManager):
             f"--input_subscription={em.subscription_path(self.input_subscription)}",
             f"--output_topic={em.topic_path(self.predictions_topic)}",
             f"--dead_letter_topic={em.topic_path(self.dead_letters_topic)}",
-            f"--model_dir={self.model_dir}",
+            *([f"--model_dir={self.model_dir}"] if self.model_dir else []),
             *self.extra_args,
         ]
         with open(self.log_path, "wb") as log:

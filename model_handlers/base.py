@@ -1,16 +1,18 @@
 """What every model handler of the project shares: scoring a batch without letting one bad element fail the rest.
 
 Beam's RunInference fails a whole batch when `run_inference` raises, and with exception handling the whole batch
-goes to the dead-letter output. Here a failing batch is retried element by element, so only the elements that
-fail on their own are marked, with an `InferenceFailure` in place of their outputs; the scoring transform sends
-those to the dead letters and everything else on as predictions.
+goes to the dead-letter output. Here a batch that fails permanently is retried element by element, so only the
+elements that fail on their own are marked, with an `InferenceFailure` in place of their outputs; the scoring
+transform sends those to the dead letters and everything else on as predictions. A batch that fails with a
+retryable error (the model server unreachable or overloaded, after the handler's own retries) is not split: the
+failure is not the elements' doing, and retrying each one alone would multiply the wait by the batch size.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
@@ -23,6 +25,13 @@ RETRYABLE = "retryable"
 _LOGGER = logging.getLogger(__name__)
 
 
+class Scored(NamedTuple):
+    """A scored batch: one dict of outputs per element, and the model version that produced them."""
+
+    outputs: list[dict[str, float]]
+    model_version: str
+
+
 @dataclasses.dataclass(frozen=True)
 class InferenceFailure:
     """Stands in a PredictionResult's `inference` for an element the model could not score."""
@@ -30,16 +39,13 @@ class InferenceFailure:
     error: str
     error_type: str  # PERMANENT or RETRYABLE
 
-    @classmethod
-    def from_exception(cls, error: BaseException, error_type: str) -> "InferenceFailure":
-        return cls(error=f"{type(error).__name__}: {error}", error_type=error_type)
 
 
 class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, Any]):
     """Base for handlers whose `predict` scores a batch of validated feature dicts in one call.
 
-    Subclasses implement `load_model`, `predict(batch, model) -> list[dict[str, float]]` and `model_version`;
-    they may refine `classify_error`. Tuning arguments (batching, sharing) go to Beam's ModelHandler.
+    Subclasses implement `load_model` and `predict(batch, model) -> Scored`; they may refine `classify_error`.
+    Tuning arguments (batching, sharing) go to Beam's ModelHandler.
     """
 
     def __init__(self, interface: ModelInterface, **model_handler_kwargs):
@@ -50,44 +56,48 @@ class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, An
     def interface(self) -> ModelInterface:
         return self._interface
 
-    @property
-    def model_version(self) -> str:
-        raise NotImplementedError(type(self))
-
-    def predict(self, batch: Sequence[Mapping[str, Any]], model: Any) -> list[dict[str, float]]:
+    def predict(self, batch: Sequence[Mapping[str, Any]], model: Any) -> Scored:
         raise NotImplementedError(type(self))
 
     def classify_error(self, error: BaseException) -> str:
         """PERMANENT unless a subclass knows the failure may pass (an overloaded or unreachable server)."""
         return PERMANENT
 
+    def describe_error(self, error: BaseException) -> str:
+        """The `error` text of a dead letter."""
+        return f"{type(error).__name__}: {error}"
+
     def run_inference(
         self, batch: Sequence[Mapping[str, Any]], model: Any, inference_args: dict | None = None
     ) -> Iterable[PredictionResult]:
         try:
-            outputs = self.predict(batch, model)
+            scored = self.predict(batch, model)
         except Exception as batch_error:  # pylint: disable=broad-except
-            if len(batch) == 1:
-                outputs = [self._failure(batch_error)]
-            else:
-                # Why one by one: a single poisonous element must not take the good ones down with it.
-                _LOGGER.warning(
-                    "%s: a batch of %d failed (%s); scoring its elements one by one",
-                    self.get_metrics_namespace(), len(batch), batch_error,
-                )
-                Metrics.counter(self.get_metrics_namespace(), "batches_isolated").inc()
-                outputs = [self._predict_one(example, model) for example in batch]
-        return [PredictionResult(example, output, self.model_version) for example, output in zip(batch, outputs)]
+            error_type = self.classify_error(batch_error)
+            if len(batch) == 1 or error_type == RETRYABLE:
+                failure = self._failure(batch_error, error_type, len(batch))
+                return [PredictionResult(example, failure, None) for example in batch]
+            # Why one by one: a single poisonous element must not take the good ones down with it.
+            _LOGGER.warning(
+                "%s: a batch of %d failed (%s); scoring its elements one by one",
+                self.get_metrics_namespace(), len(batch), batch_error,
+            )
+            Metrics.counter(self.get_metrics_namespace(), "batches_isolated").inc()
+            return [self._predict_one(example, model) for example in batch]
+        return [
+            PredictionResult(example, output, scored.model_version) for example, output in zip(batch, scored.outputs)
+        ]
 
-    def _predict_one(self, example: Mapping[str, Any], model: Any) -> dict[str, float] | InferenceFailure:
+    def _predict_one(self, example: Mapping[str, Any], model: Any) -> PredictionResult:
         try:
-            return self.predict([example], model)[0]
+            scored = self.predict([example], model)
         except Exception as error:  # pylint: disable=broad-except
-            return self._failure(error)
+            return PredictionResult(example, self._failure(error, self.classify_error(error)), None)
+        return PredictionResult(example, scored.outputs[0], scored.model_version)
 
-    def _failure(self, error: BaseException) -> InferenceFailure:
-        Metrics.counter(self.get_metrics_namespace(), "elements_failed").inc()
-        return InferenceFailure.from_exception(error, self.classify_error(error))
+    def _failure(self, error: BaseException, error_type: str, count: int = 1) -> InferenceFailure:
+        Metrics.counter(self.get_metrics_namespace(), "elements_failed").inc(count)
+        return InferenceFailure(self.describe_error(error), error_type)
 
     def get_num_bytes(self, batch: Sequence[Mapping[str, Any]]) -> int:
         # What crosses into the model: string bytes, and 8 bytes per number. Cheaper than Beam's pickle default.

@@ -27,6 +27,8 @@ INT = "int"
 # numpy dtypes the serving signatures take, by feature type. Floats are float32 on the wire (TF Serving's
 # DT_FLOAT) and ints int64 (DT_INT64).
 NUMPY_DTYPES = {STRING: object, FLOAT: np.float32, INT: np.int64}
+# TensorFlow's names for them, as a signature declares its inputs.
+TF_DTYPE_NAMES = {STRING: "string", FLOAT: "float32", INT: "int64"}
 _JSON_TYPES = {STRING: "string", FLOAT: "number", INT: "integer"}
 
 
@@ -101,6 +103,36 @@ class ModelInterface:
             else:
                 columns[feature.name] = np.array(values, dtype=NUMPY_DTYPES[feature.dtype])
         return columns
+
+    def rows_from_outputs(self, outputs: Mapping[str, Any], batch_size: int) -> list[dict[str, float]]:
+        """The model's output columns -> one {output: value} dict per element, checking every output is there."""
+        names = [output.name for output in self.outputs]
+        columns = []
+        for name in names:
+            if name not in outputs:
+                raise ValueError(f"the {self.name!r} model returned {sorted(outputs)}, without {name!r}")
+            values = np.asarray(outputs[name]).reshape(-1).tolist()
+            if len(values) != batch_size:
+                raise ValueError(f"output {name!r} has {len(values)} values for a batch of {batch_size}")
+            columns.append(values)
+        return [dict(zip(names, row)) for row in zip(*columns)]
+
+    def signature_problems(self, inputs: Mapping[str, str], outputs: Sequence[str]) -> list[str]:
+        """What keeps a signature (input name -> TF dtype name, output names) from serving this interface."""
+        expected = {f.name: TF_DTYPE_NAMES[f.dtype] for f in self.features}
+        problems = []
+        missing, extra = sorted(set(expected) - set(inputs)), sorted(set(inputs) - set(expected))
+        if missing:
+            problems.append(f"inputs the model lacks: {missing}")
+        if extra:
+            problems.append(f"inputs the schema lacks: {extra}")
+        for name in sorted(set(expected) & set(inputs)):
+            if expected[name] != inputs[name]:
+                problems.append(f"input {name!r} is {inputs[name]} in the model, {expected[name]} in the schema")
+        missing_outputs = sorted({o.name for o in self.outputs} - set(outputs))
+        if missing_outputs:
+            problems.append(f"outputs the model lacks: {missing_outputs}")
+        return problems
 
     def json_schema(self) -> dict:
         """The JSON Schema (draft 2020-12) of one event for this model, as published in `schemas/`."""

@@ -20,12 +20,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from model_handlers import repository
-from model_handlers.base import PERMANENT, RETRYABLE, IsolatingModelHandler
+from model_handlers.base import PERMANENT, RETRYABLE, IsolatingModelHandler, Scored
 from model_handlers.interface import ModelInterface
 
 _LOGGER = logging.getLogger(__name__)
-
-_TF_DTYPE_NAMES = {"string": "string", "float": "float32", "int": "int64"}
 
 
 class SignatureMismatchError(ValueError):
@@ -61,21 +59,9 @@ class LoadedSavedModel:
 def check_signature(signature, interface: ModelInterface, path: str) -> None:
     """Fail fast, naming the fields, when the exported signature does not take the interface's features."""
     _, inputs = signature.structured_input_signature
-    expected = {f.name: _TF_DTYPE_NAMES[f.dtype] for f in interface.features}
-    actual = {name: spec.dtype.name for name, spec in inputs.items()}
-    problems = []
-    missing = sorted(set(expected) - set(actual))
-    extra = sorted(set(actual) - set(expected))
-    if missing:
-        problems.append(f"inputs the model lacks: {missing}")
-    if extra:
-        problems.append(f"inputs the schema lacks: {extra}")
-    for name in sorted(set(expected) & set(actual)):
-        if expected[name] != actual[name]:
-            problems.append(f"input {name!r} is {actual[name]} in the model, {expected[name]} in the schema")
-    missing_outputs = sorted({o.name for o in interface.outputs} - set(signature.structured_outputs))
-    if missing_outputs:
-        problems.append(f"outputs the model lacks: {missing_outputs}")
+    problems = interface.signature_problems(
+        {name: spec.dtype.name for name, spec in inputs.items()}, list(signature.structured_outputs)
+    )
     if problems:
         raise SignatureMismatchError(
             f"the {interface.signature_name!r} signature of {path} does not match the {interface.name!r} schema: "
@@ -159,14 +145,9 @@ class SavedModelHandler(IsolatingModelHandler):
         )
         return model
 
-    def predict(self, batch: Sequence[Mapping[str, Any]], model: LoadedSavedModel) -> list[dict[str, float]]:
+    def predict(self, batch: Sequence[Mapping[str, Any]], model: LoadedSavedModel) -> Scored:
         outputs = model.predict(self.interface.to_columns(batch))
-        names = [output.name for output in self.interface.outputs]
-        for name in names:
-            if len(outputs[name]) != len(batch):
-                raise ValueError(f"output {name!r} has {len(outputs[name])} values for a batch of {len(batch)}")
-        columns = [outputs[name].tolist() for name in names]
-        return [dict(zip(names, row)) for row in zip(*columns)]
+        return Scored(self.interface.rows_from_outputs(outputs, len(batch)), self.model_version)
 
     def classify_error(self, error: BaseException) -> str:
         import tensorflow as tf

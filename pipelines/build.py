@@ -17,8 +17,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from model_handlers.base import IsolatingModelHandler
 from model_handlers.interface import ModelInterface
 from model_handlers.repository import ModelNotFoundError
-from model_handlers.saved_model import SavedModelHandler
-from pipelines.options import InferenceOptions
+from model_handlers.saved_model import SavedModelHandler, SignatureMismatchError
+from model_handlers.tf_serving import TFServingHandler
+from pipelines.options import TF_SERVING, InferenceOptions
 from transforms.files import ReadEventFiles, WriteJsonLines
 from transforms.predictions import Decorate
 from transforms.pubsub import PublishMessages, ReadEvents
@@ -28,9 +29,24 @@ _LOGGER = logging.getLogger(__name__)
 
 
 def make_handler(interface: ModelInterface, options: InferenceOptions) -> IsolatingModelHandler:
+    if options.inference == TF_SERVING:
+        return TFServingHandler(
+            interface,
+            options.tf_serving_target,
+            model_version=options.model_version,
+            version_label=options.model_version_label,
+            timeout_secs=options.tf_serving_timeout_secs,
+            retry_budget_secs=options.tf_serving_retry_budget_secs,
+            max_in_flight=options.tf_serving_max_in_flight,
+            tls=options.tf_serving_tls,
+            root_certificates_file=options.tf_serving_root_certificates,
+            min_batch_size=options.min_batch_size,
+            max_batch_size=options.max_batch_size,
+            max_batch_duration_secs=options.max_batch_duration_secs,
+        )
     return SavedModelHandler(
         interface,
-        options.model_dir,
+        options.model_repository(),
         model_version=options.model_version,
         min_batch_size=options.min_batch_size,
         max_batch_size=options.max_batch_size,
@@ -45,7 +61,13 @@ def build(
     pipeline: beam.Pipeline, interface: ModelInterface, options: InferenceOptions, decorate: Decorate | None = None
 ) -> None:
     handler = make_handler(interface, options)
-    _LOGGER.info("%s: %s, model version %s from %s", interface.name, options.mode(), handler.model_version, options.model_dir)
+    if isinstance(handler, TFServingHandler):
+        # Preflight from the launcher: an absent server or a mismatched signature stops the job before it starts.
+        handler.preflight()
+        _LOGGER.info("%s: %s, scoring with %s", interface.name, options.mode(), handler.describe_model())
+    else:
+        _LOGGER.info("%s: %s, model version %s from %s", interface.name, options.mode(), handler.model_version,
+                     options.model_repository())
     if options.mode() == "streaming":
         events = pipeline | "ReadEvents" >> ReadEvents(options.input_subscription, options.timestamp_attribute)
     else:
@@ -94,7 +116,7 @@ def main(prog: str, run_fn: Callable, description: str, extra_options: type | No
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = run_fn(argv)
-    except (ValueError, ModelNotFoundError) as error:
+    except (ValueError, ModelNotFoundError, SignatureMismatchError, ConnectionError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     result.wait_until_finish()

@@ -14,6 +14,15 @@ from transforms.events import DEFAULT_MAX_EVENT_BYTES
 SUBSCRIPTION_RE = re.compile(r"^projects/[^/]+/subscriptions/[^/]{3,255}$")
 TOPIC_RE = re.compile(r"^projects/[^/]+/topics/[^/]{3,255}$")
 
+IN_PROCESS = "in_process"
+TF_SERVING = "tf_serving"
+DEFAULT_MODEL_DIR = "models"
+TARGET_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
+# Flags that mean something for one way of running the model only: given for the other, they are an error, not
+# silently ignored.
+IN_PROCESS_ONLY = ("model_dir", "share_model_across_processes", "model_copies")
+TF_SERVING_ONLY = ("tf_serving_target", "model_version_label", "tf_serving_tls", "tf_serving_root_certificates")
+
 STREAMING_FLAGS = ("input_subscription", "output_topic", "dead_letter_topic")
 BACKFILL_FLAGS = ("input", "output", "dead_letter_output")
 
@@ -35,18 +44,34 @@ class InferenceOptions(PipelineOptions):
         backfill.add_argument("--dead_letter_output", help="path prefix for dead-letter files")
 
         model = parser.add_argument_group("model")
-        model.add_argument("--model_dir", default="models", help="model repository: <model_dir>/<name>/<version>/")
-        model.add_argument("--model_version", type=int, help="pin a model version (default: the newest)")
         model.add_argument(
-            "--inference", default="in_process", choices=["in_process"],
-            help="where the model runs: in_process (the SavedModel inside each Beam worker)",
+            "--inference", default=IN_PROCESS, choices=[IN_PROCESS, TF_SERVING],
+            help="where the model runs: in_process (the SavedModel inside each Beam worker) or tf_serving (gRPC)",
         )
+        model.add_argument(
+            "--model_dir", help=f"in_process: model repository, <model_dir>/<name>/<version>/ (default: {DEFAULT_MODEL_DIR})"
+        )
+        model.add_argument("--model_version", type=int, help="pin a model version (default: the newest)")
         model.add_argument(
             "--share_model_across_processes", action="store_true",
             help="one model copy per machine, shared by all SDK worker processes (default: one per process)",
         )
         model.add_argument("--model_copies", type=int, help="model copies per machine; implies sharing across processes")
         model.add_argument("--no_warmup", dest="warmup", action="store_false", help="skip the warm-up requests on load")
+
+        serving = parser.add_argument_group("tf_serving")
+        serving.add_argument("--tf_serving_target", help="TF Serving's gRPC address, host:port")
+        serving.add_argument("--model_version_label", help="TF Serving version label to score with, e.g. stable")
+        serving.add_argument("--tf_serving_timeout_secs", type=float, default=5.0, help="deadline of each request")
+        serving.add_argument(
+            "--tf_serving_retry_budget_secs", type=float, default=30.0,
+            help="total backoff across the retries of one request (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED)",
+        )
+        serving.add_argument(
+            "--tf_serving_max_in_flight", type=int, default=4, help="requests in flight at once per worker process"
+        )
+        serving.add_argument("--tf_serving_tls", action="store_true", help="connect over TLS")
+        serving.add_argument("--tf_serving_root_certificates", help="PEM file of roots to verify the server (with TLS)")
 
         batching = parser.add_argument_group("batching")
         batching.add_argument("--min_batch_size", type=int, default=1)
@@ -60,6 +85,9 @@ class InferenceOptions(PipelineOptions):
             "--max_event_bytes", type=int, default=DEFAULT_MAX_EVENT_BYTES,
             help="payloads larger than this are dead-lettered unread",
         )
+
+    def model_repository(self) -> str:
+        return self.model_dir or DEFAULT_MODEL_DIR
 
     def mode(self) -> str:
         return "streaming" if self.input_subscription else "backfill"
@@ -98,6 +126,7 @@ class InferenceOptions(PipelineOptions):
                 problems.append("backfill runs in batch mode: drop --streaming, or read from --input_subscription")
             if self.output and self.output == self.dead_letter_output:
                 problems.append("--output and --dead_letter_output must differ")
+        problems += self._inference_problems()
         if self.min_batch_size < 1 or self.max_batch_size < self.min_batch_size:
             problems.append(
                 f"need 1 <= --min_batch_size <= --max_batch_size, got {self.min_batch_size} and {self.max_batch_size}"
@@ -112,3 +141,26 @@ class InferenceOptions(PipelineOptions):
             problems.append(f"--max_event_bytes must be positive, got {self.max_event_bytes}")
         if problems:
             raise ValueError("invalid options:\n  - " + "\n  - ".join(problems))
+
+    def _inference_problems(self) -> list[str]:
+        problems = []
+        other_only = IN_PROCESS_ONLY if self.inference == TF_SERVING else TF_SERVING_ONLY
+        for name in other_only:
+            if getattr(self, name):
+                problems.append(f"--{name} does not apply to --inference={self.inference}")
+        if self.inference == TF_SERVING:
+            if not self.tf_serving_target:
+                problems.append("--inference=tf_serving needs --tf_serving_target=host:port")
+            elif not TARGET_RE.match(self.tf_serving_target):
+                problems.append(f"--tf_serving_target must look like host:port, got {self.tf_serving_target!r}")
+            if self.model_version is not None and self.model_version_label:
+                problems.append("pin --model_version or --model_version_label, not both")
+            if self.tf_serving_root_certificates and not self.tf_serving_tls:
+                problems.append("--tf_serving_root_certificates needs --tf_serving_tls")
+            if self.tf_serving_timeout_secs <= 0:
+                problems.append(f"--tf_serving_timeout_secs must be positive, got {self.tf_serving_timeout_secs}")
+            if self.tf_serving_retry_budget_secs < 0:
+                problems.append(f"--tf_serving_retry_budget_secs must be >= 0, got {self.tf_serving_retry_budget_secs}")
+            if self.tf_serving_max_in_flight < 1:
+                problems.append(f"--tf_serving_max_in_flight must be at least 1, got {self.tf_serving_max_in_flight}")
+        return problems

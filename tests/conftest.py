@@ -28,3 +28,47 @@ def emulator():
 
     with PubsubEmulator(project="test-project") as running:
         yield running
+
+
+SERVING_CONFIG = """
+model_config_list {
+  config {
+    name: "fraud"
+    base_path: "fraud"
+    model_platform: "tensorflow"
+    model_version_policy { all {} }
+    version_labels { key: "stable" value: 1 }
+    version_labels { key: "canary" value: 2 }
+  }
+  config {
+    name: "price"
+    base_path: "price"
+    model_platform: "tensorflow"
+  }
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def serving_repo(model_dir, tmp_path_factory):
+    """A TF Serving model repository: fraud versions 1 and 2 (a copy of 1), price version 1, and a
+    models.config in TF Serving's text format labelling fraud 1 `stable` and 2 `canary`."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("serving")
+    shutil.copytree(model_dir / "fraud" / "1", root / "fraud" / "1")
+    shutil.copytree(model_dir / "fraud" / "1", root / "fraud" / "2")
+    shutil.copytree(model_dir / "price" / "1", root / "price" / "1")
+    (root / "models.config").write_text(SERVING_CONFIG)
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_server(serving_repo, tmp_path_factory):
+    """The TF Serving stand-in as a real process for the session: `.target` is its host:port."""
+    from localdev.model_server import ModelServerProcess
+    from localdev.pubsub_emulator import free_port
+
+    log = tmp_path_factory.mktemp("model-server") / "server.log"
+    with ModelServerProcess(serving_repo, free_port(), log, [f"--model_config_file={serving_repo}/models.config"]) as server:
+        yield server

@@ -14,14 +14,21 @@ INTERFACES = {"fraud": FRAUD, "price": PRICE}
 EXTRA_ARGS = {"fraud": [], "price": ["--timestamp_attribute=published_at"]}
 
 
+@pytest.mark.parametrize("inference", ["in_process", "tf_serving"])
 @pytest.mark.parametrize("model", sorted(INTERFACES))
 def test_streaming_predicts_every_valid_event_once_and_dead_letters_every_malformed_one(
-    model, model_dir, emulator, tmp_path
+    model, inference, model_dir, emulator, request, tmp_path
 ):
     interface = INTERFACES[model]
     messages = make_traffic(interface, 200, malformed_fraction=0.08, seed=41)
     assert {m.malformed for m in messages} >= set(MALFORMED_KINDS)
-    with StreamingRun(emulator, model, model_dir, tmp_path, EXTRA_ARGS[model], prefix=f"t-{model}-") as run:
+    if inference == "tf_serving":
+        server = request.getfixturevalue("model_server")
+        where, args = None, ["--inference=tf_serving", f"--tf_serving_target={server.target}", "--model_version=1"]
+    else:
+        where, args = model_dir, []
+    prefix = f"t-{model}-{inference}-"
+    with StreamingRun(emulator, model, where, tmp_path, args + EXTRA_ARGS[model], prefix=prefix) as run:
         run.publish(messages)
         arrived = run.wait_for_outputs(len(messages), timeout_secs=240)
         time.sleep(3)  # anything duplicated would show up now
