@@ -50,6 +50,8 @@ class Feature:
             raise ValueError(f"feature {self.name!r}: dtype must be one of {sorted(NUMPY_DTYPES)}, got {self.dtype!r}")
         if self.dtype == STRING and self.max_length is None:
             raise ValueError(f"string feature {self.name!r} needs a max_length: inputs are size-bounded")
+        if self.dtype != STRING and (self.minimum is None or self.maximum is None):
+            raise ValueError(f"numeric feature {self.name!r} needs a minimum and a maximum: inputs are bounded")
 
     @property
     def required(self) -> bool:

@@ -10,8 +10,9 @@ One `PredictionService/Predict` request per batch, on one channel and stub per w
 - at most `max_in_flight` requests at once per worker process, across the SDK harness's bundle threads, so a
   worker cannot pile requests onto an overloaded server.
 
-At load, `GetModelMetadata` checks that the served signature takes exactly the model's schema; a mismatch fails
-fast, naming the fields. Predictions carry the version TF Serving reports in `PredictResponse.model_spec`, so a
+Before the pipeline starts (`preflight`, from the launcher), `GetModelMetadata` must answer within the retry
+budget with a signature that takes exactly the model's schema; a mismatch fails fast, naming the fields. Workers
+repeat the check on load, but tolerate an unreachable server there (see `load_model`). Predictions carry the version TF Serving reports in `PredictResponse.model_spec`, so a
 moved version label shows in the output the moment it takes effect.
 
 Why not Beam's `RemoteModelHandler`: it seals `run_inference`, which must stay open for per-element failure

@@ -105,9 +105,11 @@ def test_bad_event_id_is_rejected_at_validate_stage(event_id, reason):
         ({"price": float("nan")}, "feature 'price' is NaN"),
         ({"price": float("inf")}, "feature 'price' is infinite"),
         ({"seller_rating": -float("inf")}, "feature 'seller_rating' is infinite"),
-        ({"price": -1}, "feature 'price' is -1.0, below the minimum 0"),
+        ({"price": -1}, "feature 'price' is -1, below the minimum 0"),
         ({"seller_rating": 5.5}, "feature 'seller_rating' is 5.5, above the maximum 5"),
         ({"title": "t" * 201}, "feature 'title' has 201 characters, more than the maximum 200"),
+        ({"price": 10**400}, f"feature 'price' is {10**400!r}, above the maximum 1000000"),
+        ({"num_images": -(10**30)}, f"feature 'num_images' is {-(10**30)!r}, below the minimum 0"),
     ],
 )
 def test_bad_feature_is_rejected_at_validate_stage_with_what_was_expected(overrides, reason):

@@ -16,14 +16,14 @@ from test_handler import PoisonedHandler
 from training.data import generate
 from transforms.dead_letter import DeadLetter, format_dead_letter
 from transforms.events import EventRef, RawEvent
-from transforms.predictions import format_prediction
+from transforms.predictions import format_prediction, rfc3339
 from transforms.scoring import Score
 
 
 def test_prediction_carries_ids_version_outputs_and_input_attributes():
     ref = EventRef("e-9", RawEvent(b"{}", {"source": "app", "model": "spoofed"}))
     result = PredictionResult({"price": 1.0}, {"fraud_probability": 0.75}, "3")
-    message = format_prediction(ref, result, FRAUD, lambda o: is_fraud(o, 0.7), scored_at="2026-01-01T00:00:00.000Z")
+    message = format_prediction(ref, result, FRAUD, lambda o: is_fraud(o, 0.7), "2026-01-01T00:00:00.000Z")
     assert json.loads(message.data) == {
         "event_id": "e-9", "model": "fraud", "model_version": "3", "fraud_probability": 0.75, "is_fraud": True,
     }
@@ -31,6 +31,10 @@ def test_prediction_carries_ids_version_outputs_and_input_attributes():
         "source": "app", "event_id": "e-9", "model": "fraud", "model_version": "3",
         "scored_at": "2026-01-01T00:00:00.000Z",
     }
+
+
+def test_scored_at_is_rfc3339_utc_to_the_millisecond():
+    assert rfc3339(1_795_372_800_123) == "2026-11-22T18:40:00.123Z"
 
 
 def test_fraud_threshold_decides_is_fraud_inclusively():

@@ -12,6 +12,9 @@ from typing import Any, NamedTuple
 
 DEAD_LETTERS = "dead_letters"
 
+# One encoder for every message: json.dumps with non-default separators builds a new encoder on each call.
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
 PARSE = "parse"
 VALIDATE = "validate"
 INFER = "infer"
@@ -48,4 +51,4 @@ def format_dead_letter(dead_letter: DeadLetter, model: str) -> OutputMessage:
     attributes = {"model": model, "stage": dead_letter.stage, "error_type": dead_letter.error_type}
     if dead_letter.event_id:
         attributes["event_id"] = dead_letter.event_id
-    return OutputMessage(json.dumps(body, separators=(",", ":")).encode("utf-8"), attributes)
+    return OutputMessage(COMPACT_JSON.encode(body).encode("utf-8"), attributes)

@@ -6,9 +6,10 @@ attributes, empty for files); it never sees where they came from.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -55,33 +56,49 @@ def _json_type(value: Any) -> str:
     return {str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _check_feature(feature, value: Any) -> tuple[Any, str | None]:
-    """The value as the model takes it, or the reason it cannot be taken."""
-    name = feature.name
-    if feature.dtype == STRING:
+def _string_check(feature) -> Callable[[Any], tuple[Any, str | None]]:
+    name, max_length = feature.name, feature.max_length
+
+    def check(value):
         if not isinstance(value, str):
             return None, f"feature {name!r} must be a string, got {_json_type(value)}"
-        if len(value) > feature.max_length:
-            return None, f"feature {name!r} has {len(value)} characters, more than the maximum {feature.max_length}"
+        if len(value) > max_length:
+            return None, f"feature {name!r} has {len(value)} characters, more than the maximum {max_length}"
         return value, None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, f"feature {name!r} must be {_JSON_TYPE_NAMES[feature.dtype]}, got {_json_type(value)}"
-    if isinstance(value, float) and math.isnan(value):
-        return None, f"feature {name!r} is NaN"
-    if isinstance(value, float) and math.isinf(value):
-        return None, f"feature {name!r} is infinite"
-    if feature.dtype == INT:
-        # JSON Schema's "integer" admits 3.0 as well as 3; so do we.
-        if isinstance(value, float) and not value.is_integer():
-            return None, f"feature {name!r} must be an integer, got {value!r}"
-        value = int(value)
-    else:
-        value = float(value)
-    if feature.minimum is not None and value < feature.minimum:
-        return None, f"feature {name!r} is {value!r}, below the minimum {feature.minimum}"
-    if feature.maximum is not None and value > feature.maximum:
-        return None, f"feature {name!r} is {value!r}, above the maximum {feature.maximum}"
-    return value, None
+
+    return check
+
+
+def _number_check(feature) -> Callable[[Any], tuple[Any, str | None]]:
+    name, minimum, maximum = feature.name, feature.minimum, feature.maximum
+    integer = feature.dtype == INT
+
+    def check(value):
+        kind = type(value)
+        if kind is float:
+            if math.isnan(value):
+                return None, f"feature {name!r} is NaN"
+            if math.isinf(value):
+                return None, f"feature {name!r} is infinite"
+            # JSON Schema's "integer" admits 3.0 as well as 3; so do we.
+            if integer and not value.is_integer():
+                return None, f"feature {name!r} must be an integer, got {value!r}"
+        elif kind is not int:  # bool is an int subclass, and not a number here
+            return None, f"feature {name!r} must be {_JSON_TYPE_NAMES[feature.dtype]}, got {_json_type(value)}"
+        # Bounds first, on the exact value: JSON integers are unbounded, and float(10**400) would raise.
+        if value < minimum:
+            return None, f"feature {name!r} is {value!r}, below the minimum {minimum}"
+        if value > maximum:
+            return None, f"feature {name!r} is {value!r}, above the maximum {maximum}"
+        return (int(value) if integer else float(value)), None
+
+    return check
+
+
+@functools.lru_cache(maxsize=None)
+def _checks(interface: ModelInterface) -> tuple:
+    """(feature, check) per feature, each check specialised once to its feature's type and bounds."""
+    return tuple((f, _string_check(f) if f.dtype == STRING else _number_check(f)) for f in interface.features)
 
 
 def parse_event(
@@ -121,14 +138,14 @@ def parse_event(
         )
 
     features, problems = {}, []
-    for feature in interface.features:
+    for feature, check in _checks(interface):
         if feature.name not in event:
             if feature.required:
                 problems.append(f"required feature {feature.name!r} is missing")
             else:
                 features[feature.name] = feature.default
             continue
-        value, problem = _check_feature(feature, event[feature.name])
+        value, problem = check(event[feature.name])
         if problem:
             problems.append(problem)
         else:

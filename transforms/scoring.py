@@ -19,7 +19,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from model_handlers.base import RETRYABLE, InferenceFailure, IsolatingModelHandler
 from transforms.dead_letter import DEAD_LETTERS, INFER, DeadLetter, format_dead_letter
 from transforms.events import DEFAULT_MAX_EVENT_BYTES, ParseEvents
-from transforms.predictions import Decorate, format_prediction
+from transforms.predictions import Decorate, FormatPredictionsFn
 
 
 class ScoringOutputs(NamedTuple):
@@ -48,6 +48,15 @@ def _failed_batch_to_dead_letters(failed):
         yield DeadLetter(ref.raw, INFER, f"{error_class.__name__}: {error_repr}", RETRYABLE, ref.event_id)
 
 
+class EventKeyedHandler(KeyedModelHandler):
+    """Beam's KeyedModelHandler, counting only what the model receives as inference bytes. Beam's own count
+    pickles every key once per batch (here the raw payload and attributes) just to feed that metric: about 5 us
+    an event, a twentieth of a backfill's time."""
+
+    def get_num_bytes(self, batch) -> int:
+        return self._unkeyed.get_num_bytes([example for _key, example in batch])
+
+
 class Score(beam.PTransform):
     """PCollection[RawEvent] -> ScoringOutputs(predictions, dead_letters), both PCollection[OutputMessage]."""
 
@@ -67,7 +76,7 @@ class Score(beam.PTransform):
         interface = self._handler.interface
         parsed = raw_events | "ParseEvents" >> ParseEvents(interface, self._max_event_bytes)
         results, failed = parsed.events | "Infer" >> RunInference(
-            KeyedModelHandler(self._handler)
+            EventKeyedHandler(self._handler)
         ).with_exception_handling()
         split = results | "SplitInferenceFailures" >> beam.ParDo(_SplitInferenceFailures()).with_outputs(
             DEAD_LETTERS, main="scored"
@@ -75,10 +84,7 @@ class Score(beam.PTransform):
         failed_batches = failed.failed_inferences | "UnbatchFailedBatches" >> beam.FlatMap(
             _failed_batch_to_dead_letters
         )
-        decorate = self._decorate
-        predictions = split.scored | "FormatPredictions" >> beam.MapTuple(
-            lambda ref, result: format_prediction(ref, result, interface, decorate)
-        )
+        predictions = split.scored | "FormatPredictions" >> beam.ParDo(FormatPredictionsFn(interface, self._decorate))
         dead_letters = (
             (parsed.dead_letters, split.dead_letters, failed_batches)
             | "CollectDeadLetters" >> beam.Flatten()
