@@ -106,17 +106,9 @@ class StreamingRun(contextlib.AbstractContextManager):
         em.create_subscription(self.predictions_topic, f"{self.predictions_topic}-observer")
         em.create_subscription(self.dead_letters_topic, f"{self.dead_letters_topic}-observer")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable, "-m", PIPELINE_MODULES[self.model],
-            f"--input_subscription={em.subscription_path(self.input_subscription)}",
-            f"--output_topic={em.topic_path(self.predictions_topic)}",
-            f"--dead_letter_topic={em.topic_path(self.dead_letters_topic)}",
-            *([f"--model_dir={self.model_dir}"] if self.model_dir else []),
-            *self.extra_args,
-        ]
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "PUBSUB_EMULATOR_HOST": em.host},
             )
         self._collectors = [
@@ -125,6 +117,18 @@ class StreamingRun(contextlib.AbstractContextManager):
         ]
         self._publisher = pubsub_v1.PublisherClient()
         return self
+
+    def command(self) -> list[str]:
+        """The process that reads the events subscription and publishes to the two topics: the pipeline."""
+        em = self.emulator
+        return [
+            sys.executable, "-m", PIPELINE_MODULES[self.model],
+            f"--input_subscription={em.subscription_path(self.input_subscription)}",
+            f"--output_topic={em.topic_path(self.predictions_topic)}",
+            f"--dead_letter_topic={em.topic_path(self.dead_letters_topic)}",
+            *([f"--model_dir={self.model_dir}"] if self.model_dir else []),
+            *self.extra_args,
+        ]
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

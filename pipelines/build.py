@@ -18,8 +18,8 @@ from model_handlers.base import IsolatingModelHandler
 from model_handlers.interface import ModelInterface
 from model_handlers.repository import ModelNotFoundError
 from model_handlers.saved_model import SavedModelHandler, SignatureMismatchError
-from model_handlers.tf_serving import TFServingHandler
-from pipelines.options import TF_SERVING, InferenceOptions
+from model_handlers.tf_serving import TFServingHandler, TFServingRefused
+from pipelines.options import TF_SERVING, InferenceOptions, InvalidOptions
 from transforms.files import ReadEventFiles, WriteJsonLines
 from transforms.predictions import Decorate
 from transforms.pubsub import PublishMessages, ReadEvents
@@ -29,6 +29,11 @@ _LOGGER = logging.getLogger(__name__)
 
 
 def make_handler(interface: ModelInterface, options: InferenceOptions) -> IsolatingModelHandler:
+    batching = dict(
+        min_batch_size=options.min_batch_size,
+        max_batch_size=options.max_batch_size,
+        max_batch_duration_secs=options.max_batch_duration_secs,
+    )
     if options.inference == TF_SERVING:
         return TFServingHandler(
             interface,
@@ -40,20 +45,16 @@ def make_handler(interface: ModelInterface, options: InferenceOptions) -> Isolat
             max_in_flight=options.tf_serving_max_in_flight,
             tls=options.tf_serving_tls,
             root_certificates_file=options.tf_serving_root_certificates,
-            min_batch_size=options.min_batch_size,
-            max_batch_size=options.max_batch_size,
-            max_batch_duration_secs=options.max_batch_duration_secs,
+            **batching,
         )
     return SavedModelHandler(
         interface,
         options.model_repository(),
         model_version=options.model_version,
-        min_batch_size=options.min_batch_size,
-        max_batch_size=options.max_batch_size,
-        max_batch_duration_secs=options.max_batch_duration_secs,
         share_across_processes=options.share_model_across_processes,
         model_copies=options.model_copies,
         warmup=options.warmup,
+        **batching,
     )
 
 
@@ -116,7 +117,7 @@ def main(prog: str, run_fn: Callable, description: str, extra_options: type | No
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = run_fn(argv)
-    except (ValueError, ModelNotFoundError, SignatureMismatchError, ConnectionError) as error:
+    except (InvalidOptions, ModelNotFoundError, SignatureMismatchError, TFServingRefused, ConnectionError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     result.wait_until_finish()

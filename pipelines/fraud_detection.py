@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from model_handlers.interface import FRAUD
 from pipelines import build
+from pipelines.options import InvalidOptions
 
 
 class FraudOptions(PipelineOptions):
@@ -31,7 +32,7 @@ def is_fraud(outputs, threshold: float) -> dict:
 def _decorate(pipeline_options: PipelineOptions):
     threshold = pipeline_options.view_as(FraudOptions).fraud_threshold
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"--fraud_threshold must be within [0, 1], got {threshold}")
+        raise InvalidOptions(f"--fraud_threshold must be within [0, 1], got {threshold}")
     return functools.partial(is_fraud, threshold=threshold)
 
 

@@ -27,6 +27,10 @@ STREAMING_FLAGS = ("input_subscription", "output_topic", "dead_letter_topic")
 BACKFILL_FLAGS = ("input", "output", "dead_letter_output")
 
 
+class InvalidOptions(ValueError):
+    """A flag, or a combination of flags, that cannot work: reported before anything starts."""
+
+
 class InferenceOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -140,7 +144,7 @@ class InferenceOptions(PipelineOptions):
         if self.max_event_bytes < 1:
             problems.append(f"--max_event_bytes must be positive, got {self.max_event_bytes}")
         if problems:
-            raise ValueError("invalid options:\n  - " + "\n  - ".join(problems))
+            raise InvalidOptions("invalid options:\n  - " + "\n  - ".join(problems))
 
     def _inference_problems(self) -> list[str]:
         problems = []

@@ -279,6 +279,17 @@ def test_pipeline_options_check_catches(mutate, expected):
     assert any(expected in p for p in found), found
 
 
+def test_pipelines_may_score_through_tf_serving_at_its_service_and_grpc_port():
+    to_serving = lambda t: t.replace("--model_dir=/models\n--inference=in_process", "--inference=tf_serving\n"  # noqa: E731
+                                     "--tf_serving_target=tf-serving:8500\n--model_version_label=stable")
+    docs = rendered("gpu")
+    _edit_args(docs, to_serving)
+    assert problems_of("pipelines", docs, "gpu") == []
+    _edit_args(docs, lambda t: t.replace("tf-serving:8500", "tf-serving:8501"))
+    assert any("--tf_serving_target must be a TF Serving Service (tf-serving, tf-serving-pods) at port 8500, got 'tf-serving:8501'" in p
+               for p in problems_of("pipelines", docs, "gpu"))
+
+
 def test_version_drift_between_setup_images_and_jobs_is_caught(tmp_path, monkeypatch):
     images = tmp_path / "images"
     shutil.copytree(validation.IMAGES_DIR, images)

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 
-import grpc
 import pytest
 
 from localdev.model_server import ModelServerProcess

@@ -1,0 +1,167 @@
+"""Helpers the benchmark modules share: statistics, machine facts, child processes that always stop, progress."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+_T0 = time.monotonic()
+
+
+def log(message: str) -> None:
+    """Progress line with the seconds since the benchmark started."""
+    print(f"[{time.monotonic() - _T0:6.1f}s] {message}", flush=True)
+
+
+def median(values: Sequence[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank-interpolated percentile (q in [0, 100]), None for no values."""
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    pos = (len(values) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_facts() -> dict:
+    cpu_model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    mem_total_gib = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_total_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "mem_total_gib": mem_total_gib,
+        "loadavg_at_start": list(os.getloadavg()),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "apache_beam": _version("apache-beam"),
+        "tensorflow": _version("tensorflow"),
+        "google_cloud_pubsub": _version("google-cloud-pubsub"),
+        "numpy": _version("numpy"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            # Fields after the parenthesised command name: state ppid pgrp ...
+            if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
+                members.append(int(entry))
+    return members
+
+
+class ChildError(RuntimeError):
+    pass
+
+
+class Child(contextlib.AbstractContextManager):
+    """A child process in its own session, so that it and everything it starts stop together on exit or Ctrl-C."""
+
+    def __init__(self, command: Sequence[str], log_path: str | Path, env: dict | None = None):
+        self.command = list(command)
+        self.log_path = Path(log_path)
+        self._env = env
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Child":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as out:
+            self.process = subprocess.Popen(
+                self.command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=self._env if self._env is not None else os.environ.copy(),
+            )
+        return self
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise ChildError(f"{' '.join(self.command[:3])} ran past {timeout:.0f}s; log {self.log_path}") from None
+
+    def log_tail(self, lines: int = 25) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        # The leader is gone; its group may still hold children it started (e.g. SDK workers). A process group id
+        # cannot be reused while the group has members, so finding members means they are ours.
+        if _group_members(process.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_json_child(command: Sequence[str], log_path: Path, json_path: Path, timeout: float) -> dict:
+    """Runs a child that writes a JSON result to `json_path`; raises with the log's tail when it fails."""
+    with contextlib.suppress(FileNotFoundError):
+        json_path.unlink()
+    with Child(command, log_path) as child:
+        code = child.wait(timeout)
+        if code != 0 or not json_path.exists():
+            raise ChildError(f"{' '.join(command[:3])} exited with code {code}; log {log_path}:\n{child.log_tail()}")
+    return json.loads(json_path.read_text())
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
