@@ -149,3 +149,54 @@ def test_reload_config_moves_a_version_label(prediction, models, serving_repo):
         models.HandleReloadConfigRequest(
             model_management_pb2.ReloadConfigRequest(config=read_config(serving_repo / "models.config")), timeout=10
         )
+
+
+def _export_example_model(path):
+    """A tiny SavedModel with TF Serving's classify and regress signatures over serialized tf.Examples."""
+    graph = tf.Graph()
+    with graph.as_default():
+        serialized = tf.compat.v1.placeholder(tf.string, shape=[None], name="tf_example")
+        x = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+        positive = tf.sigmoid(x)
+        scores = tf.concat([1.0 - positive, positive], axis=1)
+        classes = tf.tile(tf.constant([["benign", "fraud"]]), [tf.shape(x)[0], 1])
+        value = 2.0 * x + 1.0
+        signature_defs = {
+            "classify_x": tf.compat.v1.saved_model.classification_signature_def(serialized, classes, scores),
+            "regress_x": tf.compat.v1.saved_model.regression_signature_def(serialized, value),
+        }
+        with tf.compat.v1.Session(graph=graph) as session:
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signature_defs)
+            builder.save()
+
+
+def test_classify_and_regress_answer_for_signatures_of_those_methods(tmp_path):
+    from localdev.model_server import ModelServerProcess
+    from localdev.pubsub_emulator import free_port
+    from tensorflow_serving.apis import regression_pb2
+
+    _export_example_model(tmp_path / "repo" / "toy" / "3")
+    with ModelServerProcess(tmp_path / "repo", free_port(), tmp_path / "server.log") as server, \
+            grpc.insecure_channel(server.target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        classify = classification_pb2.ClassificationRequest(model_spec={"name": "toy", "signature_name": "classify_x"})
+        regress = regression_pb2.RegressionRequest(model_spec={"name": "toy", "signature_name": "regress_x"})
+        for x in (0.0, 2.0):
+            for request in (classify, regress):
+                request.input.example_list.examples.add().features.feature["x"].float_list.value.append(x)
+
+        classified = stub.Classify(classify, timeout=30)
+        assert classified.model_spec.version.value == 3
+        first, second = classified.result.classifications
+        assert [c.label for c in first.classes] == ["benign", "fraud"]
+        assert [c.score for c in first.classes] == pytest.approx([0.5, 0.5])
+        assert second.classes[1].score == pytest.approx(1 / (1 + 2.718281828 ** -2.0), abs=1e-6)
+
+        regressed = stub.Regress(regress, timeout=30)
+        assert [r.value for r in regressed.result.regressions] == pytest.approx([1.0, 5.0])
+
+        wrong_method = regression_pb2.RegressionRequest(model_spec={"name": "toy", "signature_name": "classify_x"})
+        wrong_method.input.example_list.examples.add()
+        code, details = code_of(lambda: stub.Regress(wrong_method, timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "Was: tensorflow/serving/classify" in details
