@@ -10,7 +10,9 @@
 3. streaming through the Pub/Sub emulator on the DirectRunner (fraud): sustained throughput, p50/p99 latency;
 4. the baseline, a plain google-cloud-pubsub consumer (benchmarks/plain_consumer.py), measured the same way;
 5. TF Serving over gRPC against in-process (benchmarks/tf_serving.py): events/s and batch latency p50/p99 on the
-   path to the model, at batch sizes 1, 32, 256 with 1 and 4 batches in flight, both models.
+   path to the model, at batch sizes 1, 32, 256 with 1 and 4 batches in flight, both models;
+6. TFX interop (benchmarks/tfx.py): backfill events/s of JSON Lines through the project's handler against the
+   same events as TFRecord through tfx-bsl (PredictionLogs out), both models, and the ratio.
 
 Writes OUT/results.json (machine facts, every raw sample, medians, ratios), OUT/results.png, OUT/grpc.png and
 OUT/logs/, prints
@@ -31,7 +33,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import backfill, report, streaming, tf_serving
+from benchmarks import backfill, report, streaming, tf_serving, tfx
 from benchmarks.common import log, machine_facts, python_module, run_json_child
 
 PROFILES = {
@@ -41,6 +43,7 @@ PROFILES = {
         "backfill_n_large": 400_000,
         "stream_beam_events": 3_000, "stream_plain_events": 10_000, "latency_secs": 30,
         "grpc_secs_per_cell": 3.0,
+        "tfx_n_small": 2_000, "tfx_n_big": 100_000,
     },
     "quick": {
         "ceiling_min_secs": 0.3, "ceiling_min_calls": 30,
@@ -48,9 +51,10 @@ PROFILES = {
         "backfill_n_large": 0,
         "stream_beam_events": 500, "stream_plain_events": 3_000, "latency_secs": 8,
         "grpc_secs_per_cell": 0.7,
+        "tfx_n_small": 1_000, "tfx_n_big": 5_000,
     },
 }
-SECTIONS = ("ceiling", "backfill", "variants", "large", "streaming", "grpc")
+SECTIONS = ("ceiling", "backfill", "variants", "large", "streaming", "grpc", "tfx")
 
 
 def _terminate(signum, _frame):
@@ -171,6 +175,9 @@ def main(argv=None) -> int:
         if "grpc" in sections:
             log("TF Serving over gRPC vs in-process: batch 1/32/256, 1 and 4 batches in flight (fresh process)")
             results["grpc"] = tf_serving.run_grid(model_dir, workdir, profile["grpc_secs_per_cell"])
+        if "tfx" in sections:
+            log("TFX interop: JSON Lines + project handler vs TFRecord + tfx-bsl, same events, fresh processes")
+            results["tfx"] = tfx.run(model_dir, workdir, profile["tfx_n_small"], profile["tfx_n_big"])
     except KeyboardInterrupt:
         log("interrupted: stopped everything started; writing partial results")
         results["error"] = "interrupted"
@@ -203,6 +210,9 @@ def main(argv=None) -> int:
     if results.get("grpc", {}).get("cells"):
         print()
         print(tf_serving.table(results["grpc"]))
+    if results.get("tfx", {}).get("models"):
+        print()
+        print(tfx.table(results["tfx"]))
     print()
     target = results["summary"]["target"]
     print(f"target {target['what']}: end to end {_verdict(target['met_end_to_end'], target['end_to_end_events_per_sec'])}"

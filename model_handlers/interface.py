@@ -6,7 +6,9 @@ outputs, and the name of its directory in the model repository. Everything else 
 - `transforms.events` validates incoming JSON against it;
 - the model handlers build tensors (`to_columns`) and TF Serving tensor protos from it;
 - `training` generates data for it and exports a serving signature whose inputs are exactly these features;
-- `json_schema()` renders the published JSON Schema documents in `schemas/` (a test keeps them in step).
+- `json_schema()` renders the published JSON Schema documents in `schemas/` (a test keeps them in step);
+- `example_feature_spec()` and `to_example` give the same features as a `tf.train.Example` (TF Serving's Classify
+  and Regress, tfx-bsl's RunInference, TFRecord backfills), and `rows_from_example_results` reads the answer back.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ NUMPY_DTYPES = {STRING: object, FLOAT: np.float32, INT: np.int64}
 # TensorFlow's names for them, as a signature declares its inputs.
 TF_DTYPE_NAMES = {STRING: "string", FLOAT: "float32", INT: "int64"}
 _JSON_TYPES = {STRING: "string", FLOAT: "number", INT: "integer"}
+# The tf.train.Example list each feature type travels in (float_list holds float32, like DT_FLOAT).
+EXAMPLE_KINDS = {STRING: "bytes_list", FLOAT: "float_list", INT: "int64_list"}
+
+# TF Serving's signatures over serialized tf.train.Examples: one DT_STRING input, `inputs`, and the method name
+# TF Serving's Classify and Regress insist on (tensorflow/serving/apis; tf.saved_model.CLASSIFY_METHOD_NAME, ...).
+CLASSIFY = "classify"
+REGRESS = "regress"
+EXAMPLE_INPUTS = "inputs"
+EXAMPLE_METHOD_NAMES = {CLASSIFY: "tensorflow/serving/classify", REGRESS: "tensorflow/serving/regress"}
+CLASSIFY_SCORES, CLASSIFY_CLASSES, REGRESS_OUTPUTS = "scores", "classes", "outputs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +100,25 @@ class ModelInterface:
     features: tuple[Feature, ...]
     outputs: tuple[Output, ...]
     signature_name: str = "serving_default"
+    # The tf.Example signature beside `signature_name`, named after its TF Serving method: CLASSIFY (the one
+    # output is the score of the last of `class_labels`) or REGRESS (the one output is the regression value).
+    example_signature_name: str = REGRESS
+    class_labels: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.example_signature_name not in EXAMPLE_METHOD_NAMES:
+            raise ValueError(f"model {self.name!r}: example_signature_name must be one of "
+                             f"{sorted(EXAMPLE_METHOD_NAMES)}, got {self.example_signature_name!r}")
+        if len(self.outputs) != 1:
+            raise ValueError(f"model {self.name!r}: classify and regress signatures carry one output, "
+                             f"got {[o.name for o in self.outputs]}")
+        if (self.example_signature_name == CLASSIFY) != (len(self.class_labels) == 2):
+            raise ValueError(f"model {self.name!r}: a classify model needs two class_labels (negative, positive) "
+                             f"and a regress model none, got {self.class_labels}")
+
+    @property
+    def example_method_name(self) -> str:
+        return EXAMPLE_METHOD_NAMES[self.example_signature_name]
 
     def feature(self, name: str) -> Feature:
         for feature in self.features:
@@ -136,6 +167,84 @@ class ModelInterface:
             problems.append(f"outputs the model lacks: {missing_outputs}")
         return problems
 
+    # --- tf.train.Example: the same features in TF Serving's Classify/Regress and TFX's format -------------------
+    def example_feature_spec(self) -> dict:
+        """The `tf.io.parse_example` spec of the features: scalars, with each optional feature's default, so that
+        an Example without it is scored as a JSON event without it (and as `to_columns` fills it)."""
+        import tensorflow as tf
+
+        dtypes = {STRING: tf.string, FLOAT: tf.float32, INT: tf.int64}
+        return {f.name: tf.io.FixedLenFeature([], dtypes[f.dtype], default_value=f.default) for f in self.features}
+
+    def to_example(self, features: Mapping[str, Any], event_id: str | None = None):
+        """A validated feature dict -> tf.train.Example, every feature set (absent ones at their default); with
+        `event_id`, an `event_id` bytes feature too, which the model ignores and a PredictionLog keeps."""
+        from tensorflow.core.example import example_pb2
+
+        example = example_pb2.Example()
+        fields = example.features.feature
+        if event_id is not None:
+            fields[EVENT_ID].bytes_list.value.append(event_id.encode("utf-8"))
+        for feature in self.features:
+            value = features.get(feature.name, feature.default)
+            if feature.dtype == STRING:
+                fields[feature.name].bytes_list.value.append(value.encode("utf-8"))
+            elif feature.dtype == FLOAT:
+                fields[feature.name].float_list.value.append(value)
+            else:
+                fields[feature.name].int64_list.value.append(value)
+        return example
+
+    def rows_from_example_results(self, results: Sequence[Any]) -> list[dict[str, float]]:
+        """Classify/Regress answers -> one {output: value} dict per element. `results` are the elements'
+        `Classifications` (classify models) or `Regression`s (regress models), as TF Serving's ClassificationResult
+        / RegressionResult and tfx-bsl's PredictionLogs carry them."""
+        (output,) = self.outputs
+        if self.example_signature_name == REGRESS:
+            return [{output.name: float(regression.value)} for regression in results]
+        positive, rows = self.class_labels[1], []
+        for classification in results:
+            scores = {c.label: c.score for c in classification.classes}
+            if positive not in scores:
+                raise ValueError(
+                    f"the {self.name!r} model classified into {sorted(scores)}, without the positive class {positive!r}"
+                )
+            rows.append({output.name: float(scores[positive])})
+        return rows
+
+    def example_result(self, row: Mapping[str, float]):
+        """One {output: value} dict -> the ClassificationResult / RegressionResult TF Serving would answer with
+        (classes negative then positive, scores summing to 1), as a PredictionLog records it."""
+        from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+        value = float(row[self.outputs[0].name])
+        if self.example_signature_name == CLASSIFY:
+            negative, positive = self.class_labels
+            result = classification_pb2.ClassificationResult()
+            result.classifications.add().classes.extend(
+                [classification_pb2.Class(label=negative, score=1.0 - value),
+                 classification_pb2.Class(label=positive, score=value)]
+            )
+            return result
+        result = regression_pb2.RegressionResult()
+        result.regressions.add(value=value)
+        return result
+
+    def example_signature_problems(self, inputs: Mapping[str, str], outputs: Sequence[str], method_name: str) -> list[str]:
+        """What keeps a signature (input name -> TF dtype name, output names, method) from being this model's
+        TF Serving classify or regress signature."""
+        problems = []
+        if dict(inputs) != {EXAMPLE_INPUTS: "string"}:
+            problems.append(f"inputs are {dict(sorted(inputs.items()))}, expected {{'{EXAMPLE_INPUTS}': 'string'}} "
+                            "(serialized tf.train.Examples)")
+        if method_name != self.example_method_name:
+            problems.append(f"method_name is {method_name!r}, expected {self.example_method_name!r}")
+        wanted = (CLASSIFY_SCORES, CLASSIFY_CLASSES) if self.example_signature_name == CLASSIFY else (REGRESS_OUTPUTS,)
+        missing = sorted(set(wanted) - set(outputs))
+        if missing:
+            problems.append(f"outputs the model lacks: {missing}")
+        return problems
+
     def json_schema(self) -> dict:
         """The JSON Schema (draft 2020-12) of one event for this model, as published in `schemas/`."""
         properties = {
@@ -182,6 +291,8 @@ FRAUD = ModelInterface(
         Feature("buyer_seller_distance_km", FLOAT, "Distance between buyer and seller.", 0, 40_000, default=0.0),
     ),
     outputs=(Output("fraud_probability", "Probability that the listing or transaction is fraudulent."),),
+    example_signature_name=CLASSIFY,
+    class_labels=("legit", "fraud"),
 )
 
 PRICE = ModelInterface(
@@ -197,6 +308,7 @@ PRICE = ModelInterface(
         Feature("item_description", STRING, "Free-text description.", max_length=5_000, default=""),
     ),
     outputs=(Output("suggested_price", "Suggested listing price in EUR."),),
+    example_signature_name=REGRESS,
 )
 
 MODELS = {m.name: m for m in (FRAUD, PRICE)}

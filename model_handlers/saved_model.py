@@ -69,18 +69,29 @@ def check_signature(signature, interface: ModelInterface, path: str) -> None:
         )
 
 
-def warm_up(model: LoadedSavedModel, path: str) -> int:
-    """Replays the exported TF Serving warm-up requests, so the first real batch is not the slow one."""
+def warmup_logs(path: str):
+    """The PredictionLog records of a version's TF Serving warm-up file (none, with a warning, if it has none)."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
     warmup_path = f"{path}/{repository.WARMUP_FILE}"
     if not tf.io.gfile.exists(warmup_path):
         _LOGGER.warning("%s has no warm-up requests; the first batch will pay for graph tracing", path)
-        return 0
-    count = 0
+        return
     for record in tf.data.TFRecordDataset(warmup_path).as_numpy_iterator():
-        log = prediction_log_pb2.PredictionLog.FromString(record)
+        yield prediction_log_pb2.PredictionLog.FromString(record)
+
+
+def warm_up(model: LoadedSavedModel, path: str) -> int:
+    """Replays the exported TF Serving warm-up requests for serving_default, so the first real batch is not the
+    slow one. The file's classify/regress requests are for the tf.Example signature, which this handler never
+    calls: skipped."""
+    import tensorflow as tf
+
+    count = 0
+    for log in warmup_logs(path):
+        if log.WhichOneof("log_type") != "predict_log":
+            continue
         request = log.predict_log.request
         model.predict({name: tf.make_ndarray(proto) for name, proto in request.inputs.items()})
         count += 1

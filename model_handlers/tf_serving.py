@@ -15,6 +15,11 @@ budget with a signature that takes exactly the model's schema; a mismatch fails 
 repeat the check on load, but tolerate an unreachable server there (see `load_model`). Predictions carry the version TF Serving reports in `PredictResponse.model_spec`, so a
 moved version label shows in the output the moment it takes effect.
 
+With `api=CLASSIFY_REGRESS` the batch goes as `tf.train.Example`s (`ModelInterface.to_example`) to
+`PredictionService/Classify` (fraud; fraud_probability is the positive class's score) or `Regress` (price) on the
+model's classify/regress signature instead, with the same deadlines, retries and checks: for TF Serving
+deployments (or TFX-built models) that expose only the tf.Example API.
+
 Why not Beam's `RemoteModelHandler`: it seals `run_inference`, which must stay open for per-element failure
 isolation (model_handlers.base), and its client-side throttler sleeps outside any retry budget. Its retry helper
 is used here as it is.
@@ -33,10 +38,15 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import retry
 
 from model_handlers.base import PERMANENT, RETRYABLE, IsolatingModelHandler, Scored
-from model_handlers.interface import FLOAT, INT, STRING, ModelInterface
+from model_handlers.interface import CLASSIFY, FLOAT, INT, STRING, ModelInterface
 from model_handlers.saved_model import SignatureMismatchError
 
 _LOGGER = logging.getLogger(__name__)
+
+# Which of TF Serving's APIs a batch goes through: Predict on raw features, or Classify/Regress on tf.Examples.
+PREDICT = "predict"
+CLASSIFY_REGRESS = "classify_regress"
+APIS = (PREDICT, CLASSIFY_REGRESS)
 
 RETRYABLE_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -90,6 +100,19 @@ def predict_request(interface: ModelInterface, rows: Sequence[Mapping[str, Any]]
     return request
 
 
+def example_request(interface: ModelInterface, rows: Sequence[Mapping[str, Any]], model_spec):
+    """A ClassificationRequest (classify models) or RegressionRequest (regress models) of the rows as tf.Examples."""
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+    request_type = (
+        classification_pb2.ClassificationRequest if interface.example_signature_name == CLASSIFY
+        else regression_pb2.RegressionRequest
+    )
+    request = request_type(model_spec=model_spec)
+    request.input.example_list.examples.extend(interface.to_example(row) for row in rows)
+    return request
+
+
 class TFServingClient:
     """One channel and stub per worker process, shared by its threads; bounds the requests in flight."""
 
@@ -125,6 +148,7 @@ class TFServingHandler(IsolatingModelHandler):
         initial_backoff_secs: float = 0.25,
         max_backoff_secs: float = 5.0,
         max_in_flight: int = 4,
+        api: str = PREDICT,
         tls: bool = False,
         root_certificates_file: str | None = None,
         min_batch_size: int | None = None,
@@ -141,6 +165,8 @@ class TFServingHandler(IsolatingModelHandler):
           retry_budget_secs: total backoff allowed across the retries of one request (and of the start-up check).
           initial_backoff_secs, max_backoff_secs: the exponential backoff's first and largest delay (jittered).
           max_in_flight: requests in flight at once per worker process.
+          api: PREDICT (raw features to the serving_default signature) or CLASSIFY_REGRESS (tf.Examples to the
+            model's classify or regress signature through Classify or Regress).
           tls: use TLS; `root_certificates_file` (PEM) verifies the server, else the system's roots.
           min_batch_size, max_batch_size, max_batch_duration_secs: Beam's BatchElements knobs.
         """
@@ -154,6 +180,9 @@ class TFServingHandler(IsolatingModelHandler):
             raise ValueError("pin a model version or a version label, not both")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        if api not in APIS:
+            raise ValueError(f"api must be one of {APIS}, got {api!r}")
+        self._api = api
         self._target = target
         self._model_name = model_name or interface.name
         self._model_version = model_version
@@ -171,6 +200,10 @@ class TFServingHandler(IsolatingModelHandler):
     def target(self) -> str:
         return self._target
 
+    @property
+    def signature_name(self) -> str:
+        return self.interface.signature_name if self._api == PREDICT else self.interface.example_signature_name
+
     def describe_model(self) -> str:
         pinned = (
             f" version {self._model_version}" if self._model_version is not None
@@ -181,7 +214,7 @@ class TFServingHandler(IsolatingModelHandler):
     def model_spec(self):
         from tensorflow_serving.apis import model_pb2
 
-        spec = model_pb2.ModelSpec(name=self._model_name, signature_name=self.interface.signature_name)
+        spec = model_pb2.ModelSpec(name=self._model_name, signature_name=self.signature_name)
         if self._model_version is not None:
             spec.version.value = self._model_version
         elif self._version_label:
@@ -219,11 +252,20 @@ class TFServingHandler(IsolatingModelHandler):
     def predict(self, batch: Sequence[Mapping[str, Any]], model: TFServingClient) -> Scored:
         import tensorflow as tf
 
-        request = predict_request(self.interface, batch, self.model_spec())
-        response = self._call(model, "Predict", request)
-        outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        if self._api == CLASSIFY_REGRESS:
+            method = "Classify" if self.interface.example_signature_name == CLASSIFY else "Regress"
+            response = self._call(model, method, example_request(self.interface, batch, self.model_spec()))
+            result = response.result
+            results = result.classifications if self.interface.example_signature_name == CLASSIFY else result.regressions
+            if len(results) != len(batch):
+                raise ValueError(f"{method} returned {len(results)} results for a batch of {len(batch)}")
+            rows = self.interface.rows_from_example_results(results)
+        else:
+            response = self._call(model, "Predict", predict_request(self.interface, batch, self.model_spec()))
+            outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+            rows = self.interface.rows_from_outputs(outputs, len(batch))
         version = str(response.model_spec.version.value) if response.model_spec.HasField("version") else "unknown"
-        return Scored(self.interface.rows_from_outputs(outputs, len(batch)), version)
+        return Scored(rows, version)
 
     def classify_error(self, error: BaseException) -> str:
         return RETRYABLE if is_retryable(error) else PERMANENT
@@ -260,15 +302,17 @@ class TFServingHandler(IsolatingModelHandler):
             ) from error
         signatures = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signatures)
-        name = self.interface.signature_name
+        name = self.signature_name
         if name not in signatures.signature_def:
             raise SignatureMismatchError(
                 f"{self.describe_model()} has no signature {name!r}; it has {sorted(signatures.signature_def)}"
             )
         signature = signatures.signature_def[name]
-        problems = self.interface.signature_problems(
-            {key: tf_dtype_name(info.dtype) for key, info in signature.inputs.items()}, list(signature.outputs)
-        )
+        inputs = {key: tf_dtype_name(info.dtype) for key, info in signature.inputs.items()}
+        if self._api == CLASSIFY_REGRESS:
+            problems = self.interface.example_signature_problems(inputs, list(signature.outputs), signature.method_name)
+        else:
+            problems = self.interface.signature_problems(inputs, list(signature.outputs))
         if problems:
             raise SignatureMismatchError(
                 f"the {name!r} signature of {self.describe_model()} does not match the {self.interface.name!r} "

@@ -1,6 +1,7 @@
 """Wires a model's pipeline: a source, the shared Score transform, and sinks. Both entry points use it.
 
-Streaming reads a Pub/Sub subscription and publishes to topics; backfill reads and writes JSON Lines files.
+Streaming reads a Pub/Sub subscription and publishes to topics; backfill reads JSON Lines or TFRecord files and
+writes JSON Lines or PredictionLog files (dead letters always JSON Lines).
 Nothing between the ends knows which mode it is in.
 """
 
@@ -18,10 +19,11 @@ from model_handlers.base import IsolatingModelHandler
 from model_handlers.interface import ModelInterface
 from model_handlers.repository import ModelNotFoundError
 from model_handlers.saved_model import SavedModelHandler, SignatureMismatchError
-from model_handlers.tf_serving import TFServingHandler, TFServingRefused
-from pipelines.options import TF_SERVING, InferenceOptions, InvalidOptions
-from transforms.files import ReadEventFiles, WriteJsonLines
-from transforms.predictions import Decorate
+from model_handlers.tf_serving import PREDICT, TFServingHandler, TFServingRefused
+from model_handlers.tfx_bsl_inference import TfxBslHandler
+from pipelines.options import TF_SERVING, TFX_BSL, InferenceOptions, InvalidOptions
+from transforms.files import ReadEventFiles, WriteJsonLines, WriteTFRecords
+from transforms.predictions import PREDICTION_LOG, Decorate
 from transforms.pubsub import PublishMessages, ReadEvents
 from transforms.scoring import Score
 
@@ -43,8 +45,17 @@ def make_handler(interface: ModelInterface, options: InferenceOptions) -> Isolat
             timeout_secs=options.tf_serving_timeout_secs,
             retry_budget_secs=options.tf_serving_retry_budget_secs,
             max_in_flight=options.tf_serving_max_in_flight,
+            api=options.tf_serving_api or PREDICT,
             tls=options.tf_serving_tls,
             root_certificates_file=options.tf_serving_root_certificates,
+            **batching,
+        )
+    if options.inference == TFX_BSL:
+        return TfxBslHandler(
+            interface,
+            options.model_repository(),
+            model_version=options.model_version,
+            warmup=options.warmup,
             **batching,
         )
     return SavedModelHandler(
@@ -72,13 +83,20 @@ def build(
     if options.mode() == "streaming":
         events = pipeline | "ReadEvents" >> ReadEvents(options.input_subscription, options.timestamp_attribute)
     else:
-        events = pipeline | "ReadEvents" >> ReadEventFiles(options.input)
-    scored = events | "Score" >> Score(handler, max_event_bytes=options.max_event_bytes, decorate=decorate)
+        events = pipeline | "ReadEvents" >> ReadEventFiles(options.input, options.input_format)
+    scored = events | "Score" >> Score(
+        handler,
+        max_event_bytes=options.max_event_bytes,
+        decorate=decorate,
+        input_format=options.input_format,
+        output_format=options.output_format,
+    )
     if options.mode() == "streaming":
         scored.predictions | "PublishPredictions" >> PublishMessages(options.output_topic)
         scored.dead_letters | "PublishDeadLetters" >> PublishMessages(options.dead_letter_topic)
     else:
-        scored.predictions | "WritePredictions" >> WriteJsonLines(options.output)
+        write = WriteTFRecords if options.output_format == PREDICTION_LOG else WriteJsonLines
+        scored.predictions | "WritePredictions" >> write(options.output)
         scored.dead_letters | "WriteDeadLetters" >> WriteJsonLines(options.dead_letter_output)
 
 

@@ -9,19 +9,30 @@ import re
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from transforms.events import DEFAULT_MAX_EVENT_BYTES
+from model_handlers.tf_serving import APIS as TF_SERVING_APIS
+from transforms.events import DEFAULT_MAX_EVENT_BYTES, JSONL, TFRECORD
+from transforms.predictions import PREDICTION_LOG
 
 SUBSCRIPTION_RE = re.compile(r"^projects/[^/]+/subscriptions/[^/]{3,255}$")
 TOPIC_RE = re.compile(r"^projects/[^/]+/topics/[^/]{3,255}$")
 
 IN_PROCESS = "in_process"
 TF_SERVING = "tf_serving"
+TFX_BSL = "tfx_bsl"
 DEFAULT_MODEL_DIR = "models"
 TARGET_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
 # Flags that mean something for one way of running the model only: given for the other, they are an error, not
 # silently ignored.
 IN_PROCESS_ONLY = ("model_dir", "share_model_across_processes", "model_copies")
-TF_SERVING_ONLY = ("tf_serving_target", "model_version_label", "tf_serving_tls", "tf_serving_root_certificates")
+TF_SERVING_ONLY = (
+    "tf_serving_target", "model_version_label", "tf_serving_tls", "tf_serving_root_certificates", "tf_serving_api",
+)
+# Flags each --inference does not take. tfx_bsl reads the model repository, but keeps one Session per process.
+NOT_FOR = {
+    IN_PROCESS: TF_SERVING_ONLY,
+    TF_SERVING: IN_PROCESS_ONLY,
+    TFX_BSL: TF_SERVING_ONLY + ("share_model_across_processes", "model_copies"),
+}
 
 STREAMING_FLAGS = ("input_subscription", "output_topic", "dead_letter_topic")
 BACKFILL_FLAGS = ("input", "output", "dead_letter_output")
@@ -42,18 +53,30 @@ class InferenceOptions(PipelineOptions):
             "--timestamp_attribute",
             help="message attribute holding the event time (RFC 3339 or ms since epoch); default: publish time",
         )
-        backfill = parser.add_argument_group("backfill (JSON Lines files in and out)")
-        backfill.add_argument("--input", help="JSON Lines events: a local path or gs:// glob")
-        backfill.add_argument("--output", help="path prefix for prediction files (<prefix>-SSSSS-of-NNNNN.jsonl)")
-        backfill.add_argument("--dead_letter_output", help="path prefix for dead-letter files")
+        backfill = parser.add_argument_group("backfill (files in and out)")
+        backfill.add_argument("--input", help="events: a local path or gs:// glob")
+        backfill.add_argument("--output", help="path prefix for prediction files (<prefix>-SSSSS-of-NNNNN.<format>)")
+        backfill.add_argument("--dead_letter_output", help="path prefix for dead-letter files (JSON Lines)")
+        backfill.add_argument(
+            "--input_format", default=JSONL, choices=[JSONL, TFRECORD],
+            help="jsonl (one JSON event a line) or tfrecord (tf.train.Examples with an event_id bytes feature; "
+            "gzip or deflate by extension)",
+        )
+        backfill.add_argument(
+            "--output_format", default=JSONL, choices=[JSONL, PREDICTION_LOG],
+            help="jsonl (one JSON prediction a line) or prediction_log (TFRecord of TF Serving PredictionLogs, as "
+            "TFX's BulkInferrer writes)",
+        )
 
         model = parser.add_argument_group("model")
         model.add_argument(
-            "--inference", default=IN_PROCESS, choices=[IN_PROCESS, TF_SERVING],
-            help="where the model runs: in_process (the SavedModel inside each Beam worker) or tf_serving (gRPC)",
+            "--inference", default=IN_PROCESS, choices=[IN_PROCESS, TF_SERVING, TFX_BSL],
+            help="where the model runs: in_process (the SavedModel inside each Beam worker), tf_serving (gRPC) or "
+            "tfx_bsl (in-process, tfx-bsl's model handler on the classify/regress signature)",
         )
         model.add_argument(
-            "--model_dir", help=f"in_process: model repository, <model_dir>/<name>/<version>/ (default: {DEFAULT_MODEL_DIR})"
+            "--model_dir",
+            help=f"in_process, tfx_bsl: model repository, <model_dir>/<name>/<version>/ (default: {DEFAULT_MODEL_DIR})",
         )
         model.add_argument("--model_version", type=int, help="pin a model version (default: the newest)")
         model.add_argument(
@@ -73,6 +96,11 @@ class InferenceOptions(PipelineOptions):
         )
         serving.add_argument(
             "--tf_serving_max_in_flight", type=int, default=4, help="requests in flight at once per worker process"
+        )
+        serving.add_argument(
+            "--tf_serving_api", choices=list(TF_SERVING_APIS),
+            help="predict (raw features to serving_default; the default) or classify_regress (tf.Examples to the "
+            "classify/regress signature through Classify or Regress)",
         )
         serving.add_argument("--tf_serving_tls", action="store_true", help="connect over TLS")
         serving.add_argument("--tf_serving_root_certificates", help="PEM file of roots to verify the server (with TLS)")
@@ -112,6 +140,11 @@ class InferenceOptions(PipelineOptions):
             )
         elif streaming_given:
             problems += [f"streaming needs --{n}" for n in STREAMING_FLAGS if not getattr(self, n)]
+            if self.input_format != JSONL or self.output_format != JSONL:
+                problems.append(
+                    f"--input_format={self.input_format} and --output_format={self.output_format}: streaming reads "
+                    f"and writes JSON messages; tfrecord and prediction_log apply to backfill files only"
+                )
             if self.input_subscription and not SUBSCRIPTION_RE.match(self.input_subscription):
                 problems.append(
                     f"--input_subscription must look like projects/<project>/subscriptions/<id>, got {self.input_subscription!r}"
@@ -148,8 +181,7 @@ class InferenceOptions(PipelineOptions):
 
     def _inference_problems(self) -> list[str]:
         problems = []
-        other_only = IN_PROCESS_ONLY if self.inference == TF_SERVING else TF_SERVING_ONLY
-        for name in other_only:
+        for name in NOT_FOR[self.inference]:
             if getattr(self, name):
                 problems.append(f"--{name} does not apply to --inference={self.inference}")
         if self.inference == TF_SERVING:

@@ -210,10 +210,23 @@ def test_warmup_file_holds_predict_requests_with_exactly_the_features_the_signat
     records = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
     assert 1 <= len(records) <= 1000  # TF Serving reads at most 1000 warm-up records
     signature = _signature(tf, model_dir, interface)
-    batch_sizes = set()
+    example_signature = tf.saved_model.load(str(model_dir / interface.name / "1")).signatures[
+        interface.example_signature_name
+    ]
+    batch_sizes, log_types = set(), []
     for record in records:
         log = prediction_log_pb2.PredictionLog.FromString(record)
-        assert log.WhichOneof("log_type") == "predict_log"
+        log_types.append(log.WhichOneof("log_type"))
+        if log_types[-1] != "predict_log":
+            # The tf.Example signature's warm-up: a Classify or Regress request the signature answers.
+            assert log_types[-1] == f"{interface.example_signature_name}_log"
+            request = getattr(log, log_types[-1]).request
+            assert request.model_spec.signature_name == interface.example_signature_name
+            examples = [e.SerializeToString() for e in request.input.example_list.examples]
+            assert examples
+            result = example_signature(inputs=tf.constant(examples))
+            assert all(np.all(np.isfinite(v.numpy())) for v in result.values() if v.dtype != tf.string)
+            continue
         request = log.predict_log.request
         assert request.model_spec.name == interface.name
         assert request.model_spec.signature_name == interface.signature_name
@@ -226,6 +239,7 @@ def test_warmup_file_holds_predict_requests_with_exactly_the_features_the_signat
         assert set(result) == {o.name for o in interface.outputs}
         assert all(np.all(np.isfinite(v.numpy())) for v in result.values())
     assert 1 in batch_sizes and max(batch_sizes) > 1
+    assert log_types.count("predict_log") == log_types.count(f"{interface.example_signature_name}_log")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,8 +3,11 @@
     python -m training.train --model_dir=DIR [--models=fraud,price] [--version=1] [--force] [--seed=0]
 
 Each model lands in `DIR/<name>/<version>/`: a TF SavedModel whose `serving_default` signature takes exactly the
-interface's features (rank-1 tensors named by feature) and returns exactly its outputs (float32, rank 1), plus
-`assets.extra/tf_serving_warmup_requests` (TF Serving's warm-up format) and `assets.extra/quality.json` (held-out
+interface's features (rank-1 tensors named by feature) and returns exactly its outputs (float32, rank 1); beside it
+TF Serving's tf.Example signature, `classify` (fraud: `scores` and `classes`, [batch, 2]) or `regress` (price:
+`outputs`, [batch]), taking serialized `tf.train.Example`s as `inputs` and parsing them with the interface's
+`example_feature_spec()` into the same graph; plus `assets.extra/tf_serving_warmup_requests` (TF Serving's warm-up
+format, requests for both signatures) and `assets.extra/quality.json` (held-out
 metrics and training parameters). All preprocessing (string normalisation, hashing, word flags, numeric scaling
 with constants from the training data) is inside the graph, so a client sends raw features. The model is a plain
 `tf.Module` trained in a plain TF loop with Keras' Adam optimizer: loading it needs `tf.saved_model.load` only, no Keras
@@ -323,6 +326,44 @@ def _input_signature(tf, interface: mi.ModelInterface):
     return [{f.name: tf.TensorSpec([None], dtypes[f.dtype], name=f.name) for f in interface.features}]
 
 
+def _example_signature(tf, model, interface: mi.ModelInterface):
+    """TF Serving's classify or regress signature: serialized tf.Examples in, parsed with the interface's spec, and
+    the serving function's answer in the method's output keys."""
+    spec = interface.example_feature_spec()
+    (output,) = interface.outputs
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=mi.EXAMPLE_INPUTS)])
+    def from_examples(inputs):
+        value = model.serve(tf.io.parse_example(inputs, spec))[output.name]
+        if interface.example_signature_name == mi.REGRESS:
+            return {mi.REGRESS_OUTPUTS: value}
+        classes = tf.tile(tf.constant([list(interface.class_labels)]), [tf.shape(value)[0], 1])
+        return {mi.CLASSIFY_SCORES: tf.stack([1.0 - value, value], axis=1), mi.CLASSIFY_CLASSES: classes}
+
+    return from_examples.get_concrete_function()
+
+
+def _set_example_method_name(tf, export_dir: Path, interface: mi.ModelInterface) -> None:
+    """Marks the tf.Example signature as TF Serving's classify or regress method in `saved_model.pb`.
+
+    Why a rewrite: TF2's `tf.saved_model.save` writes every signature with method_name tensorflow/serving/predict
+    and has no way to ask for another, while TF Serving's Classify/Regress and tfx-bsl's RunInference look for
+    the classify/regress method. The alternative, tf.compat.v1's SavedModelBuilder with
+    `classification_signature_def`, would mean rebuilding the trained tf.Module as a TF1 graph and session. The
+    method name is only a label on the SignatureDef (inputs, outputs and graph stay as TF2 wrote them), so it is
+    set with the protos, and the fingerprint, a checksum of saved_model.pb, is written again to match.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.python.saved_model import fingerprinting_utils  # no public API rewrites the fingerprint
+
+    path = export_dir / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel.FromString(path.read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        meta_graph.signature_def[interface.example_signature_name].method_name = interface.example_method_name
+    path.write_bytes(saved_model.SerializeToString())
+    fingerprinting_utils.write_fingerprint(str(export_dir))
+
+
 def _fit(tf, model, loss_fn, columns: dict, targets: np.ndarray, params: dict, seed: int, log: Callable):
     all_columns = {name: tf.constant(col) for name, col in columns.items()}
     all_targets = tf.constant(targets.astype(np.float32))
@@ -369,9 +410,11 @@ def _category_median_baseline(train_events, train_prices, test_events) -> np.nda
 
 
 def write_warmup_requests(path: Path, interface: mi.ModelInterface, events: Sequence[dict], batch_sizes=WARMUP_BATCH_SIZES):
-    """TF Serving's warm-up file: a TFRecord of PredictionLog records, one PredictRequest each."""
+    """TF Serving's warm-up file: a TFRecord of PredictionLog records, a PredictRequest for `serving_default` and
+    a ClassificationRequest or RegressionRequest for the tf.Example signature per batch size, so that whichever
+    API a client uses, its first request does not pay for tracing."""
     tf = _tensorflow()
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2, regression_pb2
 
     path.parent.mkdir(parents=True, exist_ok=True)
     start = 0
@@ -385,6 +428,17 @@ def write_warmup_requests(path: Path, interface: mi.ModelInterface, events: Sequ
             for name, column in interface.to_columns(batch).items():
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(column))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+            # The event's features as a tf.Example (`to_example`, from the same interface), without its event_id.
+            spec = dict(name=interface.name, signature_name=interface.example_signature_name)
+            examples = dict(example_list=dict(examples=[interface.to_example(event) for event in batch]))
+            if interface.example_signature_name == mi.CLASSIFY:
+                log = prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
+                    request=classification_pb2.ClassificationRequest(model_spec=spec, input=examples)))
+            else:
+                log = prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(
+                    request=regression_pb2.RegressionRequest(model_spec=spec, input=examples)))
             writer.write(log.SerializeToString())
 
 
@@ -419,7 +473,12 @@ def _train_one(interface: mi.ModelInterface, version: int, seed: int, n: int, fi
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model server may run as another user
-        tf.saved_model.save(model, str(tmp), signatures={interface.signature_name: serve.get_concrete_function()})
+        signatures = {
+            interface.signature_name: serve.get_concrete_function(),
+            interface.example_signature_name: _example_signature(tf, model, interface),
+        }
+        tf.saved_model.save(model, str(tmp), signatures=signatures)
+        _set_example_method_name(tf, tmp, interface)
         # Evaluate the exported graph itself, reloaded as a server would load it.
         signature = tf.saved_model.load(str(tmp)).signatures[interface.signature_name]
         predictions = predict(signature, interface, test_events)

@@ -1,7 +1,9 @@
 """ParseEvents: raw payload bytes -> (EventRef, features) by the model's schema; anything else -> a dead letter.
 
 The first step of scoring. Streaming and backfill both feed it `RawEvent`s (the bytes and the Pub/Sub
-attributes, empty for files); it never sees where they came from.
+attributes, empty for files); it never sees where they came from. A payload is a JSON object (`jsonl`, the
+default) or a serialized `tf.train.Example` (`tfrecord` backfills); both are decoded into the same
+{event_id, feature: value} shape and validated by the same checks, so a bound or a length is enforced once.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from model_handlers.base import PERMANENT
-from model_handlers.interface import EVENT_ID, EVENT_ID_MAX_LENGTH, FLOAT, INT, STRING, ModelInterface
+from model_handlers.interface import (
+    EVENT_ID, EVENT_ID_MAX_LENGTH, EXAMPLE_KINDS, FLOAT, INT, STRING, ModelInterface,
+)
 from transforms.dead_letter import DEAD_LETTERS, PARSE, VALIDATE, DeadLetter
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 # Pub/Sub allows 100 attributes a message, and a prediction adds 4 (event_id, model, model_version, scored_at).
 MAX_INPUT_ATTRIBUTES = 96
+
+JSONL = "jsonl"
+TFRECORD = "tfrecord"
 
 
 class RawEvent(NamedTuple):
@@ -46,7 +53,16 @@ class InvalidEvent(ValueError):
 _JSON_TYPE_NAMES = {STRING: "a string", FLOAT: "a number", INT: "an integer"}
 
 
+class _Mistyped(NamedTuple):
+    """A tf.Example feature of the wrong list kind or length: no value the checks could accept; `what` says what
+    arrived."""
+
+    what: str
+
+
 def _json_type(value: Any) -> str:
+    if isinstance(value, _Mistyped):
+        return value.what
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -120,7 +136,61 @@ def parse_event(
         raise InvalidEvent(PARSE, f"payload is not JSON: {error}") from None
     if not isinstance(event, dict):
         raise InvalidEvent(PARSE, f"expected a JSON object, got {_json_type(event)}")
+    return validate_event(event, raw, interface)
 
+
+def _example_value(field, dtype: str) -> Any:
+    """One tf.Example feature -> its one value (str, float or int), or _Mistyped; None when it holds no value,
+    which tf.io.parse_example also reads as absent."""
+    kind = field.WhichOneof("kind")
+    article = "an" if kind and kind[0] in "aeiou" else "a"
+    if kind != EXAMPLE_KINDS[dtype]:
+        return _Mistyped(f"{article} {kind}" if kind else "a feature with no value list")
+    values = getattr(field, kind).value
+    if not values:
+        return None
+    if len(values) > 1:
+        return _Mistyped(f"{article} {kind} of {len(values)} values")
+    if dtype == STRING:
+        try:
+            return values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            return _Mistyped("bytes that are not UTF-8")
+    return values[0]
+
+
+def parse_example_event(
+    raw: RawEvent, interface: ModelInterface, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> tuple[str, dict[str, Any]]:
+    """parse_event for a serialized tf.train.Example carrying an `event_id` bytes feature and the model's features,
+    each a one-value list of its type's kind (interface.EXAMPLE_KINDS)."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.example import example_pb2
+
+    payload = raw.payload
+    if not payload:
+        raise InvalidEvent(PARSE, "empty payload")
+    if len(payload) > max_event_bytes:
+        raise InvalidEvent(PARSE, f"payload of {len(payload)} bytes exceeds the limit of {max_event_bytes} bytes")
+    try:
+        example = example_pb2.Example.FromString(payload)
+    except DecodeError as error:
+        raise InvalidEvent(PARSE, f"payload is not a tf.train.Example: {error}") from None
+    fields = example.features.feature
+    event = {}
+    for name, dtype in [(EVENT_ID, STRING)] + [(f.name, f.dtype) for f in interface.features]:
+        if name in fields:
+            value = _example_value(fields[name], dtype)
+            if value is not None:
+                event[name] = value
+    return validate_event(event, raw, interface)
+
+
+PARSERS = {JSONL: parse_event, TFRECORD: parse_example_event}
+
+
+def validate_event(event: dict, raw: RawEvent, interface: ModelInterface) -> tuple[str, dict[str, Any]]:
+    """The checks every decoded event goes through, whatever its format: (event_id, features) or InvalidEvent."""
     event_id = event.get(EVENT_ID)
     if EVENT_ID not in event:
         raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} is missing")
@@ -156,16 +226,17 @@ def parse_event(
 
 
 class _ParseEventsFn(beam.DoFn):
-    def __init__(self, interface: ModelInterface, max_event_bytes: int):
+    def __init__(self, interface: ModelInterface, max_event_bytes: int, input_format: str):
         self._interface = interface
         self._max_event_bytes = max_event_bytes
+        self._parse = PARSERS[input_format]
         namespace = f"marketplace_{interface.name}"
         self._valid = Metrics.counter(namespace, "events_valid")
         self._invalid = Metrics.counter(namespace, "events_invalid")
 
     def process(self, raw):  # RawEvent
         try:
-            event_id, features = parse_event(raw, self._interface, self._max_event_bytes)
+            event_id, features = self._parse(raw, self._interface, self._max_event_bytes)
         except InvalidEvent as invalid:
             self._invalid.inc()
             yield beam.pvalue.TaggedOutput(
@@ -177,14 +248,21 @@ class _ParseEventsFn(beam.DoFn):
 
 
 class ParseEvents(beam.PTransform):
-    """PCollection[RawEvent] -> tagged outputs: `events` (EventRef, features) and `dead_letters` (DeadLetter)."""
+    """PCollection[RawEvent] -> tagged outputs: `events` (EventRef, features) and `dead_letters` (DeadLetter).
+    Payloads are JSON objects, or serialized tf.train.Examples with `input_format=TFRECORD`."""
 
-    def __init__(self, interface: ModelInterface, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+    def __init__(
+        self, interface: ModelInterface, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, input_format: str = JSONL
+    ):
         super().__init__()
+        if input_format not in PARSERS:
+            raise ValueError(f"input_format must be one of {sorted(PARSERS)}, got {input_format!r}")
         self._interface = interface
         self._max_event_bytes = max_event_bytes
+        self._input_format = input_format
 
     def expand(self, raw_events):
-        return raw_events | beam.ParDo(_ParseEventsFn(self._interface, self._max_event_bytes)).with_outputs(
+        fn = _ParseEventsFn(self._interface, self._max_event_bytes, self._input_format)
+        return raw_events | beam.ParDo(fn).with_outputs(
             DEAD_LETTERS, main="events"
         )

@@ -18,8 +18,8 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from model_handlers.base import RETRYABLE, InferenceFailure, IsolatingModelHandler
 from transforms.dead_letter import DEAD_LETTERS, INFER, DeadLetter, format_dead_letter
-from transforms.events import DEFAULT_MAX_EVENT_BYTES, ParseEvents
-from transforms.predictions import Decorate, FormatPredictionsFn
+from transforms.events import DEFAULT_MAX_EVENT_BYTES, JSONL, ParseEvents
+from transforms.predictions import PREDICTION_LOG, Decorate, FormatPredictionLogsFn, FormatPredictionsFn
 
 
 class ScoringOutputs(NamedTuple):
@@ -58,7 +58,12 @@ class EventKeyedHandler(KeyedModelHandler):
 
 
 class Score(beam.PTransform):
-    """PCollection[RawEvent] -> ScoringOutputs(predictions, dead_letters), both PCollection[OutputMessage]."""
+    """PCollection[RawEvent] -> ScoringOutputs(predictions, dead_letters), both PCollection[OutputMessage].
+
+    `input_format`: payloads are JSON objects (JSONL) or serialized tf.train.Examples (TFRECORD).
+    `output_format`: prediction bodies are JSON (JSONL) or serialized PredictionLogs (PREDICTION_LOG); dead
+    letters are JSON either way.
+    """
 
     def __init__(
         self,
@@ -66,15 +71,19 @@ class Score(beam.PTransform):
         *,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         decorate: Decorate | None = None,
+        input_format: str = JSONL,
+        output_format: str = JSONL,
     ):
         super().__init__()
         self._handler = handler
         self._max_event_bytes = max_event_bytes
         self._decorate = decorate
+        self._input_format = input_format
+        self._output_format = output_format
 
     def expand(self, raw_events):
         interface = self._handler.interface
-        parsed = raw_events | "ParseEvents" >> ParseEvents(interface, self._max_event_bytes)
+        parsed = raw_events | "ParseEvents" >> ParseEvents(interface, self._max_event_bytes, self._input_format)
         results, failed = parsed.events | "Infer" >> RunInference(
             EventKeyedHandler(self._handler)
         ).with_exception_handling()
@@ -84,7 +93,11 @@ class Score(beam.PTransform):
         failed_batches = failed.failed_inferences | "UnbatchFailedBatches" >> beam.FlatMap(
             _failed_batch_to_dead_letters
         )
-        predictions = split.scored | "FormatPredictions" >> beam.ParDo(FormatPredictionsFn(interface, self._decorate))
+        if self._output_format == PREDICTION_LOG:
+            format_fn = FormatPredictionLogsFn(interface)
+        else:
+            format_fn = FormatPredictionsFn(interface, self._decorate)
+        predictions = split.scored | "FormatPredictions" >> beam.ParDo(format_fn)
         dead_letters = (
             (parsed.dead_letters, split.dead_letters, failed_batches)
             | "CollectDeadLetters" >> beam.Flatten()
