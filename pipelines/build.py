@@ -22,8 +22,8 @@ from model_handlers.saved_model import SavedModelHandler, SignatureMismatchError
 from model_handlers.tf_serving import PREDICT, TFServingHandler, TFServingRefused
 from model_handlers.tfx_bsl_inference import TfxBslHandler
 from pipelines.options import TF_SERVING, TFX_BSL, InferenceOptions, InvalidOptions
-from transforms.files import ReadEventFiles, WriteJsonLines, WriteTFRecords
-from transforms.predictions import PREDICTION_LOG, Decorate
+from transforms.files import ReadEventFiles, WriteMessageBodies
+from transforms.predictions import Decorate
 from transforms.pubsub import PublishMessages, ReadEvents
 from transforms.scoring import Score
 
@@ -95,9 +95,8 @@ def build(
         scored.predictions | "PublishPredictions" >> PublishMessages(options.output_topic)
         scored.dead_letters | "PublishDeadLetters" >> PublishMessages(options.dead_letter_topic)
     else:
-        write = WriteTFRecords if options.output_format == PREDICTION_LOG else WriteJsonLines
-        scored.predictions | "WritePredictions" >> write(options.output)
-        scored.dead_letters | "WriteDeadLetters" >> WriteJsonLines(options.dead_letter_output)
+        scored.predictions | "WritePredictions" >> WriteMessageBodies(options.output, options.output_format)
+        scored.dead_letters | "WriteDeadLetters" >> WriteMessageBodies(options.dead_letter_output)
 
 
 def run(

@@ -1,5 +1,5 @@
-"""The backfill ends: ReadEventFiles from JSON Lines or TFRecord files of tf.train.Examples, WriteJsonLines for
-predictions and dead letters, WriteTFRecords for PredictionLogs.
+"""The backfill ends: ReadEventFiles from JSON Lines or TFRecord files of tf.train.Examples, WriteMessageBodies
+to JSON Lines (predictions, dead letters) or TFRecord files (PredictionLogs).
 
 Paths are local or gs:// globs. Lines and records are read as bytes, so one that is not UTF-8 or not an Example
 becomes a dead letter rather than a crashed pipeline.
@@ -13,6 +13,7 @@ from apache_beam.io import ReadFromText, ReadFromTFRecord, WriteToText, WriteToT
 from apache_beam.io.filesystem import CompressionTypes
 
 from transforms.events import JSONL, TFRECORD, RawEvent
+from transforms.predictions import PREDICTION_LOG
 
 
 class ReadEventFiles(beam.PTransform):
@@ -36,32 +37,22 @@ class ReadEventFiles(beam.PTransform):
         return pbegin | read | "ToRawEvents" >> beam.Map(lambda payload: RawEvent(payload, {}))
 
 
-class WriteJsonLines(beam.PTransform):
-    """PCollection[OutputMessage] -> `<prefix>-SSSSS-of-NNNNN.jsonl`, the message bodies one per line."""
+class WriteMessageBodies(beam.PTransform):
+    """PCollection[OutputMessage] -> files of the message bodies: JSON Lines, one a line
+    (`<prefix>-SSSSS-of-NNNNN.jsonl`), or TFRecord, one a record (`.tfrecord`: PredictionLogs, readable by TFX and
+    tf.data)."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, output_format: str = JSONL):
         super().__init__()
+        if output_format not in (JSONL, PREDICTION_LOG):
+            raise ValueError(f"output_format must be {JSONL!r} or {PREDICTION_LOG!r}, got {output_format!r}")
         self._prefix = prefix
+        self._output_format = output_format
 
     def expand(self, messages):
-        return (
-            messages
-            | "ToLines" >> beam.Map(lambda message: message.data)
-            | "WriteLines" >> WriteToText(self._prefix, file_name_suffix=".jsonl", coder=coders.BytesCoder())
-        )
-
-
-class WriteTFRecords(beam.PTransform):
-    """PCollection[OutputMessage] -> `<prefix>-SSSSS-of-NNNNN.tfrecord`, the message bodies one record each
-    (PredictionLogs, readable by TFX and tf.data)."""
-
-    def __init__(self, prefix: str):
-        super().__init__()
-        self._prefix = prefix
-
-    def expand(self, messages):
-        return (
-            messages
-            | "ToRecords" >> beam.Map(lambda message: message.data)
-            | "WriteRecords" >> WriteToTFRecord(self._prefix, coder=coders.BytesCoder(), file_name_suffix=".tfrecord")
-        )
+        bodies = messages | "ToBodies" >> beam.Map(lambda message: message.data)
+        if self._output_format == PREDICTION_LOG:
+            return bodies | "WriteRecords" >> WriteToTFRecord(
+                self._prefix, coder=coders.BytesCoder(), file_name_suffix=".tfrecord"
+            )
+        return bodies | "WriteLines" >> WriteToText(self._prefix, file_name_suffix=".jsonl", coder=coders.BytesCoder())
