@@ -81,7 +81,7 @@ def build(
         _LOGGER.info("%s: %s, model version %s from %s", interface.name, options.mode(), handler.model_version,
                      options.model_repository())
     if options.mode() == "streaming":
-        events = pipeline | "ReadEvents" >> ReadEvents(options.input_subscription, options.timestamp_attribute)
+        events = pipeline | "ReadEvents" >> ReadEvents(options.input_subscription)
     else:
         events = pipeline | "ReadEvents" >> ReadEventFiles(options.input, options.input_format)
     scored = events | "Score" >> Score(
@@ -90,6 +90,7 @@ def build(
         decorate=decorate,
         input_format=options.input_format,
         output_format=options.output_format,
+        timestamp_attribute=options.timestamp_attribute,
     )
     if options.mode() == "streaming":
         scored.predictions | "PublishPredictions" >> PublishMessages(options.output_topic)

@@ -51,7 +51,8 @@ class InferenceOptions(PipelineOptions):
         streaming.add_argument("--dead_letter_topic", help="projects/<project>/topics/<id> for dead letters")
         streaming.add_argument(
             "--timestamp_attribute",
-            help="message attribute holding the event time (RFC 3339 or ms since epoch); default: publish time",
+            help="message attribute holding the event time (RFC 3339 or ms since epoch); a message without a "
+            "readable one is dead-lettered; default: the publish time",
         )
         backfill = parser.add_argument_group("backfill (files in and out)")
         backfill.add_argument("--input", help="events: a local path or gs:// glob")

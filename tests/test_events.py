@@ -154,3 +154,35 @@ def test_parse_events_transform_splits_events_and_dead_letters_one_each():
             equal_to([(b"{oops", PARSE, None, "permanent"), (bad_value.payload, VALIDATE, "bad", "permanent")]),
             label="dead_letters",
         )
+
+
+def test_event_time_is_read_from_milliseconds_or_rfc3339():
+    from apache_beam.utils.timestamp import Timestamp
+
+    from transforms.events import event_time
+
+    assert event_time(RawEvent(b"", {"ts": "1795341600123"}), "ts") == Timestamp(micros=1795341600123000)
+    assert event_time(RawEvent(b"", {"ts": "2026-11-22T10:00:00Z"}), "ts") == Timestamp(1795341600)
+
+
+@pytest.mark.parametrize(
+    "attributes, reason",
+    [({}, "timestamp attribute 'ts' is missing"),
+     ({"ts": "yesterday"}, "timestamp attribute 'ts' is 'yesterday': expected RFC 3339 or milliseconds since the epoch")],
+)
+def test_missing_or_unreadable_event_time_is_a_parse_dead_letter_not_a_failed_bundle(attributes, reason):
+    good = raw(fraud_event(event_id="good"), {"ts": "1795341600000"})
+    bad = raw(fraud_event(event_id="bad"), attributes)
+    with TestPipeline() as p:
+        parsed = p | beam.Create([good, bad]) | ParseEvents(FRAUD, timestamp_attribute="ts")
+        assert_that(
+            parsed.events | "Times" >> beam.Map(
+                lambda kv, ts=beam.DoFn.TimestampParam: (kv[0].event_id, ts.micros // 1000)),
+            equal_to([("good", 1795341600000)]),
+            label="events",
+        )
+        assert_that(
+            parsed.dead_letters | "Reasons" >> beam.Map(lambda d: (d.event_id, d.stage, d.error)),
+            equal_to([("bad", PARSE, reason)]),
+            label="dead_letters",
+        )

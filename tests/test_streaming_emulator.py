@@ -50,3 +50,25 @@ def test_streaming_predicts_every_valid_event_once_and_dead_letters_every_malfor
     for dead_letter in dead_letters:
         assert dead_letter.body["attributes"]["source"] == "localdev.traffic"
         assert dead_letter.attributes["stage"] == dead_letter.body["stage"]
+
+
+def test_events_with_a_missing_or_malformed_time_attribute_are_dead_lettered_and_the_rest_flow(
+    model_dir, emulator, tmp_path
+):
+    from localdev.traffic import Message
+
+    messages = make_traffic(FRAUD, 6, malformed_fraction=0, seed=42)
+    stamped = [Message(m.payload, {**m.attributes, "ts": "2026-11-22T10:00:00Z"}, m.event_id, None) for m in messages]
+    stamped[1] = messages[1]  # no ts at all
+    stamped[4] = Message(messages[4].payload, {**messages[4].attributes, "ts": "not-a-time"}, messages[4].event_id, None)
+    with StreamingRun(emulator, "fraud", model_dir, tmp_path, ["--timestamp_attribute=ts"], prefix="t-ts-") as run:
+        run.publish(stamped)
+        arrived = run.wait_for_outputs(len(stamped), timeout_secs=180)
+        predictions, dead_letters = run.predictions, run.dead_letters
+    assert arrived, f"{len(predictions)} predictions and {len(dead_letters)} dead letters for {len(stamped)} events"
+    assert sorted(p.body["event_id"] for p in predictions) == sorted(m.event_id for i, m in enumerate(messages) if i not in (1, 4))
+    assert sorted((d.body["event_id"], d.body["stage"], d.body["error"]) for d in dead_letters) == sorted([
+        (messages[1].event_id, "parse", "timestamp attribute 'ts' is missing"),
+        (messages[4].event_id, "parse",
+         "timestamp attribute 'ts' is 'not-a-time': expected RFC 3339 or milliseconds since the epoch"),
+    ])

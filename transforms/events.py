@@ -15,6 +15,7 @@ from typing import Any, Callable, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils.timestamp import Timestamp
 
 from model_handlers.base import PERMANENT
 from model_handlers.interface import (
@@ -225,34 +226,62 @@ def validate_event(event: dict, raw: RawEvent, interface: ModelInterface) -> tup
     return event_id, features
 
 
+def event_time(raw: RawEvent, attribute: str) -> Timestamp:
+    """The event time a message carries in `attribute`: milliseconds since the epoch, or RFC 3339 (as Beam's own
+    Pub/Sub reader reads it). Read here rather than by the reader, because there a missing or malformed value fails
+    the whole bundle, and the DirectRunner has already acknowledged its messages: they would be lost."""
+    value = raw.attributes.get(attribute)
+    if value is None:
+        raise InvalidEvent(PARSE, f"timestamp attribute {attribute!r} is missing")
+    try:
+        return Timestamp(micros=int(value) * 1000)
+    except ValueError:
+        pass
+    try:
+        return Timestamp.from_rfc3339(value)
+    except ValueError:
+        raise InvalidEvent(
+            PARSE, f"timestamp attribute {attribute!r} is {value!r}: expected RFC 3339 or milliseconds since the epoch"
+        ) from None
+
+
 class _ParseEventsFn(beam.DoFn):
-    def __init__(self, interface: ModelInterface, max_event_bytes: int, input_format: str):
+    def __init__(self, interface: ModelInterface, max_event_bytes: int, input_format: str, timestamp_attribute):
         self._interface = interface
         self._max_event_bytes = max_event_bytes
         self._parse = PARSERS[input_format]
+        self._timestamp_attribute = timestamp_attribute
         namespace = f"marketplace_{interface.name}"
         self._valid = Metrics.counter(namespace, "events_valid")
         self._invalid = Metrics.counter(namespace, "events_invalid")
 
     def process(self, raw):  # RawEvent
+        event_id = None
         try:
             event_id, features = self._parse(raw, self._interface, self._max_event_bytes)
+            timestamp = event_time(raw, self._timestamp_attribute) if self._timestamp_attribute else None
         except InvalidEvent as invalid:
             self._invalid.inc()
             yield beam.pvalue.TaggedOutput(
-                DEAD_LETTERS, DeadLetter(raw, invalid.stage, invalid.reason, PERMANENT, invalid.event_id)
+                DEAD_LETTERS, DeadLetter(raw, invalid.stage, invalid.reason, PERMANENT, invalid.event_id or event_id)
             )
             return
         self._valid.inc()
-        yield EventRef(event_id, raw), features
+        event = (EventRef(event_id, raw), features)
+        yield event if timestamp is None else beam.window.TimestampedValue(event, timestamp)
 
 
 class ParseEvents(beam.PTransform):
     """PCollection[RawEvent] -> tagged outputs: `events` (EventRef, features) and `dead_letters` (DeadLetter).
-    Payloads are JSON objects, or serialized tf.train.Examples with `input_format=TFRECORD`."""
+    Payloads are JSON objects, or serialized tf.train.Examples with `input_format=TFRECORD`. With
+    `timestamp_attribute`, each event takes its event time from that attribute (or is dead-lettered without one)."""
 
     def __init__(
-        self, interface: ModelInterface, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, input_format: str = JSONL
+        self,
+        interface: ModelInterface,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        input_format: str = JSONL,
+        timestamp_attribute: str | None = None,
     ):
         super().__init__()
         if input_format not in PARSERS:
@@ -260,9 +289,10 @@ class ParseEvents(beam.PTransform):
         self._interface = interface
         self._max_event_bytes = max_event_bytes
         self._input_format = input_format
+        self._timestamp_attribute = timestamp_attribute
 
     def expand(self, raw_events):
-        fn = _ParseEventsFn(self._interface, self._max_event_bytes, self._input_format)
+        fn = _ParseEventsFn(self._interface, self._max_event_bytes, self._input_format, self._timestamp_attribute)
         return raw_events | beam.ParDo(fn).with_outputs(
             DEAD_LETTERS, main="events"
         )

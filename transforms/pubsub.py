@@ -23,19 +23,19 @@ def _to_pubsub_message(message: OutputMessage) -> PubsubMessage:
 
 
 class ReadEvents(beam.PTransform):
-    """PBegin -> PCollection[RawEvent] from `projects/<p>/subscriptions/<s>`."""
+    """PBegin -> PCollection[RawEvent] from `projects/<p>/subscriptions/<s>`, timestamped with the publish time.
 
-    def __init__(self, subscription: str, timestamp_attribute: str | None = None):
+    Event time from an attribute is not the reader's job here: Beam's reader fails the whole bundle on a message
+    whose attribute is missing or malformed. ParseEvents reads it, and dead-letters such a message instead."""
+
+    def __init__(self, subscription: str):
         super().__init__()
         self._subscription = subscription
-        self._timestamp_attribute = timestamp_attribute
 
     def expand(self, pbegin):
         return (
             pbegin
-            | "ReadFromPubSub" >> ReadFromPubSub(
-                subscription=self._subscription, with_attributes=True, timestamp_attribute=self._timestamp_attribute
-            )
+            | "ReadFromPubSub" >> ReadFromPubSub(subscription=self._subscription, with_attributes=True)
             | "ToRawEvents" >> beam.Map(_to_raw_event)
         )
 

@@ -63,6 +63,7 @@ class Score(beam.PTransform):
     `input_format`: payloads are JSON objects (JSONL) or serialized tf.train.Examples (TFRECORD).
     `output_format`: prediction bodies are JSON (JSONL) or serialized PredictionLogs (PREDICTION_LOG); dead
     letters are JSON either way.
+    `timestamp_attribute`: the message attribute an event's time is taken from (streaming).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class Score(beam.PTransform):
         decorate: Decorate | None = None,
         input_format: str = JSONL,
         output_format: str = JSONL,
+        timestamp_attribute: str | None = None,
     ):
         super().__init__()
         self._handler = handler
@@ -80,10 +82,13 @@ class Score(beam.PTransform):
         self._decorate = decorate
         self._input_format = input_format
         self._output_format = output_format
+        self._timestamp_attribute = timestamp_attribute
 
     def expand(self, raw_events):
         interface = self._handler.interface
-        parsed = raw_events | "ParseEvents" >> ParseEvents(interface, self._max_event_bytes, self._input_format)
+        parsed = raw_events | "ParseEvents" >> ParseEvents(
+            interface, self._max_event_bytes, self._input_format, self._timestamp_attribute
+        )
         results, failed = parsed.events | "Infer" >> RunInference(
             EventKeyedHandler(self._handler)
         ).with_exception_handling()
