@@ -98,7 +98,28 @@ def warm_up(model: LoadedSavedModel, path: str) -> int:
     return count
 
 
-class SavedModelHandler(IsolatingModelHandler):
+class RepositoryModelHandler(IsolatingModelHandler):
+    """A handler that loads one version of its model from the repository, resolved once at construction: a
+    version that appears later is not picked up by a running pipeline, and every prediction names its version."""
+
+    def __init__(
+        self, interface: ModelInterface, model_dir: str, *, model_version: int | None, warmup: bool, **model_handler_kwargs
+    ):
+        super().__init__(interface, **model_handler_kwargs)
+        self._version = repository.resolve_version(model_dir, interface.name, model_version)
+        self._path = repository.version_path(model_dir, interface.name, self._version)
+        self._warmup = warmup
+
+    @property
+    def model_version(self) -> str:
+        return str(self._version)
+
+    @property
+    def model_path(self) -> str:
+        return self._path
+
+
+class SavedModelHandler(RepositoryModelHandler):
     """Scores batches of validated feature dicts with `<model_dir>/<name>/<version>/` loaded in-process."""
 
     def __init__(
@@ -127,23 +148,15 @@ class SavedModelHandler(IsolatingModelHandler):
         """
         super().__init__(
             interface,
+            model_dir,
+            model_version=model_version,
+            warmup=warmup,
             min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,
             max_batch_duration_secs=max_batch_duration_secs,
             large_model=share_across_processes,
             model_copies=model_copies,
         )
-        self._version = repository.resolve_version(model_dir, interface.name, model_version)
-        self._path = repository.version_path(model_dir, interface.name, self._version)
-        self._warmup = warmup
-
-    @property
-    def model_version(self) -> str:
-        return str(self._version)
-
-    @property
-    def model_path(self) -> str:
-        return self._path
 
     def load_model(self) -> LoadedSavedModel:
         start = time.perf_counter()

@@ -22,10 +22,9 @@ import os
 import time
 from typing import Any, Mapping, Sequence
 
-from model_handlers import repository
-from model_handlers.base import IsolatingModelHandler, Scored
+from model_handlers.base import Scored
 from model_handlers.interface import CLASSIFY, ModelInterface
-from model_handlers.saved_model import SignatureMismatchError, warmup_logs
+from model_handlers.saved_model import RepositoryModelHandler, SignatureMismatchError, warmup_logs
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ class TfxBslModel:
         return list(self.handler.run_inference(examples, self.session))
 
 
-class TfxBslHandler(IsolatingModelHandler):
+class TfxBslHandler(RepositoryModelHandler):
     """Scores batches of validated feature dicts with tfx-bsl's handler on `<model_dir>/<name>/<version>/`."""
 
     def __init__(
@@ -88,21 +87,13 @@ class TfxBslHandler(IsolatingModelHandler):
         """
         super().__init__(
             interface,
+            model_dir,
+            model_version=model_version,
+            warmup=warmup,
             min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,
             max_batch_duration_secs=max_batch_duration_secs,
         )
-        self._version = repository.resolve_version(model_dir, interface.name, model_version)
-        self._path = repository.version_path(model_dir, interface.name, self._version)
-        self._warmup = warmup
-
-    @property
-    def model_version(self) -> str:
-        return str(self._version)
-
-    @property
-    def model_path(self) -> str:
-        return self._path
 
     def inference_spec(self):
         from tfx_bsl.public.proto import model_spec_pb2

@@ -118,15 +118,21 @@ def _checks(interface: ModelInterface) -> tuple:
     return tuple((f, _string_check(f) if f.dtype == STRING else _number_check(f)) for f in interface.features)
 
 
-def parse_event(
-    raw: RawEvent, interface: ModelInterface, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
-) -> tuple[str, dict[str, Any]]:
-    """(event_id, features) for a valid event; raises InvalidEvent naming the stage and every problem found."""
+def _bounded_payload(raw: RawEvent, max_event_bytes: int) -> bytes:
+    """The payload, unread, if it is neither empty nor over the size limit."""
     payload = raw.payload
     if not payload:
         raise InvalidEvent(PARSE, "empty payload")
     if len(payload) > max_event_bytes:
         raise InvalidEvent(PARSE, f"payload of {len(payload)} bytes exceeds the limit of {max_event_bytes} bytes")
+    return payload
+
+
+def parse_event(
+    raw: RawEvent, interface: ModelInterface, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> tuple[str, dict[str, Any]]:
+    """(event_id, features) for a valid event; raises InvalidEvent naming the stage and every problem found."""
+    payload = _bounded_payload(raw, max_event_bytes)
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -168,11 +174,7 @@ def parse_example_event(
     from google.protobuf.message import DecodeError
     from tensorflow.core.example import example_pb2
 
-    payload = raw.payload
-    if not payload:
-        raise InvalidEvent(PARSE, "empty payload")
-    if len(payload) > max_event_bytes:
-        raise InvalidEvent(PARSE, f"payload of {len(payload)} bytes exceeds the limit of {max_event_bytes} bytes")
+    payload = _bounded_payload(raw, max_event_bytes)
     try:
         example = example_pb2.Example.FromString(payload)
     except DecodeError as error:
