@@ -79,12 +79,14 @@ class StreamingRun(contextlib.AbstractContextManager):
         log_dir: str | Path,
         extra_args: Sequence[str] = (),
         prefix: str = "",
+        ack_deadline_secs: int = 60,
     ):
         self.emulator = emulator
         self.model = model
         self.model_dir = str(model_dir) if model_dir is not None else None  # None: the args say where the model is
         self.log_path = Path(log_dir) / f"{prefix}{model}-pipeline.log"
         self.extra_args = list(extra_args)
+        self.ack_deadline_secs = ack_deadline_secs
         name = f"{prefix}{model}"
         self.events_topic, self.predictions_topic, self.dead_letters_topic = (
             f"{name}-events", f"{name}-predictions", f"{name}-dead-letters",
@@ -101,7 +103,7 @@ class StreamingRun(contextlib.AbstractContextManager):
         em = self.emulator
         for topic in (self.events_topic, self.predictions_topic, self.dead_letters_topic):
             em.create_topic(topic)
-        em.create_subscription(self.events_topic, self.input_subscription)
+        em.create_subscription(self.events_topic, self.input_subscription, self.ack_deadline_secs)
         # Observer subscriptions exist before the pipeline starts, so nothing it publishes can be missed.
         em.create_subscription(self.predictions_topic, f"{self.predictions_topic}-observer")
         em.create_subscription(self.dead_letters_topic, f"{self.dead_letters_topic}-observer")

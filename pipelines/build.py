@@ -91,6 +91,7 @@ def build(
         input_format=options.input_format,
         output_format=options.output_format,
         timestamp_attribute=options.timestamp_attribute,
+        deduplicate_ttl_secs=options.deduplicate_ttl_secs if options.deduplicate else None,
     )
     if options.mode() == "streaming":
         scored.predictions | "PublishPredictions" >> PublishMessages(options.output_topic)

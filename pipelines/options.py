@@ -20,6 +20,8 @@ IN_PROCESS = "in_process"
 TF_SERVING = "tf_serving"
 TFX_BSL = "tfx_bsl"
 DEFAULT_MODEL_DIR = "models"
+# Longer than Pub/Sub's default ack deadline (10 s) many times over, and than a restart: a redelivery comes within it.
+DEFAULT_DEDUPLICATE_TTL_SECS = 600
 TARGET_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
 # Flags that mean something for one way of running the model only: given for the other, they are an error, not
 # silently ignored.
@@ -118,6 +120,15 @@ class InferenceOptions(PipelineOptions):
             "--max_event_bytes", type=int, default=DEFAULT_MAX_EVENT_BYTES,
             help="payloads larger than this are dead-lettered unread",
         )
+        parser.add_argument(
+            "--deduplicate", action="store_true",
+            help="score each event_id once: events seen again within --deduplicate_ttl_secs are dropped (keyed "
+            "state; for Pub/Sub's at-least-once redeliveries)",
+        )
+        parser.add_argument(
+            "--deduplicate_ttl_secs", type=int, default=DEFAULT_DEDUPLICATE_TTL_SECS,
+            help="how long (processing time) an event_id is remembered with --deduplicate",
+        )
 
     def model_repository(self) -> str:
         return self.model_dir or DEFAULT_MODEL_DIR
@@ -175,6 +186,8 @@ class InferenceOptions(PipelineOptions):
             problems.append(f"--model_copies must be at least 1, got {self.model_copies}")
         if self.model_version is not None and self.model_version < 1:
             problems.append(f"--model_version must be a positive integer, got {self.model_version}")
+        if self.deduplicate_ttl_secs < 1:
+            problems.append(f"--deduplicate_ttl_secs must be at least 1, got {self.deduplicate_ttl_secs}")
         if self.max_event_bytes < 1:
             problems.append(f"--max_event_bytes must be positive, got {self.max_event_bytes}")
         if problems:

@@ -60,6 +60,10 @@ def test_bad_numbers_are_all_reported_together():
     assert "--max_event_bytes must be positive, got 0" in text
 
 
+def test_deduplicate_ttl_must_be_positive():
+    assert "--deduplicate_ttl_secs must be at least 1, got 0" in problems(BACKFILL + ["--deduplicate", "--deduplicate_ttl_secs=0"])
+
+
 def test_the_command_line_exits_2_with_the_reason_and_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.fraud_detection", *BACKFILL, f"--model_dir={tmp_path}"],

@@ -17,7 +17,7 @@ from training.data import generate
 from transforms.dead_letter import DeadLetter, format_dead_letter
 from transforms.events import EventRef, RawEvent
 from transforms.predictions import format_prediction, rfc3339
-from transforms.scoring import Score
+from transforms.scoring import DeduplicateEvents, Score
 
 
 def test_prediction_carries_ids_version_outputs_and_input_attributes():
@@ -116,3 +116,11 @@ def test_batches_sent_to_the_model_stay_within_the_configured_bounds_and_are_cou
     assert batch_sizes.count >= 200 // 16
     assert metric("counters", "events_valid") == 200
     assert metric("counters", "num_inferences") == 200
+
+
+def test_deduplicate_keeps_the_first_of_each_event_id_and_drops_the_repeats():
+    events = [(EventRef(event_id, RawEvent(body, {})), {"n": i}) for i, (event_id, body) in enumerate(
+        [("a", b"1"), ("b", b"2"), ("a", b"1"), ("c", b"3"), ("a", b"1"), ("b", b"2")])]
+    with TestPipeline() as pipeline:
+        kept = pipeline | beam.Create(events) | DeduplicateEvents(ttl_secs=600) | beam.Map(lambda e: e[0].event_id)
+        assert_that(kept, equal_to(["a", "b", "c"]))

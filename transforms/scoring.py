@@ -14,7 +14,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.transforms.deduplicate import DeduplicatePerKey
+from apache_beam.utils.timestamp import Duration
 
 from model_handlers.base import RETRYABLE, InferenceFailure, IsolatingModelHandler
 from transforms.dead_letter import DEAD_LETTERS, INFER, DeadLetter, format_dead_letter
@@ -57,6 +60,35 @@ class EventKeyedHandler(KeyedModelHandler):
         return self._unkeyed.get_num_bytes([example for _key, example in batch])
 
 
+class DeduplicateEvents(beam.PTransform):
+    """(EventRef, features) -> the same, the first of each event_id within `ttl_secs` of processing time.
+
+    Beam's DeduplicatePerKey keeps a flag per event_id in keyed state, cleared by a timer; on Flink that state is
+    checkpointed. The drops are counted (dedup/duplicates_dropped = seen - kept)."""
+
+    def __init__(self, ttl_secs: int):
+        super().__init__()
+        self._ttl_secs = ttl_secs
+
+    def expand(self, events):
+        seen, kept = Metrics.counter("dedup", "events_seen"), Metrics.counter("dedup", "events_kept")
+
+        def key(event):
+            seen.inc()
+            return event[0].event_id, event
+
+        def unkey(keyed):
+            kept.inc()
+            return keyed[1]
+
+        return (
+            events
+            | "KeyByEventId" >> beam.Map(key)
+            | "DeduplicatePerKey" >> DeduplicatePerKey(processing_time_duration=Duration.of(self._ttl_secs))
+            | "Unkey" >> beam.Map(unkey)
+        )
+
+
 class Score(beam.PTransform):
     """PCollection[RawEvent] -> ScoringOutputs(predictions, dead_letters), both PCollection[OutputMessage].
 
@@ -64,6 +96,7 @@ class Score(beam.PTransform):
     `output_format`: prediction bodies are JSON (JSONL) or serialized PredictionLogs (PREDICTION_LOG); dead
     letters are JSON either way.
     `timestamp_attribute`: the message attribute an event's time is taken from (streaming).
+    `deduplicate_ttl_secs`: when given, an event_id seen again within this long is dropped before inference.
     """
 
     def __init__(
@@ -75,9 +108,11 @@ class Score(beam.PTransform):
         input_format: str = JSONL,
         output_format: str = JSONL,
         timestamp_attribute: str | None = None,
+        deduplicate_ttl_secs: int | None = None,
     ):
         super().__init__()
         self._handler = handler
+        self._deduplicate_ttl_secs = deduplicate_ttl_secs
         self._max_event_bytes = max_event_bytes
         self._decorate = decorate
         self._input_format = input_format
@@ -89,7 +124,10 @@ class Score(beam.PTransform):
         parsed = raw_events | "ParseEvents" >> ParseEvents(
             interface, self._max_event_bytes, self._input_format, self._timestamp_attribute
         )
-        results, failed = parsed.events | "Infer" >> RunInference(
+        events = parsed.events
+        if self._deduplicate_ttl_secs:
+            events = events | "Deduplicate" >> DeduplicateEvents(self._deduplicate_ttl_secs)
+        results, failed = events | "Infer" >> RunInference(
             EventKeyedHandler(self._handler)
         ).with_exception_handling()
         split = results | "SplitInferenceFailures" >> beam.ParDo(_SplitInferenceFailures()).with_outputs(
