@@ -26,8 +26,9 @@ schemas: $(STAMP) ## Regenerate the published JSON Schemas in schemas/ from the 
 	$(PY) -m training.schemas
 
 INFERENCE ?= in_process
-demo: models ## The main job: emulator traffic through both streaming pipelines (INFERENCE=tf_serving: over gRPC)
-	$(PY) -m localdev.demo --model_dir=$(MODEL_DIR) --inference=$(INFERENCE) $(DEMO_ARGS)
+RUNNER ?= direct
+demo: models ## The main job: emulator traffic through both streaming pipelines (INFERENCE=tf_serving: over gRPC; RUNNER=flink: on a local Flink cluster)
+	$(PY) -m localdev.demo --model_dir=$(MODEL_DIR) --inference=$(INFERENCE) --runner=$(RUNNER) $(DEMO_ARGS)
 
 test: $(STAMP) ## Run the whole test suite (unit, emulator integration, backfill)
 	$(PY) -m pytest tests -ra $(PYTEST_ARGS)

@@ -27,3 +27,12 @@ def test_demo_through_tf_serving_accounts_for_every_event(model_dir, tmp_path):
     out = run_demo(model_dir, tmp_path, 80, "--inference=tf_serving")
     assert "TF Serving stand-in on 127.0.0.1:" in out
     assert out.rstrip().endswith("stopped the pipelines, the emulator and the model server")
+
+
+def test_demo_on_flink_accounts_for_every_event_and_stops_the_cluster(model_dir, tmp_path):
+    from localdev.flink import LocalFlink
+
+    out = run_demo(model_dir, tmp_path, 120, "--runner=flink", "--malformed_fraction=0.1")
+    assert "started the streaming pipelines on a local Flink cluster" in out
+    assert out.rstrip().endswith("stopped the pipelines, the emulator and the Flink cluster")
+    assert not any(component.up for component in LocalFlink(verbose=False).status().components)
