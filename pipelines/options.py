@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from model_handlers.tf_serving import APIS as TF_SERVING_APIS
 from transforms.events import DEFAULT_MAX_EVENT_BYTES, JSONL, TFRECORD
 from transforms.predictions import PREDICTION_LOG
+from transforms.pubsub import is_flink
 
 SUBSCRIPTION_RE = re.compile(r"^projects/[^/]+/subscriptions/[^/]{3,255}$")
 TOPIC_RE = re.compile(r"^projects/[^/]+/topics/[^/]{3,255}$")
@@ -167,6 +168,11 @@ class InferenceOptions(PipelineOptions):
                     problems.append(f"--{name} must look like projects/<project>/topics/<id>, got {value!r}")
             if self.output_topic and self.output_topic == self.dead_letter_topic:
                 problems.append("--output_topic and --dead_letter_topic must differ")
+            if is_flink(self) and not self.get_all_options(retain_unknown_options=True).get("checkpointing_interval"):
+                problems.append(
+                    "streaming on Flink needs --checkpointing_interval=MS: Pub/Sub messages are acknowledged when a "
+                    "checkpoint completes, so without checkpoints none would ever be"
+                )
         else:
             problems += [f"backfill needs --{n}" for n in BACKFILL_FLAGS if not getattr(self, n)]
             if self.timestamp_attribute:

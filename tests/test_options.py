@@ -60,6 +60,12 @@ def test_bad_numbers_are_all_reported_together():
     assert "--max_event_bytes must be positive, got 0" in text
 
 
+def test_streaming_on_flink_without_checkpoints_is_rejected_because_nothing_would_be_acknowledged():
+    flink = ["--runner=FlinkRunner", "--flink_master=localhost:8081"]
+    assert "streaming on Flink needs --checkpointing_interval=MS" in problems(STREAMING + flink)
+    PipelineOptions(STREAMING + flink + ["--checkpointing_interval=2000"]).view_as(InferenceOptions).validate()
+
+
 def test_deduplicate_ttl_must_be_positive():
     assert "--deduplicate_ttl_secs must be at least 1, got 0" in problems(BACKFILL + ["--deduplicate", "--deduplicate_ttl_secs=0"])
 
