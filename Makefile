@@ -39,5 +39,6 @@ bench: models ## Benchmarks: signature ceiling, backfill, streaming, plain-consu
 deploy-validate: $(STAMP) ## Render and validate both Kubernetes overlays offline (kubectl, Maven)
 	$(PY) -m deploy validate --overlay all
 
-clean: ## Remove the virtual environment, built models and results
-	rm -rf $(VENV) $(MODEL_DIR) benchmarks/results .pytest_cache *.egg-info
+clean: ## Stop a local Flink, remove the virtual environment, built models, results and build/ (Flink, jars)
+	-@test -x $(PY) && $(PY) -m localdev.flink stop
+	rm -rf $(VENV) $(MODEL_DIR) benchmarks/results build .pytest_cache *.egg-info

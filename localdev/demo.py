@@ -111,9 +111,7 @@ class Demo:
                  "(the first time also installs them: about a minute)")
         # The SDK workers pull and publish themselves, so they need the emulator's address too.
         flink.start(env={"PUBSUB_EMULATOR_HOST": emulator.host})
-        stack.callback(flink.stop)
-        # Runs last-in first-out: the launchers stop first, then their jobs are cancelled, then the cluster stops.
-        stack.callback(flink.cancel_all_jobs)
+        stack.callback(flink.stop)  # after the launchers (last in, first out); the jobs end with the cluster
         self.say(f"      Flink on http://localhost:{flink.ports.rest} (logs in {flink.logs_dir})")
         return flink.pipeline_args(streaming=True, checkpointing_interval_ms=2000)
 

@@ -632,17 +632,31 @@ class LocalFlink(contextlib.AbstractContextManager):
 
     def cancel_all_jobs(self, timeout: float = 60) -> list[str]:
         """Cancel every job still running and wait until they are terminal; returns their ids."""
-        cancelled = []
-        for job in self.running_jobs():
-            with contextlib.suppress(urllib.error.HTTPError):  # it may have finished in between
-                self.rest("PATCH", f"/jobs/{job['jid']}?mode=cancel")
-            cancelled.append(job["jid"])
         deadline = time.monotonic() + timeout
-        while any(job["jid"] in cancelled for job in self.running_jobs()):
+        cancelled = []
+        for job in self._patiently(self.running_jobs, deadline):
+            with contextlib.suppress(urllib.error.HTTPError):  # it may have finished in between
+                self._patiently(lambda: self.rest("PATCH", f"/jobs/{job['jid']}?mode=cancel"), deadline)
+            cancelled.append(job["jid"])
+        while any(job["jid"] in cancelled for job in self._patiently(self.running_jobs, deadline)):
             if time.monotonic() > deadline:
                 raise FlinkError(f"jobs {cancelled} were not cancelled within {timeout} s")
             time.sleep(0.5)
         return cancelled
+
+    @staticmethod
+    def _patiently(call, deadline: float):
+        """`call()`, again while the REST API times out or refuses (a JobManager busy on a loaded machine) until
+        `deadline`. Flink's own answers (HTTP errors) are not retried."""
+        while True:
+            try:
+                return call()
+            except urllib.error.HTTPError:
+                raise
+            except OSError:  # timeouts, refused connections, URLError
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
 
     def wait_for_job_running(self, timeout: float = READY_TIMEOUT_SECS, name: str | None = None) -> dict[str, Any]:
         """Wait until a job (whose name contains `name`, if given) is RUNNING with all its tasks deployed."""

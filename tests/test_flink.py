@@ -5,7 +5,6 @@ restarted. Nothing is skipped: without Java or Maven the cluster fixture fails w
 from __future__ import annotations
 
 import collections
-import json
 import time
 
 import pytest
