@@ -341,7 +341,10 @@ class LocalFlink(contextlib.AbstractContextManager):
             "taskmanager.numberOfTaskSlots": (self.slots, "two: the demo's two streaming pipelines (parallelism 1) side by side"),
             "parallelism.default": (1, "a 2-core machine; pipelines ask for more with --parallelism"),
             "jobmanager.memory.process.size": ("1024m", "fits a small shared box (2 cores, 24 GB) beside the tests"),
-            "taskmanager.memory.process.size": ("2048m", "Python work runs in the SDK workers, outside this JVM"),
+            "taskmanager.memory.process.size": ("2560m", "Python work runs in the SDK workers, outside this JVM"),
+            "taskmanager.memory.jvm-metaspace.size": ("768m", "each job loads Beam's runner in a class loader of its "
+                                                      "own; at the default 256m the TaskManager died of "
+                                                      "OutOfMemoryError: Metaspace after about 8 jobs"),
             "restart-strategy.type": ("fixed-delay", "keep retrying while a TaskManager or the worker pool is down, "
                                       "so a killed and restarted one recovers the job"),
             "restart-strategy.fixed-delay.attempts": (self.restart_attempts, ""),
