@@ -12,7 +12,12 @@
 5. TF Serving over gRPC against in-process (benchmarks/tf_serving.py): events/s and batch latency p50/p99 on the
    path to the model, at batch sizes 1, 32, 256 with 1 and 4 batches in flight, both models;
 6. TFX interop (benchmarks/tfx.py): backfill events/s of JSON Lines through the project's handler against the
-   same events as TFRecord through tfx-bsl (PredictionLogs out), both models, and the ratio.
+   same events as TFRecord through tfx-bsl (PredictionLogs out), both models, and the ratio;
+7. flink (benchmarks/flink.py; not in the default set: --only=flink): the fraud pipeline on a real local Flink
+   cluster (localdev.flink): streaming drain throughput and latency p50/p99 at half of it, for a few settings of
+   the runner's knobs; the plain consumer on the same emulator; backfill on Flink against the DirectRunner; and
+   where the time goes. Writes OUT/flink.json and OUT/flink.png (and, run with other sections, a `flink` key in
+   results.json). --flink_state_dir and --flink_port_offset run it beside another local cluster.
 
 Writes OUT/results.json (machine facts, every raw sample, medians, ratios), OUT/results.png, OUT/grpc.png and
 OUT/logs/, prints
@@ -33,7 +38,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import backfill, report, streaming, tf_serving, tfx
+from benchmarks import backfill, flink, report, streaming, tf_serving, tfx
 from benchmarks.common import log, machine_facts, python_module, run_json_child
 
 PROFILES = {
@@ -44,6 +49,11 @@ PROFILES = {
         "stream_beam_events": 3_000, "stream_plain_events": 10_000, "latency_secs": 30,
         "grpc_secs_per_cell": 3.0,
         "tfx_n_small": 2_000, "tfx_n_big": 100_000,
+        "flink_backlog_events": 20_000, "flink_plain_events": 10_000, "flink_latency_secs": 40, "flink_repeats": 3,
+        "flink_configs": ("default", "beam_defaults", "no_flush_limit", "flush_1ms", "parallelism_1", "bundle_50ms",
+                          "bundle_1000ms", "checkpoint_1s", "checkpoint_30s", "batch_1000"),
+        "flink_backfill_n_small": 2_000, "flink_backfill_n_big": 100_000, "flink_backfill_repeats": 2,
+        "flink_variants": True, "flink_pyspy_secs": 8,
     },
     "quick": {
         "ceiling_min_secs": 0.3, "ceiling_min_calls": 30,
@@ -52,9 +62,15 @@ PROFILES = {
         "stream_beam_events": 500, "stream_plain_events": 3_000, "latency_secs": 8,
         "grpc_secs_per_cell": 0.7,
         "tfx_n_small": 1_000, "tfx_n_big": 5_000,
+        "flink_backlog_events": 3_000, "flink_plain_events": 3_000, "flink_latency_secs": 8, "flink_repeats": 1,
+        "flink_configs": ("default",),
+        "flink_backfill_n_small": 1_000, "flink_backfill_n_big": 10_000, "flink_backfill_repeats": 1,
+        "flink_variants": False, "flink_pyspy_secs": 4,
     },
 }
-SECTIONS = ("ceiling", "backfill", "variants", "large", "streaming", "grpc", "tfx")
+SECTIONS = ("ceiling", "backfill", "variants", "large", "streaming", "grpc", "tfx", "flink")
+# flink needs Java and Maven (the local cluster) and takes a while (full: about 25 min): asked for by name.
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "flink")
 
 
 def _terminate(signum, _frame):
@@ -70,9 +86,15 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="benchmarks/results", help="where results.json, results.png, logs/ go")
     parser.add_argument("--quick", action="store_true", help="smaller inputs, one repeat, no variants (~2 min)")
     parser.add_argument(
-        "--only", default=",".join(SECTIONS),
-        help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all)",
+        "--only", default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all but flink)",
     )
+    parser.add_argument("--flink_state_dir", help="flink: the local cluster's state directory (default: "
+                        "build/flink); a new one reuses build/flink's installed Flink and job server")
+    parser.add_argument("--flink_port_offset", type=int, default=0, help="flink: added to every port of the "
+                        "local cluster (8081, 6123, 8099, 8098, 8097, 50000), to run beside another one")
+    parser.add_argument("--flink_configs", help="flink: comma-separated runner settings to measure, of "
+                        f"{','.join(flink.CONFIGS)} (default: the profile's)")
     parser.add_argument("--keep_workdir", action="store_true", help="keep the generated inputs (printed path)")
     args = parser.parse_args(argv)
     sections = [s for s in args.only.split(",") if s]
@@ -97,7 +119,8 @@ def main(argv=None) -> int:
 
     profile = dict(PROFILES["quick" if args.quick else "full"])
     out = Path(args.out)
-    logs = out / "logs"
+    # Only Flink: its own logs directory, so an earlier full run's logs stay beside its results.json.
+    logs = out / ("logs-flink" if sections == ["flink"] else "logs")
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="marketplace-bench-"))
@@ -178,6 +201,15 @@ def main(argv=None) -> int:
         if "tfx" in sections:
             log("TFX interop: JSON Lines + project handler vs TFRecord + tfx-bsl, same events, fresh processes")
             results["tfx"] = tfx.run(model_dir, workdir, profile["tfx_n_small"], profile["tfx_n_big"])
+        if "flink" in sections:
+            log("Flink: streaming drain + latency per runner setting, the plain consumer, backfill on Flink vs "
+                "the DirectRunner, and where the time goes")
+            results["flink"] = {}  # filled as it goes, so an interruption keeps what was measured
+            flink.run(
+                model_dir, workdir, profile, flink.FlinkSetup(args.flink_state_dir, args.flink_port_offset),
+                results["flink"], configs=args.flink_configs.split(",") if args.flink_configs else None,
+                ceiling=results.get("ceiling"),
+            )
     except KeyboardInterrupt:
         log("interrupted: stopped everything started; writing partial results")
         results["error"] = "interrupted"
@@ -194,6 +226,20 @@ def main(argv=None) -> int:
 
     results["machine"]["loadavg_at_end"] = list(os.getloadavg())
     results["total_wall_secs"] = time.monotonic() - started
+    if "flink" in results:
+        results["flink"]["summary"] = flink.summarize(results["flink"], flink.direct_streaming_figures(results, out))
+        for key in ("error", "traceback"):
+            if key in results:
+                results["flink"][key] = results[key]
+        flink.write(results["flink"], results, out)
+    if sections == ["flink"]:
+        # Only Flink: flink.json and flink.png; results.json and results.png of an earlier full run stay.
+        print()
+        print(flink.table(results["flink"]))
+        print(f"total {results['total_wall_secs']:.0f}s; wrote {out / 'flink.json'} and {out / 'flink.png'}")
+        if status == 1:
+            print(f"\nFAILED: {results['error']}\n{results['traceback']}", file=sys.stderr)
+        return status
     results["summary"] = report.summarize(results)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     try:
@@ -213,6 +259,9 @@ def main(argv=None) -> int:
     if results.get("tfx", {}).get("models"):
         print()
         print(tfx.table(results["tfx"]))
+    if "flink" in results:
+        print()
+        print(flink.table(results["flink"]))
     print()
     target = results["summary"]["target"]
     print(f"target {target['what']}: end to end {_verdict(target['met_end_to_end'], target['end_to_end_events_per_sec'])}"
