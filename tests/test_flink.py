@@ -104,13 +104,16 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_a_component_killed_mid_stream_loses_no_event(fault, model_dir, emulator, flink, tmp_path, record_property):
+@pytest.mark.parametrize("model", sorted(INTERFACES))
+def test_a_component_killed_mid_stream_loses_no_event(
+    model, fault, model_dir, emulator, flink, tmp_path, record_property
+):
     """SIGKILL mid-stream, restart, and every event still gets a prediction: messages are acknowledged only after a
     checkpoint that covers their publish, so what the dead process held is redelivered. Repeats are counted."""
     kill, restart = (getattr(flink, name) for name in FAULTS[fault])
-    messages = make_traffic(FRAUD, 600, malformed_fraction=0, seed=45)
+    messages = make_traffic(INTERFACES[model], 600, malformed_fraction=0, seed=45)
     event_ids = [m.event_id for m in messages]
-    with StreamingRun(emulator, "fraud", model_dir, tmp_path, streaming_args(flink), prefix=f"k-{fault}-",
+    with StreamingRun(emulator, model, model_dir, tmp_path, streaming_args(flink), prefix=f"k-{model}-{fault}-",
                       ack_deadline_secs=20) as run:
         flink.wait_for_job_running(timeout=180)
         run.publish(messages[:200])
@@ -126,7 +129,7 @@ def test_a_component_killed_mid_stream_loses_no_event(fault, model_dir, emulator
     missing = sorted(set(event_ids) - set(counts))
     duplicates = sum(n - 1 for n in counts.values())
     record_property("duplicates", duplicates)
-    print(f"{fault} killed and restarted: {len(event_ids)} events, {len(missing)} missing, {duplicates} duplicates")
+    print(f"{model}: {fault} killed and restarted: {len(event_ids)} events, {len(missing)} missing, {duplicates} duplicates")
     assert not missing, f"{len(missing)} of {len(event_ids)} events never predicted after the {fault} restart: {missing[:5]}"
     assert set(counts) == set(event_ids)
 
