@@ -3,14 +3,15 @@
 Beam Python's `ReadFromPubSub` is a native source that only Dataflow and the DirectRunner execute
 (apache/beam#27443). Beam's cross-language Java PubsubIO would run on Flink, but its expansion service is not
 published for this Beam version where we can fetch it, and a Python splittable DoFn sometimes never starts on
-Beam's portable Flink runner (apache/beam#19637; seen here). See the README's "Flink" section.
+Beam's portable Flink runner (apache/beam#19637; seen here). See the README's "Running on Flink".
 
 So the reader is Flink's own streaming impulse, which ticks in every parallel source subtask, and a plain DoFn
 that answers a tick with one synchronous pull through the official client:
 
 - the pulled messages are acknowledged by a *bundle finalizer*. Beam's Flink runner calls it only when a
   checkpoint has completed (ExecutableStageDoFnOperator.notifyCheckpointComplete), after the bundle it belongs to
-  has finished. Without a shuffle between the read and the publish (the default pipeline) the whole path
+  has finished. Without a shuffle between the read and the publish (the default pipeline: no --deduplicate,
+  no --max_batch_duration_secs, both of which need keyed state) the whole path
   (pull, parse, infer, format, publish and wait for the publish) is one fused stage, so a finished bundle means
   the predictions are already published;
 - a crash before that leaves the messages unacknowledged and Pub/Sub redelivers them after the subscription's
