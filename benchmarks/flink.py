@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -43,7 +42,7 @@ from benchmarks import backfill
 from benchmarks.common import log, median, percentile, python_module, ratio, run_json_child
 from benchmarks.streaming import PlainConsumerRun, _latency_stats, _unique_inputs, latency_phase, measure
 from localdev.pubsub_emulator import PubsubEmulator
-from localdev.streaming import StreamingRun
+from localdev.streaming import Collector, StreamingRun
 from localdev.traffic import Message, make_traffic
 from model_handlers.interface import MODELS
 
@@ -195,38 +194,16 @@ class Output(NamedTuple):
         return self.publish_time - int(published_at) / 1000 if published_at else None
 
 
-class StampedCollector:
+class StampedCollector(Collector):
     """Keeps every message of a subscription, with its publish time: StreamingRun's collector (streaming pull) plus
     the emulator's publish stamp of each output.
 
     A streaming-pull collector receives at most about 2,000 messages/s on this machine (measured alone), less than
     a system under test may publish; the publish stamps make the throughput figures independent of it."""
 
-    def __init__(self, subscription_path: str):
-        from google.cloud import pubsub_v1
-
-        self.messages: list[Output] = []
-        self._lock = threading.Lock()
-        self._subscriber = pubsub_v1.SubscriberClient()
-        self._future = self._subscriber.subscribe(
-            subscription_path, self._on_message, flow_control=pubsub_v1.types.FlowControl(max_messages=2000))
-
-    def _on_message(self, message) -> None:
-        received = Output(_json_or_none(message.data), dict(message.attributes), time.time(),
-                          message.publish_time.timestamp())
-        with self._lock:
-            self.messages.append(received)
-        message.ack()
-
-    def snapshot(self) -> list[Output]:
-        with self._lock:
-            return list(self.messages)
-
-    def close(self) -> None:
-        self._future.cancel()
-        with contextlib.suppress(Exception):
-            self._future.result(timeout=10)
-        self._subscriber.close()
+    def _record(self, message) -> Output:
+        return Output(_json_or_none(message.data), dict(message.attributes), time.time(),
+                      message.publish_time.timestamp())
 
 
 def _json_or_none(data: bytes):
@@ -1025,11 +1002,23 @@ def direct_streaming_figures(results: dict, out: Path) -> dict | None:
     return None
 
 
+def without_samples(value):
+    """`value` with every `latencies_ms` list (one entry per event) left out; the percentiles stay."""
+    if isinstance(value, dict):
+        return {k: without_samples(v) for k, v in value.items() if k != "latencies_ms"}
+    if isinstance(value, list):
+        return [without_samples(v) for v in value]
+    return value
+
+
 def write(flink: dict, results: dict, out: Path) -> None:
-    """OUT/flink.json (the section with the run's machine facts and command) and OUT/flink.png."""
+    """OUT/flink.json (the section with the run's machine facts and command), OUT/flink-summary.json (the same
+    without per-event samples) and OUT/flink.png."""
     doc = {"command": results.get("command"), "quick": results.get("quick"), "machine": results.get("machine"),
            "flink": flink}
     (out / "flink.json").write_text(json.dumps(doc, indent=1, default=str))
+    # The same without the per-event latency samples (megabytes): the copy that goes into docs/benchmarks/.
+    (out / "flink-summary.json").write_text(json.dumps(without_samples(doc), indent=1, default=str))
     try:
         plot(flink, results.get("machine", {}), out / "flink.png", quick=bool(results.get("quick")))
     except Exception as error:  # pylint: disable=broad-except

@@ -38,8 +38,8 @@ class PipelineDied(RuntimeError):
     pass
 
 
-class _Collector:
-    """Streaming-pull subscriber that keeps every message it receives."""
+class Collector:
+    """Streaming-pull subscriber that keeps every message it receives, as `_record` makes it."""
 
     def __init__(self, subscription_path: str):
         from google.cloud import pubsub_v1
@@ -51,8 +51,11 @@ class _Collector:
             subscription_path, self._on_message, flow_control=pubsub_v1.types.FlowControl(max_messages=2000)
         )
 
+    def _record(self, message):
+        return Received(json.loads(message.data), dict(message.attributes), time.time())
+
     def _on_message(self, message) -> None:
-        received = Received(json.loads(message.data), dict(message.attributes), time.time())
+        received = self._record(message)
         with self._lock:
             self.messages.append(received)
         message.ack()
@@ -93,7 +96,7 @@ class StreamingRun(contextlib.AbstractContextManager):
         )
         self.input_subscription = f"{name}-events-pipeline"
         self._process: subprocess.Popen | None = None
-        self._collectors: list[_Collector] = []
+        self._collectors: list[Collector] = []
         self._publisher = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -114,8 +117,8 @@ class StreamingRun(contextlib.AbstractContextManager):
                 env={**os.environ, "PUBSUB_EMULATOR_HOST": em.host},
             )
         self._collectors = [
-            _Collector(em.subscription_path(f"{self.predictions_topic}-observer")),
-            _Collector(em.subscription_path(f"{self.dead_letters_topic}-observer")),
+            Collector(em.subscription_path(f"{self.predictions_topic}-observer")),
+            Collector(em.subscription_path(f"{self.dead_letters_topic}-observer")),
         ]
         self._publisher = pubsub_v1.PublisherClient()
         return self
@@ -167,6 +170,16 @@ class StreamingRun(contextlib.AbstractContextManager):
         for future in futures:
             future.result(timeout=60)
         return len(futures)
+
+    def publish_and_collect(
+        self, messages: Sequence[Message], timeout_secs: float, settle_secs: float = 3
+    ) -> tuple[bool, list[Received], list[Received]]:
+        """Publishes, waits for as many outputs as messages, then `settle_secs` more so that repeats show up too.
+        Returns (whether all arrived in time, predictions, dead letters)."""
+        self.publish(messages)
+        arrived = self.wait_for_outputs(len(messages), timeout_secs=timeout_secs)
+        time.sleep(settle_secs)
+        return arrived, self.predictions, self.dead_letters
 
     @property
     def predictions(self) -> list[Received]:

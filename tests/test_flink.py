@@ -67,10 +67,7 @@ def test_streaming_on_flink_predicts_every_valid_event_once_and_dead_letters_eve
     assert {m.malformed for m in messages} >= set(MALFORMED_KINDS)
     with StreamingRun(emulator, model, model_dir, tmp_path, streaming_args(flink), prefix=f"f-{model}-") as run:
         flink.wait_for_job_running(timeout=180)
-        run.publish(messages)
-        arrived = run.wait_for_outputs(len(messages), timeout_secs=240)
-        time.sleep(3)  # anything duplicated would show up now
-        predictions, dead_letters = run.predictions, run.dead_letters
+        arrived, predictions, dead_letters = run.publish_and_collect(messages, timeout_secs=240)
     assert arrived, f"only {len(predictions)} predictions and {len(dead_letters)} dead letters for {len(messages)} events"
     check_every_event_accounted_for(
         messages, [p.body for p in predictions], [d.body for d in dead_letters], interface, model_dir

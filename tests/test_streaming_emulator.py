@@ -1,6 +1,5 @@
 """Streaming end to end through the real Pub/Sub emulator: the pipeline runs as its own process, as users run it."""
 
-import time
 
 import pytest
 
@@ -29,10 +28,7 @@ def test_streaming_predicts_every_valid_event_once_and_dead_letters_every_malfor
         where, args = model_dir, []
     prefix = f"t-{model}-{inference}-"
     with StreamingRun(emulator, model, where, tmp_path, args + EXTRA_ARGS[model], prefix=prefix) as run:
-        run.publish(messages)
-        arrived = run.wait_for_outputs(len(messages), timeout_secs=240)
-        time.sleep(3)  # anything duplicated would show up now
-        predictions, dead_letters = run.predictions, run.dead_letters
+        arrived, predictions, dead_letters = run.publish_and_collect(messages, timeout_secs=240)
     assert arrived, f"only {len(predictions)} predictions and {len(dead_letters)} dead letters for {len(messages)} events"
 
     check_every_event_accounted_for(
