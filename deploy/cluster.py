@@ -12,11 +12,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from deploy.config_connector import is_config_connector
+
 FIELD_MANAGER = "marketplace-deploy"
 # Dependencies first: the namespace, identities and config before what uses them; NetworkPolicies before any pod,
-# so that nothing ever runs unprotected; the submission Jobs last, once the cluster they submit to exists.
+# so that nothing ever runs unprotected; the submission Jobs last, once the cluster they submit to exists. The
+# Google Cloud resources (Config Connector) come early, so that Config Connector creates them while the rest starts.
 APPLY_ORDER = (
-    "Namespace", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "ConfigMap", "Service",
+    "Namespace", "ServiceIdentity", "PubSubTopic", "PubSubSubscription", "IAMPolicyMember",
+    "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "ConfigMap", "Service",
     "PodDisruptionBudget", "Deployment", "HorizontalPodAutoscaler", "FlinkDeployment", "Job",
 )
 
@@ -63,15 +67,28 @@ def _status(error: Exception) -> int | None:
 
 
 def apply(dyn, steps: list[ApplyStep], *, dry_run: bool, force_conflicts: bool = False, log=print,
-          wait_deleted: Callable[[object, ApplyStep], None] | None = None) -> list[str]:
+          wait_deleted: Callable[[object, ApplyStep], None] | None = None,
+          wait_ready: Callable[[object, list[ApplyStep]], list[str]] | None = None) -> list[str]:
     """Server-side applies every step in order; returns the problems (empty when all went through).
 
     A submission Job whose pod template changed (its options ConfigMap has a new hashed name) cannot be updated:
     Jobs are immutable. It is deleted and created anew, which is how a changed pipeline is re-submitted (and
     upgraded by savepoint); an unchanged Job is left alone, so re-applying submits nothing.
+
+    Config Connector creates the Google Cloud resources behind its objects after the apply. The Jobs wait until
+    every one is Ready: a pipeline submitted before its subscription exists (or has its dead-letter policy and
+    deadline) would fail, and a failed Job is not retried (backoffLimit: 0).
     """
     problems = []
+    cloud = [s for s in steps if is_config_connector(s.body)]
     for step in steps:
+        if step.kind == "Job" and cloud and not dry_run:
+            log(f"waiting until Config Connector has made the {len(cloud)} Google Cloud resources Ready")
+            not_ready = (wait_ready or _wait_ready)(dyn, cloud)
+            cloud = []
+            if not_ready:
+                problems += [*not_ready, "not submitting the pipelines: their Google Cloud resources are not Ready"]
+                break
         resource = dyn.resources.get(api_version=step.api_version, kind=step.kind)
         try:
             resource.server_side_apply(**apply_kwargs(step, dry_run, force_conflicts))
@@ -103,6 +120,33 @@ def apply(dyn, steps: list[ApplyStep], *, dry_run: bool, force_conflicts: bool =
 def _summary(error: Exception) -> str:
     summary = getattr(error, "summary", None)
     return summary() if callable(summary) else str(error)
+
+
+def ready_condition(obj: dict) -> dict:
+    """A Config Connector object's Ready condition ({} until it has one): status "True" once its resource is in place."""
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
+
+
+def _wait_ready(dyn, steps: list[ApplyStep], timeout_s: float = 600, interval_s: float = 5) -> list[str]:
+    """Waits until every step's object reports Ready; returns one problem for each that did not, with its reason."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = []
+        for step in steps:
+            resource = dyn.resources.get(api_version=step.api_version, kind=step.kind)
+            try:
+                condition = ready_condition(resource.get(name=step.name, namespace=step.namespace).to_dict())
+            except Exception as error:  # its apply failed: reported already, and it cannot become Ready
+                if _status(error) != 404:
+                    raise
+                condition = {"reason": "NotFound"}
+            if condition.get("status") != "True":
+                pending.append((step, condition))
+        if not pending or time.monotonic() >= deadline:
+            return [f"{step}: not Ready after {timeout_s:.0f} s ({condition.get('reason', 'no status yet')}"
+                    f"{': ' + condition['message'] if condition.get('message') else ''})" for step, condition in pending]
+        steps = [step for step, _ in pending]
+        time.sleep(interval_s)
 
 
 def _wait_deleted(resource, step: ApplyStep, timeout_s: float = 120) -> None:

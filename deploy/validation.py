@@ -1,4 +1,5 @@
-"""Offline checks of a rendered overlay: schemas, security, ports, versions, GPUs, pipeline options, network paths.
+"""Offline checks of a rendered overlay: schemas, security, ports, versions, GPUs, pipeline options, Pub/Sub,
+network paths.
 
 Each check takes the rendered documents (deploy.manifests.render) and returns a list of problems, each saying
 what was expected and what was found; an empty list means the check passed. `python -m deploy validate` runs them
@@ -7,12 +8,13 @@ all, and so do the tests (tests/test_deploy_manifests.py), so CI and a person se
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from deploy import MANIFESTS_DIR, REPO_ROOT
+from deploy import MANIFESTS_DIR, REPO_ROOT, config_connector
 from deploy.manifests import FLINK_API_VERSION, MAIN_CONTAINER, Pod, config_map_file, find, one, pods, ref
 
 KUBERNETES_VERSION = "1.32"
@@ -36,6 +38,10 @@ TF_SERVING_CLIENT_LABEL = "marketplace-inference/tf-serving-client"
 MODELS_CONFIG_MAP = "tf-serving-models"
 MODELS_CONFIG_KEY = "models.config"
 
+# Pub/Sub's rules for a subscription: the deadline when none is set, and the bounds of a dead-letter policy.
+PUBSUB_DEFAULT_ACK_DEADLINE_SECS = 10
+MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100
+
 # Flags the pipelines pass that Beam's Python SDK does not declare: they are the Java FlinkPipelineOptions, which
 # the Python SDK forwards to the job server. Anything else unknown to Python is a typo that Beam would drop.
 JAVA_FLINK_OPTIONS = frozenset({"checkpointing_interval"})
@@ -52,8 +58,8 @@ def check_builtin_schemas(docs: list[dict]) -> list[str]:
 
     problems = []
     for doc in docs:
-        if doc["apiVersion"] == FLINK_API_VERSION:
-            continue
+        if doc["apiVersion"] == FLINK_API_VERSION or config_connector.is_config_connector(doc):
+            continue  # custom resources: checked against their own schemas below
         try:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
@@ -85,6 +91,12 @@ def check_flink_deployment_schema(docs: list[dict]) -> list[str]:
         except kubernetes_validate.ValidationError as error:
             problems.append(f"{pod.owner} pod template: {'.'.join(map(str, error.path))}: {error.message}")
     return problems
+
+
+def check_config_connector_schemas(docs: list[dict]) -> list[str]:
+    """The Config Connector objects (base/pubsub/) against the fields their CRDs define (deploy/config_connector.py)."""
+    return [f"{ref(doc)}: {problem}" for doc in docs if config_connector.is_config_connector(doc)
+            for problem in config_connector.validate(doc)]
 
 
 # --- security ----------------------------------------------------------------------------------------------------
@@ -399,6 +411,13 @@ class Submission:
     argv: list[str]  # the pipeline's arguments, as deploy.submit assembles them
     pod: Pod
 
+    def options(self):
+        """The PipelineOptions the pipeline runs with. Its module is imported first: it declares its own flags."""
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        importlib.import_module(self.module)
+        return PipelineOptions(self.argv)
+
 
 def submissions(docs: list[dict]) -> list[Submission]:
     from deploy.submit import read_args_file
@@ -436,11 +455,7 @@ def _beam_parser():
 
 def check_pipelines(docs: list[dict]) -> list[str]:
     """Each Job's arguments parse with the pipelines' own options and Beam's, and agree with the cluster."""
-    import importlib
-
-    from apache_beam.options.pipeline_options import (
-        FlinkRunnerOptions, PipelineOptions, PortableOptions, StandardOptions,
-    )
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions, PortableOptions, StandardOptions
 
     from pipelines.options import InferenceOptions
 
@@ -458,7 +473,7 @@ def check_pipelines(docs: list[dict]) -> list[str]:
     for submission in found:
         where = f"{ref(submission.job)} ({submission.module})"
         try:
-            importlib.import_module(submission.module)  # registers the pipeline's own options (e.g. --fraud_threshold)
+            options = submission.options()
         except ImportError as error:
             problems.append(f"{where}: the module does not import: {error}")
             continue
@@ -471,7 +486,6 @@ def check_pipelines(docs: list[dict]) -> list[str]:
         if unknown_names:
             flags = [f"--{name}" for name in unknown_names]
             problems.append(f"{where}: flags neither Beam nor the pipeline declares (Beam would drop them): {flags}")
-        options = PipelineOptions(submission.argv)
         try:
             options.view_as(InferenceOptions).validate()
         except ValueError as error:
@@ -539,6 +553,107 @@ def _mount_path(container: dict, pod: Pod, volume: str) -> str | None:
 def site_settings() -> dict[str, str]:
     text = (MANIFESTS_DIR / "base" / "site.env").read_text(encoding="utf-8")
     return dict(line.split("=", 1) for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+# --- Pub/Sub -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Reader:
+    """A pipeline as the Pub/Sub check sees it: its options and the subscription it reads, if declared."""
+
+    where: str
+    options: object  # PipelineOptions
+    inference: object  # their InferenceOptions view
+    subscription: dict | None
+
+
+def check_pubsub(docs: list[dict]) -> list[str]:
+    """Each pipeline's Pub/Sub resources are declared (Config Connector, base/pubsub/): its input subscription with
+    an ack deadline that covers the pipeline's in-flight budget and a dead-letter policy to a topic of its own,
+    which Pub/Sub's service agent may use; and nothing that leaves the normal path is published where no
+    subscription keeps it."""
+    from pipelines.delivery import in_flight_budget
+    from pipelines.options import InferenceOptions
+
+    declared = config_connector.PubSub(docs)
+    readers = []
+    for submission in submissions(docs):
+        try:
+            options = submission.options()
+        except ImportError:
+            continue  # the pipelines check reports it
+        inference = options.view_as(InferenceOptions)
+        readers.append(_Reader(f"{ref(submission.job)} ({submission.module})", options, inference,
+                               declared.subscriptions.get(inference.input_subscription)))
+    subscriptions = [r.subscription.get("spec", {}) for r in readers if r.subscription]
+    # A subscription's undeliverable messages must not go where a pipeline reads or publishes.
+    pipeline_topics = {t for r in readers for t in (r.inference.output_topic, r.inference.dead_letter_topic)}
+    pipeline_topics |= {declared.topic(spec.get("topicRef")) for spec in subscriptions}
+
+    problems = []
+    for reader in readers:
+        for flag in ("output_topic", "dead_letter_topic"):
+            if getattr(reader.inference, flag) not in declared.topics:
+                problems.append(f"{reader.where}: --{flag}={getattr(reader.inference, flag)} is not declared as a "
+                                "PubSubTopic (base/pubsub/)")
+        if reader.subscription is None:
+            problems.append(f"{reader.where}: --input_subscription={reader.inference.input_subscription} is not "
+                            f"declared as a PubSubSubscription (base/pubsub/); declared: {sorted(declared.subscriptions)}")
+            continue
+        where = f"{reader.where}: {ref(reader.subscription)}"
+        problems += _check_ack_deadline(where, reader.subscription, reader.inference.input_subscription,
+                                        in_flight_budget(reader.options))
+        problems += _check_dead_letter_policy(where, reader.subscription, declared, pipeline_topics)
+    # What left the normal path (the pipelines' dead letters, the undeliverable messages) must be kept somewhere.
+    set_aside = {r.inference.dead_letter_topic for r in readers}
+    set_aside |= {declared.topic(spec.get("deadLetterPolicy", {}).get("deadLetterTopicRef")) for spec in subscriptions}
+    for topic in sorted(set_aside & set(declared.topics)):
+        if not declared.subscribers(topic):
+            problems.append(f"PubSubTopic {topic}: no subscription keeps what is published to it (Pub/Sub drops a "
+                            "message published to a topic without subscriptions)")
+    for subscription in declared.subscriptions.values():
+        if subscription.get("spec", {}).get("expirationPolicy", {}).get("ttl") != "":
+            problems.append(f"{ref(subscription)}: expirationPolicy.ttl must be \"\" (never): by default Pub/Sub deletes "
+                            "a subscription nobody pulls from for 31 days, with its backlog")
+    return problems
+
+
+def _check_ack_deadline(where: str, subscription: dict, path: str, budget) -> list[str]:
+    from pipelines.delivery import MAX_ACK_DEADLINE_SECS, MIN_ACK_DEADLINE_SECS, ack_deadline_problem
+
+    deadline = subscription.get("spec", {}).get("ackDeadlineSeconds", PUBSUB_DEFAULT_ACK_DEADLINE_SECS)
+    if not isinstance(deadline, int) or not MIN_ACK_DEADLINE_SECS <= deadline <= MAX_ACK_DEADLINE_SECS:
+        return [f"{where}: ackDeadlineSeconds must be {MIN_ACK_DEADLINE_SECS} to {MAX_ACK_DEADLINE_SECS} (Pub/Sub's "
+                f"bounds), got {deadline}"]
+    fix = f"Set spec.ackDeadlineSeconds to at least {budget.ack_deadline_needed()}"
+    problem = ack_deadline_problem(deadline, budget, path, fix=fix)
+    return [f"{where}: {problem}"] if problem else []
+
+
+def _check_dead_letter_policy(where: str, subscription: dict, declared, pipeline_topics: set) -> list[str]:
+    policy = subscription.get("spec", {}).get("deadLetterPolicy")
+    if not policy:
+        return [f"{where}: a deadLetterPolicy is required: without one, a message the pipeline can never acknowledge "
+                "(e.g. its dead letter could not be published) is delivered again for as long as it is retained"]
+    problems = []
+    attempts = policy.get("maxDeliveryAttempts")
+    if not isinstance(attempts, int) or not MIN_DELIVERY_ATTEMPTS <= attempts <= MAX_DELIVERY_ATTEMPTS:
+        problems.append(f"{where}: deadLetterPolicy.maxDeliveryAttempts must be {MIN_DELIVERY_ATTEMPTS} to "
+                        f"{MAX_DELIVERY_ATTEMPTS} (Pub/Sub's bounds), got {attempts!r}")
+    topic = declared.topic(policy.get("deadLetterTopicRef"))
+    if topic not in declared.topics:
+        return problems + [f"{where}: deadLetterPolicy.deadLetterTopicRef must name a PubSubTopic declared in the "
+                           f"manifests, got {policy.get('deadLetterTopicRef')}"]
+    if topic in pipeline_topics:
+        problems.append(f"{where}: the dead-letter topic {topic} must be the subscription's own, not a topic a "
+                        "pipeline reads from or publishes to")
+    # Pub/Sub's service agent does the dead-lettering: it publishes the message, then acknowledges it here.
+    for role, target in (("roles/pubsub.publisher", declared.topics[topic]), ("roles/pubsub.subscriber", subscription)):
+        if not declared.agent_granted(role, target):
+            problems.append(f"{where}: Pub/Sub's service agent needs {role} on {ref(target)} (an IAMPolicyMember "
+                            "with memberFrom.serviceIdentityRef to the pubsub.googleapis.com ServiceIdentity), or "
+                            "dead-lettering fails and the message is delivered again")
+    return problems
 
 
 # --- versions ------------------------------------------------------------------------------------------------------
@@ -673,6 +788,10 @@ def check_references(docs: list[dict]) -> list[str]:
                 problems.append(f"{pod.owner}: volume {volume['name']} names a missing ConfigMap {volume['configMap']['name']}")
         if ("ServiceAccount", pod.service_account) not in names:
             problems.append(f"{pod.owner}: service account {pod.service_account!r} is not in the manifests")
+    for doc in filter(config_connector.is_config_connector, docs):
+        for kind, name in config_connector.name_references(doc):
+            if (kind, name) not in names:
+                problems.append(f"{ref(doc)}: refers to {kind}/{name}, which is not in the manifests")
     workload_pods = [p for p in pods(docs) if p.owner.startswith("Deployment/")]
     for doc in find(docs, "Service") + find(docs, "PodDisruptionBudget"):
         selector = doc["spec"].get("selector", {})
@@ -878,12 +997,14 @@ def checks(overlay: str) -> dict[str, Callable[[list[dict]], list[str]]]:
     return {
         "kubernetes schemas": check_builtin_schemas,
         "FlinkDeployment schema": check_flink_deployment_schema,
+        "Config Connector schemas": check_config_connector_schemas,
         "security": check_security,
         "no credentials": lambda docs: check_no_credentials(docs, render_yaml(overlay)),
         "references": check_references,
         "flink": check_flink,
         "tf serving": check_tf_serving,
         "pipelines": check_pipelines,
+        "pub/sub": check_pubsub,
         "versions": check_versions,
         "gpu": lambda docs: check_gpu(docs, overlay),
         "network policies": check_network_policies,

@@ -38,12 +38,26 @@ class PipelineDied(RuntimeError):
     pass
 
 
-class Collector:
-    """Streaming-pull subscriber that keeps every message it receives, as `_record` makes it."""
+def json_body(data: bytes, _attributes: dict[str, str]) -> dict:
+    return json.loads(data)
 
-    def __init__(self, subscription_path: str):
+
+def dead_letter_body(data: bytes, attributes: dict[str, str]) -> dict:
+    """A dead letter on Pub/Sub (the original message with the reason in attributes), as the JSON object a
+    backfill writes: payload (base64), attributes, stage, error, error_type, event_id, model."""
+    from transforms.dead_letter import dead_letter_record
+
+    return dead_letter_record(data, attributes)
+
+
+class Collector:
+    """Streaming-pull subscriber that keeps every message it receives, as `_record` makes it: its body decoded by
+    `decode` (JSON, or a dead letter read back as its JSON object form)."""
+
+    def __init__(self, subscription_path: str, decode: Callable[[bytes, dict], dict] = json_body):
         from google.cloud import pubsub_v1
 
+        self._decode = decode
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._subscriber = pubsub_v1.SubscriberClient()
@@ -52,7 +66,8 @@ class Collector:
         )
 
     def _record(self, message):
-        return Received(json.loads(message.data), dict(message.attributes), time.time())
+        attributes = dict(message.attributes)
+        return Received(self._decode(message.data, attributes), attributes, time.time())
 
     def _on_message(self, message) -> None:
         received = self._record(message)
@@ -118,7 +133,7 @@ class StreamingRun(contextlib.AbstractContextManager):
             )
         self._collectors = [
             Collector(em.subscription_path(f"{self.predictions_topic}-observer")),
-            Collector(em.subscription_path(f"{self.dead_letters_topic}-observer")),
+            Collector(em.subscription_path(f"{self.dead_letters_topic}-observer"), decode=dead_letter_body),
         ]
         self._publisher = pubsub_v1.PublisherClient()
         return self

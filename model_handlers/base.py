@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from apache_beam.metrics import Metrics
@@ -84,16 +85,26 @@ class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, An
             )
             Metrics.counter(self.get_metrics_namespace(), "batches_isolated").inc()
             return [self._predict_one(example, model) for example in batch]
-        return [
-            PredictionResult(example, output, scored.model_version) for example, output in zip(batch, scored.outputs)
-        ]
+        return [self._result(example, output, scored.model_version) for example, output in zip(batch, scored.outputs)]
 
     def _predict_one(self, example: Mapping[str, Any], model: Any) -> PredictionResult:
         try:
             scored = self.predict([example], model)
         except Exception as error:  # pylint: disable=broad-except
             return PredictionResult(example, self._failure(error, self.classify_error(error)), None)
-        return PredictionResult(example, scored.outputs[0], scored.model_version)
+        return self._result(example, scored.outputs[0], scored.model_version)
+
+    def _result(self, example: Mapping[str, Any], output: dict[str, float], model_version: str) -> PredictionResult:
+        """The element's result, or a permanent failure when the model answered NaN or an infinity: no JSON number
+        can carry it, and a prediction of NaN is not one. The same event would get the same answer again."""
+        for name, value in output.items():
+            if not math.isfinite(value):
+                failure = InferenceFailure(
+                    f"the model (version {model_version}) returned {value} for {name!r}", PERMANENT
+                )
+                Metrics.counter(self.get_metrics_namespace(), "elements_failed").inc()
+                return PredictionResult(example, failure, None)
+        return PredictionResult(example, output, model_version)
 
     def _failure(self, error: BaseException, error_type: str, count: int = 1) -> InferenceFailure:
         Metrics.counter(self.get_metrics_namespace(), "elements_failed").inc(count)

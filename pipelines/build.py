@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -22,12 +23,16 @@ from model_handlers.saved_model import SavedModelHandler, SignatureMismatchError
 from model_handlers.tf_serving import PREDICT, TFServingHandler, TFServingRefused
 from model_handlers.tfx_bsl_inference import TfxBslHandler
 from pipelines.options import TF_SERVING, TFX_BSL, InferenceOptions, InvalidOptions
-from transforms.files import ReadEventFiles, WriteMessageBodies
+from pipelines.pubsub_checks import PubsubSetupError, check_pubsub
+from transforms.files import ReadEventFiles, WriteDeadLetters, WriteMessageBodies
 from transforms.predictions import Decorate
-from transforms.pubsub import PublishMessages, ReadEvents
+from transforms.pubsub import ReadEvents, is_flink
+from transforms.pubsub_publish import AcknowledgeDuplicates, Destination, PublishOutcomes
 from transforms.scoring import Score
 
 _LOGGER = logging.getLogger(__name__)
+
+EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
 
 
 def make_handler(interface: ModelInterface, options: InferenceOptions) -> IsolatingModelHandler:
@@ -81,7 +86,7 @@ def build(
         _LOGGER.info("%s: %s, model version %s from %s", interface.name, options.mode(), handler.model_version,
                      options.model_repository())
     if options.mode() == "streaming":
-        events = pipeline | "ReadEvents" >> ReadEvents(options.input_subscription)
+        events = pipeline | "ReadEvents" >> ReadEvents(options.input_subscription, options.pubsub_emulator_host)
     else:
         events = pipeline | "ReadEvents" >> ReadEventFiles(options.input, options.input_format)
     scored = events | "Score" >> Score(
@@ -94,11 +99,31 @@ def build(
         deduplicate_ttl_secs=options.deduplicate_ttl_secs if options.deduplicate else None,
     )
     if options.mode() == "streaming":
-        scored.predictions | "PublishPredictions" >> PublishMessages(options.output_topic)
-        scored.dead_letters | "PublishDeadLetters" >> PublishMessages(options.dead_letter_topic)
+        destination = Destination(
+            output_topic=options.output_topic,
+            dead_letter_topic=options.dead_letter_topic,
+            # Only the pipeline's own reader (Flink) leaves acknowledging to the sink; Beam's acks on pull.
+            subscription=options.input_subscription if is_flink(options) else None,
+            emulator_host=options.pubsub_emulator_host,
+            model=interface.name,
+            publish_timeout_secs=options.publish_timeout_secs,
+        )
+        _ = (scored.predictions, scored.dead_letters) | "PublishOutcomes" >> PublishOutcomes(destination)
+        if scored.duplicates is not None:
+            _ = scored.duplicates | "AcknowledgeDuplicates" >> AcknowledgeDuplicates(destination)
     else:
         scored.predictions | "WritePredictions" >> WriteMessageBodies(options.output, options.output_format)
-        scored.dead_letters | "WriteDeadLetters" >> WriteMessageBodies(options.dead_letter_output)
+        scored.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(options.dead_letter_output, interface.name)
+
+
+def _pubsub_emulator(options: InferenceOptions) -> None:
+    """The emulator's address travels with the options, so that every worker finds it without an environment of
+    its own; the launcher's PUBSUB_EMULATOR_HOST is the default, and Beam's own DirectRunner reader reads that."""
+    if not options.pubsub_emulator_host and os.environ.get(EMULATOR_ENV):
+        options.pubsub_emulator_host = os.environ[EMULATOR_ENV]
+    if options.pubsub_emulator_host:
+        os.environ[EMULATOR_ENV] = options.pubsub_emulator_host
+        _LOGGER.info("Pub/Sub: the emulator at %s", options.pubsub_emulator_host)
 
 
 def run(
@@ -112,9 +137,12 @@ def run(
     options = pipeline_options.view_as(InferenceOptions)
     options.validate()
     decorate = decorate_from_options(pipeline_options) if decorate_from_options else None
-    if options.mode() == "streaming" and not pipeline_options.view_as(StandardOptions).streaming:
-        _LOGGER.info("reading Pub/Sub needs streaming mode: running with --streaming")
-        pipeline_options.view_as(StandardOptions).streaming = True
+    if options.mode() == "streaming":
+        if not pipeline_options.view_as(StandardOptions).streaming:
+            _LOGGER.info("reading Pub/Sub needs streaming mode: running with --streaming")
+            pipeline_options.view_as(StandardOptions).streaming = True
+        _pubsub_emulator(options)
+        check_pubsub(pipeline_options, acknowledged_by_pipeline=is_flink(options))
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=pipeline_options)
     build(pipeline, interface, options, decorate)
     return pipeline.run()
@@ -136,7 +164,9 @@ def main(prog: str, run_fn: Callable, description: str, extra_options: type | No
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = run_fn(argv)
-    except (InvalidOptions, ModelNotFoundError, SignatureMismatchError, TFServingRefused, ConnectionError) as error:
+    except (
+        InvalidOptions, ModelNotFoundError, SignatureMismatchError, TFServingRefused, PubsubSetupError, ConnectionError
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     result.wait_until_finish()

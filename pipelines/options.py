@@ -21,6 +21,8 @@ IN_PROCESS = "in_process"
 TF_SERVING = "tf_serving"
 TFX_BSL = "tfx_bsl"
 DEFAULT_MODEL_DIR = "models"
+# Publishing an output, with the client's retries, before the message is left for Pub/Sub to deliver again.
+DEFAULT_PUBLISH_TIMEOUT_SECS = 10.0
 # Longer than Pub/Sub's default ack deadline (10 s) many times over, and than a restart: a redelivery comes within it.
 DEFAULT_DEDUPLICATE_TTL_SECS = 600
 TARGET_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
@@ -52,6 +54,16 @@ class InferenceOptions(PipelineOptions):
         streaming.add_argument("--input_subscription", help="projects/<project>/subscriptions/<id> to read events from")
         streaming.add_argument("--output_topic", help="projects/<project>/topics/<id> for predictions")
         streaming.add_argument("--dead_letter_topic", help="projects/<project>/topics/<id> for dead letters")
+        streaming.add_argument(
+            "--publish_timeout_secs", type=float, default=DEFAULT_PUBLISH_TIMEOUT_SECS,
+            help="how long publishing one output may take, with the client's retries; past it the input message is "
+            "left unacknowledged for Pub/Sub to deliver again",
+        )
+        streaming.add_argument(
+            "--pubsub_emulator_host",
+            help="host:port of a Pub/Sub emulator, for the launcher and every worker (default: the launcher's "
+            "PUBSUB_EMULATOR_HOST); without it, Google Cloud Pub/Sub",
+        )
         streaming.add_argument(
             "--timestamp_attribute",
             help="message attribute holding the event time (RFC 3339 or ms since epoch); a message without a "
@@ -93,10 +105,15 @@ class InferenceOptions(PipelineOptions):
         serving = parser.add_argument_group("tf_serving")
         serving.add_argument("--tf_serving_target", help="TF Serving's gRPC address, host:port")
         serving.add_argument("--model_version_label", help="TF Serving version label to score with, e.g. stable")
-        serving.add_argument("--tf_serving_timeout_secs", type=float, default=5.0, help="deadline of each request")
+        serving.add_argument(
+            "--tf_serving_timeout_secs", type=float, default=5.0,
+            help="deadline of each request, cut to what is left of --tf_serving_retry_budget_secs",
+        )
         serving.add_argument(
             "--tf_serving_retry_budget_secs", type=float, default=30.0,
-            help="total backoff across the retries of one request (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED)",
+            help="the longest one batch's scoring may take, wall time: its requests, their retries and backoff, and "
+            "the element-by-element rescoring of a batch that failed permanently; past it the rest of the batch is "
+            "dead-lettered as retryable. The subscription's ack deadline must cover it",
         )
         serving.add_argument(
             "--tf_serving_max_in_flight", type=int, default=4, help="requests in flight at once per worker process"
@@ -168,11 +185,14 @@ class InferenceOptions(PipelineOptions):
                     problems.append(f"--{name} must look like projects/<project>/topics/<id>, got {value!r}")
             if self.output_topic and self.output_topic == self.dead_letter_topic:
                 problems.append("--output_topic and --dead_letter_topic must differ")
-            if is_flink(self) and not self.get_all_options(retain_unknown_options=True).get("checkpointing_interval"):
+            checkpoints = self.get_all_options(retain_unknown_options=True).get("checkpointing_interval")
+            if is_flink(self) and self.deduplicate and not checkpoints:
                 problems.append(
-                    "streaming on Flink needs --checkpointing_interval=MS: Pub/Sub messages are acknowledged when a "
-                    "checkpoint completes, so without checkpoints none would ever be"
+                    "--deduplicate on Flink needs --checkpointing_interval=MS: the event ids it remembers survive a "
+                    "restart only in checkpoints"
                 )
+            if self.publish_timeout_secs <= 0:
+                problems.append(f"--publish_timeout_secs must be positive, got {self.publish_timeout_secs}")
         else:
             problems += [f"backfill needs --{n}" for n in BACKFILL_FLAGS if not getattr(self, n)]
             if self.timestamp_attribute:

@@ -27,6 +27,9 @@ def test_apply_plan_puts_dependencies_first_and_jobs_last():
     assert last["NetworkPolicy"] < first["Deployment"] and last["NetworkPolicy"] < first["FlinkDeployment"]
     assert last["ConfigMap"] < first["Deployment"] and last["ServiceAccount"] < first["FlinkDeployment"]
     assert last["FlinkDeployment"] < first["Job"] and kinds[-1] == "Job"
+    # Config Connector starts creating the Google Cloud resources while the cluster comes up.
+    assert first["ServiceIdentity"] == 1 and last["IAMPolicyMember"] < first["ServiceAccount"]
+    assert last["PubSubTopic"] < first["PubSubSubscription"]
     assert {str(s) for s in steps if s.kind == "Job"} == {"Job/submit-fraud-detection", "Job/submit-price-suggestion"}
 
 
@@ -54,6 +57,44 @@ def test_apply_sends_every_resource_to_its_api_in_order():
     assert cluster.apply(dyn, steps, dry_run=True, log=lambda _: None) == []
     sent = [(kind, kwargs["name"], kwargs["dry_run"]) for action, kind, kwargs in dyn.calls]
     assert sent == [(s.kind, s.name, "All") for s in steps]
+
+
+def _ready(status: str, reason: str = "UpToDate", message: str = "") -> dict:
+    return {"status": {"conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message}]}}
+
+
+def test_pipelines_are_submitted_only_once_their_google_cloud_resources_are_ready():
+    steps = [s for s in cluster.apply_plan(manifests.render("cpu")) if s.kind in ("PubSubSubscription", "Job")]
+    waited = []
+    dyn = FakeDynamic()
+    assert cluster.apply(dyn, steps, dry_run=False, log=lambda _: None,
+                         wait_ready=lambda d, cloud: waited.append([str(s) for s in cloud]) or []) == []
+    assert waited == [[str(s) for s in steps if s.kind == "PubSubSubscription"]]
+    assert [kind for _, kind, _ in dyn.calls][-2:] == ["Job", "Job"]
+
+    dyn = FakeDynamic()
+    problems = cluster.apply(dyn, steps, dry_run=False, log=lambda _: None,
+                             wait_ready=lambda d, cloud: ["PubSubSubscription/fraud-events: not Ready"])
+    assert problems == ["PubSubSubscription/fraud-events: not Ready",
+                        "not submitting the pipelines: their Google Cloud resources are not Ready"]
+    assert "Job" not in [kind for _, kind, _ in dyn.calls]
+
+
+def test_waiting_for_config_connector_reports_what_is_not_ready_and_why():
+    steps = [s for s in cluster.apply_plan(manifests.render("cpu")) if s.kind == "PubSubSubscription"][:2]
+    dyn = FakeDynamic(objects={
+        ("PubSubSubscription", steps[0].name): _ready("True"),
+        ("PubSubSubscription", steps[1].name): _ready("False", "UpdateFailed", "Error 403: permission denied"),
+    })
+    assert cluster._wait_ready(dyn, steps, timeout_s=0) == [
+        f"{steps[1]}: not Ready after 0 s (UpdateFailed: Error 403: permission denied)"
+    ]
+    dyn.objects[("PubSubSubscription", steps[1].name)] = {}
+    assert cluster._wait_ready(dyn, steps, timeout_s=0) == [f"{steps[1]}: not Ready after 0 s (no status yet)"]
+    del dyn.objects[("PubSubSubscription", steps[1].name)]  # its apply failed
+    assert cluster._wait_ready(dyn, steps, timeout_s=0) == [f"{steps[1]}: not Ready after 0 s (NotFound)"]
+    dyn.objects[("PubSubSubscription", steps[1].name)] = _ready("True")
+    assert cluster._wait_ready(dyn, steps, timeout_s=0) == []
 
 
 def test_changed_submission_job_is_replaced_so_the_pipeline_is_resubmitted():

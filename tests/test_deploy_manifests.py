@@ -1,7 +1,8 @@
 """The Kubernetes deployment, offline: both overlays render with `kubectl kustomize`, every resource validates
 against Kubernetes 1.32's schemas and the FlinkDeployment against the Flink operator's own CRD (fetched from
-Maven Central by the suite itself), and the cross-checks hold: security, ports, versions, GPUs, the pipelines'
-options, network paths.
+Maven Central by the suite itself), the Config Connector objects against the fields their CRDs define, and the
+cross-checks hold: security, ports, versions, GPUs, the pipelines' options, their Pub/Sub subscriptions, network
+paths.
 
 Each check must pass on both overlays, and each must catch the mistake it exists for: the second half of this
 file breaks a rendered overlay one way at a time and expects the check to say so. kubectl, Maven and hadolint
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from deploy import OVERLAYS, REPO_ROOT, crd, manifests, validation
-from deploy.manifests import find, one, pods
+from deploy.manifests import find, one, pods, ref
 
 CHECKS = list(validation.checks("cpu"))
 
@@ -48,6 +49,14 @@ def problems_of(check: str, docs, overlay: str = "cpu") -> list[str]:
     return validation.checks(overlay)[check](docs)
 
 
+def assert_caught(check: str, mutate, expected: str, overlay: str = "cpu") -> None:
+    """Breaks a freshly rendered overlay with `mutate` and expects `check` to report `expected`."""
+    docs = rendered(overlay)
+    mutate(docs)
+    found = problems_of(check, docs, overlay)
+    assert any(expected in p for p in found), found
+
+
 def cases(*pairs):
     """(mutation, expected problem) pairs as test parameters, named by the problem."""
     return [pytest.param(mutate, expected, id=re.sub(r"\W+", "-", expected)[:70].strip("-")) for mutate, expected in pairs]
@@ -70,6 +79,10 @@ def _edit_args(docs, edit, pipeline="fraud-detection") -> None:
     _edit_config(docs, f"pipeline-args-{pipeline}-", "pipeline.args", edit)
 
 
+def subscription(docs, name="fraud-events") -> dict:
+    return one(docs, "PubSubSubscription", name)["spec"]
+
+
 # --- rendering and the tools -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -78,6 +91,7 @@ def test_overlay_renders_offline_with_kubectl_kustomize(overlay):
     assert kinds == {
         "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service", "Deployment",
         "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "FlinkDeployment", "Job",
+        "PubSubTopic", "PubSubSubscription", "IAMPolicyMember", "ServiceIdentity",
     }
     # site.env is local configuration for replacements, never applied.
     assert not [cm for cm in find(rendered(overlay), "ConfigMap") if cm["metadata"]["name"] == "site"]
@@ -178,9 +192,7 @@ def test_flinkdeployment_mistakes_fail_the_operators_schema():
     ),
 )
 def test_security_check_catches(mutate, expected):
-    docs = rendered("cpu")
-    mutate(docs)
-    assert any(expected in p for p in problems_of("security", docs)), problems_of("security", docs)
+    assert_caught("security", mutate, expected)
 
 
 def test_credentials_in_the_manifests_are_caught():
@@ -246,10 +258,7 @@ def test_flink_check_catches_application_mode_wrong_ports_and_local_state():
     ),
 )
 def test_tf_serving_check_catches(mutate, expected):
-    docs = rendered("gpu")
-    mutate(docs)
-    found = problems_of("tf serving", docs, "gpu")
-    assert any(expected in p for p in found), found
+    assert_caught("tf serving", mutate, expected, "gpu")
 
 
 @pytest.mark.parametrize(
@@ -273,10 +282,7 @@ def test_tf_serving_check_catches(mutate, expected):
     ),
 )
 def test_pipeline_options_check_catches(mutate, expected):
-    docs = rendered("cpu")
-    mutate(docs)
-    found = problems_of("pipelines", docs)
-    assert any(expected in p for p in found), found
+    assert_caught("pipelines", mutate, expected)
 
 
 def test_pipelines_may_score_through_tf_serving_at_its_service_and_grpc_port():
@@ -288,6 +294,129 @@ def test_pipelines_may_score_through_tf_serving_at_its_service_and_grpc_port():
     _edit_args(docs, lambda t: t.replace("tf-serving:8500", "tf-serving:8501"))
     assert any("--tf_serving_target must be a TF Serving Service (tf-serving, tf-serving-pods) at port 8500, got 'tf-serving:8501'" in p
                for p in problems_of("pipelines", docs, "gpu"))
+
+
+# --- Pub/Sub: the pipelines' subscriptions, their dead-letter policies and ack deadlines ----------------------------
+
+def test_each_pipeline_reads_a_declared_subscription_whose_deadline_covers_its_in_flight_budget():
+    from pipelines.delivery import in_flight_budget
+    from pipelines.options import InferenceOptions
+
+    docs = rendered("cpu")
+    for submission in validation.submissions(docs):
+        options = submission.options()
+        name = options.view_as(InferenceOptions).input_subscription.rsplit("/", 1)[-1]
+        spec = subscription(docs, name)
+        # The budget comes from the pipeline's own arguments (pipeline.args and the Job's runner flags), and the
+        # shipped deadline keeps a margin over it.
+        assert spec["ackDeadlineSeconds"] >= in_flight_budget(options).total + 30
+        assert spec["deadLetterPolicy"]["deadLetterTopicRef"] == {"name": f"{name}-undeliverable"}
+
+
+def test_a_slower_publish_in_the_pipeline_args_outgrows_the_subscriptions_ack_deadline():
+    docs = rendered("cpu")
+    _edit_args(docs, lambda t: t + "--publish_timeout_secs=120\n")
+    found = problems_of("pub/sub", docs)
+    assert any("PubSubSubscription/fraud-events: the ack deadline of "
+               "projects/my-project/subscriptions/fraud-events is 60 s, shorter than the longest a message can be in "
+               "flight, 136 s" in p and "Set spec.ackDeadlineSeconds to at least 136" in p for p in found), found
+    assert not any("price-events" in p for p in found)  # the other pipeline's budget is its own
+
+
+def test_pipelines_scoring_through_tf_serving_still_fit_the_shipped_ack_deadline():
+    docs = rendered("gpu")
+    _edit_args(docs, lambda t: t.replace("--model_dir=/models\n--inference=in_process", "--inference=tf_serving\n"
+                                         "--tf_serving_target=tf-serving:8500\n--model_version_label=stable"))
+    assert problems_of("pub/sub", docs, "gpu") == []
+    _edit_args(docs, lambda t: t + "--tf_serving_retry_budget_secs=90\n")
+    assert any("spec.ackDeadlineSeconds" in p and "inference 90" in p for p in problems_of("pub/sub", docs, "gpu"))
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    cases(
+        (lambda d: subscription(d).pop("deadLetterPolicy"), "PubSubSubscription/fraud-events: a deadLetterPolicy is required"),
+        (lambda d: subscription(d)["deadLetterPolicy"].update(maxDeliveryAttempts=4),
+         "deadLetterPolicy.maxDeliveryAttempts must be 5 to 100 (Pub/Sub's bounds), got 4"),
+        (lambda d: subscription(d)["deadLetterPolicy"].update(maxDeliveryAttempts=101),
+         "deadLetterPolicy.maxDeliveryAttempts must be 5 to 100 (Pub/Sub's bounds), got 101"),
+        (lambda d: subscription(d)["deadLetterPolicy"].pop("maxDeliveryAttempts"),
+         "deadLetterPolicy.maxDeliveryAttempts must be 5 to 100 (Pub/Sub's bounds), got None"),
+        (lambda d: subscription(d)["deadLetterPolicy"]["deadLetterTopicRef"].update(name="fraud-dead-letters"),
+         "the dead-letter topic projects/my-project/topics/fraud-dead-letters must be the subscription's own"),
+        (lambda d: subscription(d)["deadLetterPolicy"]["deadLetterTopicRef"].update(name="fraud-predictions"),
+         "the dead-letter topic projects/my-project/topics/fraud-predictions must be the subscription's own"),
+        (lambda d: subscription(d, "price-events")["deadLetterPolicy"]["deadLetterTopicRef"].update(name="fraud-events"),
+         "the dead-letter topic projects/my-project/topics/fraud-events must be the subscription's own"),
+        (lambda d: subscription(d)["deadLetterPolicy"].update(deadLetterTopicRef={"name": "fraud-undeliverable"}),
+         "deadLetterTopicRef must name a PubSubTopic declared in the manifests, got {'name': 'fraud-undeliverable'}"),
+        (lambda d: subscription(d).pop("ackDeadlineSeconds"),
+         "the ack deadline of projects/my-project/subscriptions/fraud-events is 10 s, shorter than the longest"),
+        (lambda d: subscription(d).update(ackDeadlineSeconds=900), "ackDeadlineSeconds must be 10 to 600 (Pub/Sub's bounds), got 900"),
+        (lambda d: d.remove(one(d, "IAMPolicyMember", "fraud-events-undeliverable-pubsub-publisher")),
+         "Pub/Sub's service agent needs roles/pubsub.publisher on PubSubTopic/fraud-events-undeliverable"),
+        (lambda d: one(d, "IAMPolicyMember", "fraud-events-pubsub-subscriber")["spec"].update(role="roles/pubsub.viewer"),
+         "Pub/Sub's service agent needs roles/pubsub.subscriber on PubSubSubscription/fraud-events"),
+        (lambda d: d.remove(one(d, "PubSubSubscription", "fraud-events-undeliverable")),
+         "PubSubTopic projects/my-project/topics/fraud-events-undeliverable: no subscription keeps what is published to it"),
+        (lambda d: d.remove(one(d, "PubSubSubscription", "price-dead-letters")),
+         "PubSubTopic projects/my-project/topics/price-dead-letters: no subscription keeps what is published to it"),
+        (lambda d: subscription(d, "fraud-events-undeliverable").pop("expirationPolicy"),
+         "PubSubSubscription/fraud-events-undeliverable: expirationPolicy.ttl must be \"\" (never)"),
+        (lambda d: d.remove(one(d, "PubSubSubscription", "fraud-events")),
+         "--input_subscription=projects/my-project/subscriptions/fraud-events is not declared as a PubSubSubscription"),
+        (lambda d: d.remove(one(d, "PubSubTopic", "price-predictions")),
+         "--output_topic=projects/my-project/topics/price-predictions is not declared as a PubSubTopic"),
+        (lambda d: _edit_args(d, lambda t: t.replace("subscriptions/fraud-events", "subscriptions/fraud-events-v2")),
+         "--input_subscription=projects/my-project/subscriptions/fraud-events-v2 is not declared"),
+        (lambda d: one(d, "Namespace")["metadata"]["annotations"].update({"cnrm.cloud.google.com/project-id": "other"}),
+         "--input_subscription=projects/my-project/subscriptions/fraud-events is not declared"),
+    ),
+)
+def test_pubsub_check_catches(mutate, expected):
+    assert_caught("pub/sub", mutate, expected)
+
+
+def test_config_connector_objects_are_checked_against_their_crds_fields():
+    docs = rendered("cpu")
+    spec = subscription(docs)
+    spec["ackDeadline"] = spec.pop("ackDeadlineSeconds")
+    spec["deadLetterPolicy"]["maxDeliveryAttempts"] = "10"
+    spec["deadLetterPolicy"]["deadLetterTopicRef"]["external"] = "projects/my-project/topics/elsewhere"
+    spec["pushConfig"] = {"pushEndpoint": "https://example.com/push"}  # the pipeline pulls
+    one(docs, "PubSubTopic", "fraud-events")["spec"] = {"messageRetentionDuration": "7d"}
+    one(docs, "IAMPolicyMember", "fraud-events-pubsub-subscriber")["spec"]["member"] = "serviceAccount:x@y"
+    docs.append({"apiVersion": "storage.cnrm.cloud.google.com/v1beta1", "kind": "StorageBucket",
+                 "metadata": {"name": "b", "namespace": validation.NAMESPACE}})
+    found = problems_of("Config Connector schemas", docs)
+    assert any("PubSubSubscription/fraud-events: spec: Additional properties are not allowed ('ackDeadline', 'pushConfig' were unexpected)" in p
+               for p in found), found
+    assert any("spec.deadLetterPolicy.maxDeliveryAttempts: '10' is not of type 'integer'" in p for p in found)
+    assert any("spec.deadLetterPolicy.deadLetterTopicRef:" in p and "is not valid under any of the given schemas" in p for p in found)
+    assert any("PubSubTopic/fraud-events: spec.messageRetentionDuration: '7d' does not match" in p for p in found)
+    assert any("IAMPolicyMember/fraud-events-pubsub-subscriber: spec:" in p and "is valid under each of" in p for p in found)
+    assert any("StorageBucket is not a Config Connector kind these checks know" in p for p in found)
+    # Built-in schemas leave them to this check instead of calling them unknown kinds.
+    assert problems_of("kubernetes schemas", docs) == []
+
+
+def test_config_connector_references_to_missing_objects_are_caught():
+    docs = rendered("cpu")
+    docs.remove(one(docs, "ServiceIdentity", "pubsub"))
+    subscription(docs, "price-events")["topicRef"]["name"] = "price-event"
+    found = problems_of("references", docs)
+    assert any("IAMPolicyMember/fraud-events-pubsub-subscriber: refers to ServiceIdentity/pubsub, which is not in the manifests" in p for p in found)
+    assert any("PubSubSubscription/price-events: refers to PubSubTopic/price-event, which is not in the manifests" in p for p in found)
+
+
+def test_config_connector_creates_everything_in_the_site_project():
+    docs = rendered("cpu")
+    site = validation.site_settings()["GCP_PROJECT"]
+    assert one(docs, "Namespace")["metadata"]["annotations"]["cnrm.cloud.google.com/project-id"] == site
+    assert one(docs, "ServiceIdentity", "pubsub")["spec"] == {"resourceID": "pubsub.googleapis.com", "projectRef": {"external": site}}
+    # Deleting the objects (or the namespace) must never delete a subscription and its backlog.
+    for doc in find(docs, "PubSubTopic") + find(docs, "PubSubSubscription"):
+        assert doc["metadata"]["annotations"]["cnrm.cloud.google.com/deletion-policy"] == "abandon", ref(doc)
 
 
 def test_version_drift_between_setup_images_and_jobs_is_caught(tmp_path, monkeypatch):
@@ -364,10 +493,7 @@ def test_gpu_overlay_puts_the_gpu_on_the_worker_sidecar_and_tf_serving_only():
     ),
 )
 def test_network_policy_check_catches(mutate, expected):
-    docs = rendered("cpu")
-    mutate(docs)
-    found = problems_of("network policies", docs)
-    assert any(expected in p for p in found), found
+    assert_caught("network policies", mutate, expected)
 
 
 # --- images --------------------------------------------------------------------------------------------------------

@@ -60,10 +60,15 @@ def test_bad_numbers_are_all_reported_together():
     assert "--max_event_bytes must be positive, got 0" in text
 
 
-def test_streaming_on_flink_without_checkpoints_is_rejected_because_nothing_would_be_acknowledged():
+def test_deduplicate_on_flink_without_checkpoints_is_rejected_because_its_memory_would_not_survive_a_restart():
     flink = ["--runner=FlinkRunner", "--flink_master=localhost:8081"]
-    assert "streaming on Flink needs --checkpointing_interval=MS" in problems(STREAMING + flink)
-    PipelineOptions(STREAMING + flink + ["--checkpointing_interval=2000"]).view_as(InferenceOptions).validate()
+    assert "--deduplicate on Flink needs --checkpointing_interval=MS" in problems(STREAMING + flink + ["--deduplicate"])
+    PipelineOptions(STREAMING + flink).view_as(InferenceOptions).validate()
+    PipelineOptions(STREAMING + flink + ["--deduplicate", "--checkpointing_interval=2000"]).view_as(InferenceOptions).validate()
+
+
+def test_publish_timeout_must_be_positive():
+    assert "--publish_timeout_secs must be positive, got 0.0" in problems(STREAMING + ["--publish_timeout_secs=0"])
 
 
 def test_deduplicate_ttl_must_be_positive():

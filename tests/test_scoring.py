@@ -14,10 +14,10 @@ from pipelines.fraud_detection import is_fraud
 from reference import direct_outputs
 from test_handler import PoisonedHandler
 from training.data import generate
-from transforms.dead_letter import DeadLetter, format_dead_letter
+from transforms.dead_letter import DeadLetter, dead_letter_json, dead_letter_message, original_message
 from transforms.events import EventRef, RawEvent
 from transforms.predictions import format_prediction, rfc3339
-from transforms.scoring import DeduplicateEvents, Score
+from transforms.scoring import DUPLICATES, DeduplicatePredictions, Score
 
 
 def test_prediction_carries_ids_version_outputs_and_input_attributes():
@@ -42,16 +42,34 @@ def test_fraud_threshold_decides_is_fraud_inclusively():
     assert is_fraud({"fraud_probability": 0.49}, 0.5) == {"is_fraud": False}
 
 
-def test_dead_letter_carries_original_bytes_attributes_stage_and_reason():
+def test_dead_letter_file_line_carries_original_bytes_attributes_stage_and_reason():
     raw = RawEvent(b"\xff\x00not json", {"source": "app"})
-    message = format_dead_letter(DeadLetter(raw, "parse", "payload is not UTF-8", "permanent"), "fraud")
-    body = json.loads(message.data)
+    body = json.loads(dead_letter_json(DeadLetter(raw, "parse", "payload is not UTF-8", "permanent"), "fraud"))
     assert base64.b64decode(body["payload"]) == raw.payload
     assert body == {
         "payload": body["payload"], "attributes": {"source": "app"}, "stage": "parse",
         "error": "payload is not UTF-8", "error_type": "permanent", "event_id": None, "model": "fraud",
     }
-    assert message.attributes == {"model": "fraud", "stage": "parse", "error_type": "permanent"}
+
+
+def test_pubsub_dead_letter_is_the_original_message_with_the_reason_in_attributes():
+    raw = RawEvent(b"\xff\x00not json", {"source": "app"}, "ack-1")
+    message = dead_letter_message(DeadLetter(raw, "validate", "bad", "permanent", "e-1"), "fraud", "projects/p/topics/dl")
+    assert message.data == raw.payload and message.ack_id == "ack-1"
+    assert message.attributes == {
+        "source": "app", "dead_letter_stage": "validate", "dead_letter_error_type": "permanent",
+        "dead_letter_model": "fraud", "dead_letter_error": "bad", "dead_letter_event_id": "e-1",
+    }
+    assert original_message(message.data, message.attributes) == (raw.payload, raw.attributes)
+
+
+def test_pubsub_dead_letter_of_a_message_without_room_for_the_reason_wraps_it_whole():
+    full = {f"k{i}": "v" for i in range(98)} | {"dead_letter_stage": "mine"}
+    raw = RawEvent(b"{}", full)
+    message = dead_letter_message(DeadLetter(raw, "validate", "too many", "permanent"), "fraud", "projects/p/topics/dl")
+    assert message.attributes["dead_letter_format"] == "pubsub_message"
+    assert message.attributes["dead_letter_stage"] == "validate" and len(message.attributes) <= 100
+    assert original_message(message.data, message.attributes) == (raw.payload, full)
 
 
 def _decoded(messages, label):
@@ -72,7 +90,7 @@ def test_score_predicts_valid_events_and_dead_letters_the_rest_exactly_once(mode
             label="predictions",
         )
         assert_that(
-            _decoded(scored.dead_letters, "DeadLetters") | "Stages" >> beam.Map(lambda b: (base64.b64decode(b["payload"]), b["stage"])),
+            scored.dead_letters | "Stages" >> beam.Map(lambda d: (d.raw.payload, d.stage)),
             equal_to([(b"", "parse"), (b"[]", "parse"), (bad[2].payload, "validate")]),
             label="dead_letters",
         )
@@ -90,7 +108,7 @@ def test_one_poisoned_event_in_a_batch_is_dead_lettered_at_infer_and_its_batch_m
             label="predictions",
         )
         assert_that(
-            _decoded(scored.dead_letters, "DeadLetters") | "What" >> beam.Map(lambda b: (b["event_id"], b["stage"], b["error"])),
+            scored.dead_letters | "What" >> beam.Map(lambda d: (d.event_id, d.stage, d.error)),
             equal_to([(events[7]["event_id"], "infer", "RuntimeError: poisoned element in batch")]),
             label="dead_letters",
         )
@@ -118,9 +136,14 @@ def test_batches_sent_to_the_model_stay_within_the_configured_bounds_and_are_cou
     assert metric("counters", "num_inferences") == 200
 
 
-def test_deduplicate_keeps_the_first_of_each_event_id_and_drops_the_repeats():
-    events = [(EventRef(event_id, RawEvent(body, {})), {"n": i}) for i, (event_id, body) in enumerate(
-        [("a", b"1"), ("b", b"2"), ("a", b"1"), ("c", b"3"), ("a", b"1"), ("b", b"2")])]
+def test_deduplicate_keeps_the_first_prediction_of_each_event_id_and_returns_the_repeats_to_acknowledge():
+    scored = [
+        (EventRef(event_id, RawEvent(body, {}, f"ack-{i}")), PredictionResult({}, {"p": 0.1}, "1"))
+        for i, (event_id, body) in enumerate([("a", b"1"), ("b", b"2"), ("a", b"1"), ("c", b"3"), ("a", b"1"), ("b", b"2")])
+    ]
     with TestPipeline() as pipeline:
-        kept = pipeline | beam.Create(events) | DeduplicateEvents(ttl_secs=600) | beam.Map(lambda e: e[0].event_id)
-        assert_that(kept, equal_to(["a", "b", "c"]))
+        deduplicated = pipeline | beam.Create(scored) | DeduplicatePredictions(ttl_secs=600)
+        assert_that(deduplicated.kept | beam.Map(lambda e: e[0].event_id), equal_to(["a", "b", "c"]), label="kept")
+        assert_that(
+            deduplicated[DUPLICATES] | beam.Map(lambda raw: raw.payload), equal_to([b"1", b"1", b"2"]), label="dropped"
+        )

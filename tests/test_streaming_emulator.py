@@ -45,7 +45,9 @@ def test_streaming_predicts_every_valid_event_once_and_dead_letters_every_malfor
         assert prediction.attributes["scored_at"].endswith("Z")
     for dead_letter in dead_letters:
         assert dead_letter.body["attributes"]["source"] == "localdev.traffic"
-        assert dead_letter.attributes["stage"] == dead_letter.body["stage"]
+        # On Pub/Sub a dead letter is the original message, with the reason beside its own attributes.
+        assert dead_letter.attributes["source"] == "localdev.traffic"
+        assert dead_letter.attributes["dead_letter_stage"] == dead_letter.body["stage"]
 
 
 def test_events_with_a_missing_or_malformed_time_attribute_are_dead_lettered_and_the_rest_flow(

@@ -11,11 +11,13 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from typing import Any, Callable, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from model_handlers.base import PERMANENT
 from model_handlers.interface import (
@@ -26,14 +28,23 @@ from transforms.dead_letter import DEAD_LETTERS, PARSE, VALIDATE, DeadLetter
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 # Pub/Sub allows 100 attributes a message, and a prediction adds 4 (event_id, model, model_version, scored_at).
 MAX_INPUT_ATTRIBUTES = 96
+# Pub/Sub's other limits on attributes, which a prediction carries over. Pub/Sub enforces them on what it accepts,
+# but its emulator does not, so they are checked here rather than found out when the prediction is published.
+MAX_ATTRIBUTE_KEY_BYTES = 256
+MAX_ATTRIBUTE_VALUE_BYTES = 1024
+RESERVED_ATTRIBUTE_PREFIX = "goog"
 
 JSONL = "jsonl"
 TFRECORD = "tfrecord"
 
 
 class RawEvent(NamedTuple):
+    """One message as it arrived: its bytes and Pub/Sub attributes (none from files), and, when the pipeline itself
+    pulled it, the ack id that the publishing step acknowledges once the message's output is published."""
+
     payload: bytes
     attributes: dict[str, str]
+    ack_id: str | None = None
 
 
 class EventRef(NamedTuple):
@@ -73,6 +84,19 @@ def _json_type(value: Any) -> str:
     return {str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
+def _not_text(value: str) -> str | None:
+    """What keeps a decoded JSON string from being Unicode text, or None. JSON's escapes can spell lone surrogates
+    (`"\\ud800"`), which Python decodes but nothing can encode again: not as UTF-8 for the model, nor in a Pub/Sub
+    attribute."""
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"holds a lone surrogate {value[error.start]!r} at position {error.start}, which is not Unicode text"
+    return None
+
+
 def _string_check(feature) -> Callable[[Any], tuple[Any, str | None]]:
     name, max_length = feature.name, feature.max_length
 
@@ -81,6 +105,9 @@ def _string_check(feature) -> Callable[[Any], tuple[Any, str | None]]:
             return None, f"feature {name!r} must be a string, got {_json_type(value)}"
         if len(value) > max_length:
             return None, f"feature {name!r} has {len(value)} characters, more than the maximum {max_length}"
+        problem = _not_text(value)
+        if problem:
+            return None, f"feature {name!r} {problem}"
         return value, None
 
     return check
@@ -203,12 +230,12 @@ def validate_event(event: dict, raw: RawEvent, interface: ModelInterface) -> tup
         raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} is empty")
     if len(event_id) > EVENT_ID_MAX_LENGTH:
         raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} has {len(event_id)} characters, more than {EVENT_ID_MAX_LENGTH}")
-    if len(raw.attributes) > MAX_INPUT_ATTRIBUTES:
-        raise InvalidEvent(
-            VALIDATE,
-            f"the message has {len(raw.attributes)} attributes; at most {MAX_INPUT_ATTRIBUTES} can be carried over",
-            event_id,
-        )
+    problem = _not_text(event_id)
+    if problem:
+        raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} {problem}")
+    problem = attributes_problem(raw.attributes)
+    if problem:
+        raise InvalidEvent(VALIDATE, problem, event_id)
 
     features, problems = {}, []
     for feature, check in _checks(interface):
@@ -228,23 +255,61 @@ def validate_event(event: dict, raw: RawEvent, interface: ModelInterface) -> tup
     return event_id, features
 
 
+def attributes_problem(attributes: dict[str, str]) -> str | None:
+    """Why a message's attributes cannot be carried over to its prediction on Pub/Sub, or None."""
+    if len(attributes) > MAX_INPUT_ATTRIBUTES:
+        return f"the message has {len(attributes)} attributes; at most {MAX_INPUT_ATTRIBUTES} can be carried over"
+    for key, value in attributes.items():
+        if not key or key.startswith(RESERVED_ATTRIBUTE_PREFIX):
+            return f"attribute key {key[:64]!r} is empty or starts with {RESERVED_ATTRIBUTE_PREFIX!r}, which Pub/Sub reserves"
+        for what, text, limit in (("key", key, MAX_ATTRIBUTE_KEY_BYTES), ("value", value, MAX_ATTRIBUTE_VALUE_BYTES)):
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if size > limit:
+                return f"attribute {key[:64]!r} has a {what} of {size} bytes; Pub/Sub allows {limit}"
+            problem = _not_text(text)
+            if problem:
+                return f"attribute {key[:64]!r} {what} {problem}"
+    return None
+
+
+# Milliseconds since the epoch, as Beam's readers take them: ASCII digits only (int() would also take " 12",
+# "1_000" and other scripts' digits).
+_MILLIS_RE = re.compile(r"-?[0-9]{1,19}")
+# RFC 3339's shape; Timestamp.from_rfc3339 alone accepts more (e.g. "  12").
+_RFC3339_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+# The event times Beam can carry in the global window.
+_EARLIEST, _LATEST = MIN_TIMESTAMP, GlobalWindow().max_timestamp()
+
+
 def event_time(raw: RawEvent, attribute: str) -> Timestamp:
     """The event time a message carries in `attribute`: milliseconds since the epoch, or RFC 3339 (as Beam's own
-    Pub/Sub reader reads it). Read here rather than by the reader, because there a missing or malformed value fails
-    the whole bundle, and the DirectRunner has already acknowledged its messages: they would be lost."""
+    Pub/Sub reader reads it), truncated to microseconds as Beam's and Dataflow's readers do. Read here rather than by
+    the reader, because there a missing or malformed value fails the whole bundle, and the DirectRunner has already
+    acknowledged its messages: they would be lost."""
     value = raw.attributes.get(attribute)
     if value is None:
         raise InvalidEvent(PARSE, f"timestamp attribute {attribute!r} is missing")
-    try:
-        return Timestamp(micros=int(value) * 1000)
-    except ValueError:
-        pass
-    try:
-        return Timestamp.from_rfc3339(value)
-    except ValueError:
+    shown = value if len(value) <= 64 else value[:64] + "..."
+    timestamp = None
+    if _MILLIS_RE.fullmatch(value):
+        timestamp = Timestamp(micros=int(value) * 1000)
+    elif _RFC3339_RE.fullmatch(value):
+        try:
+            timestamp = Timestamp.from_rfc3339(value)
+        except ValueError:
+            pass
+    if timestamp is None:
         raise InvalidEvent(
-            PARSE, f"timestamp attribute {attribute!r} is {value!r}: expected RFC 3339 or milliseconds since the epoch"
-        ) from None
+            PARSE, f"timestamp attribute {attribute!r} is {shown!r}: expected RFC 3339 or milliseconds since the epoch"
+        )
+    if not _EARLIEST <= timestamp <= _LATEST:
+        raise InvalidEvent(
+            PARSE, f"timestamp attribute {attribute!r} is {shown!r}, outside the times Beam can carry "
+            f"({_EARLIEST.micros // 1000} to {_LATEST.micros // 1000} ms since the epoch)"
+        )
+    if timestamp.precision() > Timestamp.MICROS_PRECISION:
+        timestamp = timestamp.to_precision(Timestamp.MICROS_PRECISION, allow_lossy_conversion=True)
+    return timestamp
 
 
 class _ParseEventsFn(beam.DoFn):

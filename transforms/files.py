@@ -1,5 +1,5 @@
-"""The backfill ends: ReadEventFiles from JSON Lines or TFRecord files of tf.train.Examples, WriteMessageBodies
-to JSON Lines (predictions, dead letters) or TFRecord files (PredictionLogs).
+"""The backfill ends: ReadEventFiles from JSON Lines or TFRecord files of tf.train.Examples; WriteMessageBodies to
+JSON Lines (predictions) or TFRecord files (PredictionLogs), and WriteDeadLetters to JSON Lines.
 
 Paths are local or gs:// globs. Lines and records are read as bytes, so one that is not UTF-8 or not an Example
 becomes a dead letter rather than a crashed pipeline.
@@ -12,6 +12,7 @@ from apache_beam import coders
 from apache_beam.io import ReadFromText, ReadFromTFRecord, WriteToText, WriteToTFRecord
 from apache_beam.io.filesystem import CompressionTypes
 
+from transforms.dead_letter import dead_letter_json
 from transforms.events import JSONL, TFRECORD, RawEvent
 from transforms.predictions import PREDICTION_LOG
 
@@ -37,6 +38,10 @@ class ReadEventFiles(beam.PTransform):
         return pbegin | read | "ToRawEvents" >> beam.Map(lambda payload: RawEvent(payload, {}))
 
 
+def _write_lines(prefix: str):
+    return WriteToText(prefix, file_name_suffix=".jsonl", coder=coders.BytesCoder())
+
+
 class WriteMessageBodies(beam.PTransform):
     """PCollection[OutputMessage] -> files of the message bodies: JSON Lines, one a line
     (`<prefix>-SSSSS-of-NNNNN.jsonl`), or TFRecord, one a record (`.tfrecord`: PredictionLogs, readable by TFX and
@@ -55,4 +60,20 @@ class WriteMessageBodies(beam.PTransform):
             return bodies | "WriteRecords" >> WriteToTFRecord(
                 self._prefix, coder=coders.BytesCoder(), file_name_suffix=".tfrecord"
             )
-        return bodies | "WriteLines" >> WriteToText(self._prefix, file_name_suffix=".jsonl", coder=coders.BytesCoder())
+        return bodies | "WriteLines" >> _write_lines(self._prefix)
+
+
+class WriteDeadLetters(beam.PTransform):
+    """PCollection[DeadLetter] -> JSON Lines files (`<prefix>-SSSSS-of-NNNNN.jsonl`), one JSON object a line."""
+
+    def __init__(self, prefix: str, model: str):
+        super().__init__()
+        self._prefix = prefix
+        self._model = model
+
+    def expand(self, dead_letters):
+        return (
+            dead_letters
+            | "ToJson" >> beam.Map(dead_letter_json, self._model)
+            | "WriteLines" >> _write_lines(self._prefix)
+        )

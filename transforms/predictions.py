@@ -47,7 +47,7 @@ def format_prediction(
         model_version=str(result.model_id),
         scored_at=scored_at,
     )
-    return OutputMessage(COMPACT_JSON.encode(body).encode("utf-8"), attributes)
+    return OutputMessage(COMPACT_JSON.encode(body).encode("utf-8"), attributes, ref.raw)
 
 
 def prediction_log(ref, result: PredictionResult, interface: ModelInterface):
@@ -82,7 +82,7 @@ class FormatPredictionLogsFn(beam.DoFn):
 
     def process(self, keyed_result):
         ref, result = keyed_result
-        yield OutputMessage(prediction_log(ref, result, self._interface).SerializeToString(), {})
+        yield OutputMessage(prediction_log(ref, result, self._interface).SerializeToString(), {}, ref.raw)
 
 
 class FormatPredictionsFn(beam.DoFn):

@@ -1,4 +1,5 @@
-"""PullFromPubSub: the Pub/Sub reader on Flink, acknowledging only what the runner has committed.
+"""PullFromPubSub: the Pub/Sub reader on Flink. It pulls and hands each message on with its ack id; the publishing
+step (transforms.pubsub_publish) acknowledges it once its prediction or dead letter is published.
 
 Beam Python's `ReadFromPubSub` is a native source that only Dataflow and the DirectRunner execute
 (apache/beam#27443). Beam's cross-language Java PubsubIO would run on Flink, but its expansion service is not
@@ -6,19 +7,15 @@ published for this Beam version where we can fetch it, and a Python splittable D
 Beam's portable Flink runner (apache/beam#19637; seen here). See the README's "Running on Flink".
 
 So the reader is Flink's own streaming impulse, which ticks in every parallel source subtask, and a plain DoFn
-that answers a tick with one synchronous pull through the official client:
+that answers a tick with one synchronous pull through the official client. A message is acknowledged by the step
+that publishes its outcome, whichever stage and worker that is (an ack id is good from any client of the
+subscription), so no option can open a window in which a message is acknowledged before its outcome is out.
 
-- the pulled messages are acknowledged by a *bundle finalizer*. Beam's Flink runner calls it only when a
-  checkpoint has completed (ExecutableStageDoFnOperator.notifyCheckpointComplete), after the bundle it belongs to
-  has finished. Without a shuffle between the read and the publish (the default pipeline: no --deduplicate,
-  no --max_batch_duration_secs, both of which need keyed state) the whole path
-  (pull, parse, infer, format, publish and wait for the publish) is one fused stage, so a finished bundle means
-  the predictions are already published;
-- a crash before that leaves the messages unacknowledged and Pub/Sub redelivers them after the subscription's
-  ack deadline. At-least-once; `--deduplicate` drops the repeats it can see.
-
-The subscription's ack deadline must exceed a checkpoint interval plus a bundle's duration, or messages are
-redelivered while still in flight: duplicates, not losses.
+Faults are survived in place: a failed pull (Pub/Sub unavailable, a reset connection, an expired token) is
+counted, logged and retried with backoff on the next ticks, without failing the bundle, which would restart the
+job. Only when no pull has succeeded for UNREACHABLE_AFTER_SECS does the reader fail, with PubsubUnreachable naming
+the endpoint and the last error, so that a worker that can never reach Pub/Sub (a wrong address, a network policy)
+shows in the job's exceptions and at the launcher (pipelines.build) instead of running and reading nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +29,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.events import RawEvent
+from transforms.pubsub_clients import subscriber_client
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -43,31 +41,41 @@ PULL_TIMEOUT_SECS = 0.25
 # queues up blocked pulls in front of a checkpoint.
 IDLE_BACKOFF_SECS = 0.1
 MAX_MESSAGES = 1000
+# After a failed pull: the first and the longest wait before the next.
+ERROR_BACKOFF_SECS, MAX_ERROR_BACKOFF_SECS = 0.5, 5.0
+# No successful pull for this long: the reader fails, visibly, with the reason.
+UNREACHABLE_AFTER_SECS = 60.0
+# A marker the launcher looks for in the job's exceptions.
+UNREACHABLE_MARKER = "PubsubUnreachable"
+
+
+class PubsubUnreachable(RuntimeError):
+    pass
 
 
 class _PullFn(beam.DoFn):
-    def __init__(self, subscription: str, max_messages: int):
+    def __init__(self, subscription: str, max_messages: int, emulator_host: str | None):
         self._subscription = subscription
         self._max_messages = max_messages
+        self._emulator_host = emulator_host
         self._pulled = Metrics.counter("pubsub", "messages_pulled")
-        self._acked = Metrics.counter("pubsub", "messages_acked")
-        self._ack_failures = Metrics.counter("pubsub", "ack_failures")
+        self._pull_errors = Metrics.counter("pubsub", "pull_errors")
 
     def setup(self):
-        # Imported here, not at module level: the launcher never pulls, and the client's import is slow.
         from google.api_core import exceptions
-        from google.cloud import pubsub_v1
 
         self._deadline_exceeded = exceptions.DeadlineExceeded
-        self._subscriber = pubsub_v1.SubscriberClient()
+        self._subscriber = subscriber_client(self._emulator_host)
         self._idle_until = 0.0
+        self._backoff = ERROR_BACKOFF_SECS
+        self._last_success = time.monotonic()
 
     def teardown(self):
         subscriber = getattr(self, "_subscriber", None)
         if subscriber is not None:
             subscriber.close()
 
-    def process(self, _tick, finalizer=beam.DoFn.BundleFinalizerParam) -> Iterator[beam.window.TimestampedValue]:
+    def process(self, _tick) -> Iterator[beam.window.TimestampedValue]:
         if time.monotonic() < self._idle_until:
             return
         try:
@@ -78,38 +86,54 @@ class _PullFn(beam.DoFn):
             )
             messages = response.received_messages
         except self._deadline_exceeded:
-            messages = []
+            messages = []  # nothing arrived within the pull's timeout
+        except Exception as error:  # pylint: disable=broad-except
+            self._failed(error)
+            return
+        self._last_success, self._backoff = time.monotonic(), ERROR_BACKOFF_SECS
         if not messages:
             self._idle_until = time.monotonic() + IDLE_BACKOFF_SECS
             return
-        ack_ids = [received.ack_id for received in messages]
-        finalizer.register(lambda: self._acknowledge(ack_ids))
         self._pulled.inc(len(messages))
         for received in messages:
             message = received.message
             yield beam.window.TimestampedValue(
-                RawEvent(bytes(message.data), dict(message.attributes)),
+                RawEvent(bytes(message.data), dict(message.attributes), received.ack_id),
                 Timestamp.from_utc_datetime(message.publish_time),
             )
 
-    def _acknowledge(self, ack_ids: list[str]) -> None:
-        try:
-            self._subscriber.acknowledge(request={"subscription": self._subscription, "ack_ids": ack_ids})
-        except Exception as error:  # pylint: disable=broad-except
-            # Not retried: an unacknowledged message comes back after its deadline, a duplicate and not a loss.
-            self._ack_failures.inc(len(ack_ids))
-            _LOGGER.warning("acknowledging %d messages failed, Pub/Sub will redeliver them: %s", len(ack_ids), error)
-            return
-        self._acked.inc(len(ack_ids))
+    def _failed(self, error: BaseException) -> None:
+        self._pull_errors.inc()
+        silent_for = time.monotonic() - self._last_success
+        endpoint = self._emulator_host or "pubsub.googleapis.com"
+        if silent_for > UNREACHABLE_AFTER_SECS:
+            raise PubsubUnreachable(
+                f"{UNREACHABLE_MARKER}: no pull from {self._subscription} at {endpoint} has succeeded for "
+                f"{silent_for:.0f} s; the last error: {type(error).__name__}: {error}"
+            )
+        _LOGGER.warning(
+            "pulling from %s at %s failed (%s: %s); retrying in %.1f s",
+            self._subscription, endpoint, type(error).__name__, error, self._backoff,
+        )
+        self._idle_until = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, MAX_ERROR_BACKOFF_SECS)
 
 
 class PullFromPubSub(beam.PTransform):
-    """PBegin -> PCollection[RawEvent] from `projects/<p>/subscriptions/<s>`, timestamped with the publish time.
-    Flink only (its streaming impulse drives the pulls); one reader per source subtask (`--parallelism`)."""
+    """PBegin -> PCollection[RawEvent] from `projects/<p>/subscriptions/<s>`, timestamped with the publish time and
+    carrying their ack ids. Flink only (its streaming impulse drives the pulls); one reader per source subtask
+    (`--parallelism`)."""
 
-    def __init__(self, subscription: str, tick_ms: int = TICK_MS, max_messages: int = MAX_MESSAGES):
+    def __init__(
+        self,
+        subscription: str,
+        emulator_host: str | None = None,
+        tick_ms: int = TICK_MS,
+        max_messages: int = MAX_MESSAGES,
+    ):
         super().__init__()
         self._subscription = subscription
+        self._emulator_host = emulator_host
         self._tick_ms = tick_ms
         self._max_messages = max_messages
 
@@ -118,4 +142,4 @@ class PullFromPubSub(beam.PTransform):
         from apache_beam.io.flink.flink_streaming_impulse_source import FlinkStreamingImpulseSource
 
         ticks = pbegin | "Ticks" >> FlinkStreamingImpulseSource().set_interval_ms(self._tick_ms)
-        return ticks | "Pull" >> beam.ParDo(_PullFn(self._subscription, self._max_messages))
+        return ticks | "Pull" >> beam.ParDo(_PullFn(self._subscription, self._max_messages, self._emulator_host))

@@ -1,10 +1,11 @@
 """Score: the composite shared by streaming and backfill.
 
-    RawEvent -> ParseEvents -> Infer (RunInference, keyed by event) -> FormatPredictions
-                     \\              \\
-                      +-> dead letters (parse | validate | infer) -> FormatDeadLetters
+    RawEvent -> ParseEvents -> Infer (RunInference, keyed by event) -> [Deduplicate] -> FormatPredictions
+                     \\              \\                                   \\
+                      +-> dead letters (parse | validate | infer)          +-> duplicates (raw messages)
 
-Every event leaves on exactly one of the two outputs. The model handler retries a failing batch element by element
+Every event leaves on exactly one of the outputs. Dead letters leave as records: each sink writes them in its own
+form (a Pub/Sub message, a JSON line). The model handler retries a failing batch element by element
 (model_handlers.base), so only elements that fail alone are dead-lettered; a batch that fails even so (e.g. the
 shared model's process died) comes back from RunInference's exception handling and is dead-lettered per element.
 """
@@ -16,18 +17,23 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from apache_beam.transforms.deduplicate import DeduplicatePerKey
-from apache_beam.utils.timestamp import Duration
+from apache_beam import coders
+from apache_beam.transforms import userstate
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from model_handlers.base import RETRYABLE, InferenceFailure, IsolatingModelHandler
-from transforms.dead_letter import DEAD_LETTERS, INFER, DeadLetter, format_dead_letter
+from transforms.dead_letter import DEAD_LETTERS, INFER, DeadLetter
 from transforms.events import DEFAULT_MAX_EVENT_BYTES, JSONL, ParseEvents
 from transforms.predictions import PREDICTION_LOG, Decorate, FormatPredictionLogsFn, FormatPredictionsFn
 
 
+DUPLICATES = "duplicates"
+
+
 class ScoringOutputs(NamedTuple):
     predictions: beam.PCollection  # OutputMessage
-    dead_letters: beam.PCollection  # OutputMessage
+    dead_letters: beam.PCollection  # DeadLetter: each sink writes them in its own form
+    duplicates: beam.PCollection | None  # RawEvent: repeats dropped by deduplication, to be acknowledged
 
 
 class _SplitInferenceFailures(beam.DoFn):
@@ -60,43 +66,65 @@ class EventKeyedHandler(KeyedModelHandler):
         return self._unkeyed.get_num_bytes([example for _key, example in batch])
 
 
-class DeduplicateEvents(beam.PTransform):
-    """(EventRef, features) -> the same, the first of each event_id within `ttl_secs` of processing time.
+class _KeepFirstPredictionFn(beam.DoFn):
+    """(event_id, (EventRef, PredictionResult)) -> the first per event_id within the TTL; the rest, as their raw
+    messages, to DUPLICATES (to be acknowledged). Beam's DeduplicatePerKey, with the drops kept: on Pub/Sub a
+    dropped message still has to be acknowledged, or it would come back forever."""
 
-    Beam's DeduplicatePerKey keeps a flag per event_id in keyed state, cleared by a timer; on Flink that state is
-    checkpointed. The drops are counted (dedup/duplicates_dropped = seen - kept)."""
+    SEEN = userstate.ReadModifyWriteStateSpec("seen", coders.BooleanCoder())
+    EXPIRY = userstate.TimerSpec("expiry", userstate.TimeDomain.REAL_TIME)
+
+    def __init__(self, ttl_secs: int):
+        self._ttl_secs = ttl_secs
+        self._kept = Metrics.counter("dedup", "predictions_kept")
+        self._dropped = Metrics.counter("dedup", "duplicates_dropped")
+
+    def process(self, keyed, seen=beam.DoFn.StateParam(SEEN), expiry=beam.DoFn.TimerParam(EXPIRY)):
+        _event_id, scored = keyed
+        if seen.read():
+            self._dropped.inc()
+            yield beam.pvalue.TaggedOutput(DUPLICATES, scored[0].raw)
+            return
+        seen.write(True)
+        expiry.set(Timestamp.now() + Duration.of(self._ttl_secs))
+        self._kept.inc()
+        yield scored
+
+    @userstate.on_timer(EXPIRY)
+    def forget(self, seen=beam.DoFn.StateParam(SEEN)):
+        seen.clear()
+
+
+class DeduplicatePredictions(beam.PTransform):
+    """(EventRef, PredictionResult) -> the same, the first of each event_id within `ttl_secs` of processing time,
+    and DUPLICATES: the raw messages of the others.
+
+    Only predictions are deduplicated, after inference: an event whose scoring failed (a retryable dead letter)
+    is not remembered, so its replay is scored, and a repeat delivered while the first is still being scored is
+    dropped only once the first has its prediction. The event ids are keyed state, checkpointed on Flink."""
 
     def __init__(self, ttl_secs: int):
         super().__init__()
         self._ttl_secs = ttl_secs
 
-    def expand(self, events):
-        seen, kept = Metrics.counter("dedup", "events_seen"), Metrics.counter("dedup", "events_kept")
-
-        def key(event):
-            seen.inc()
-            return event[0].event_id, event
-
-        def unkey(keyed):
-            kept.inc()
-            return keyed[1]
-
+    def expand(self, scored):
         return (
-            events
-            | "KeyByEventId" >> beam.Map(key)
-            | "DeduplicatePerKey" >> DeduplicatePerKey(processing_time_duration=Duration.of(self._ttl_secs))
-            | "Unkey" >> beam.Map(unkey)
+            scored
+            | "KeyByEventId" >> beam.Map(lambda keyed_result: (keyed_result[0].event_id, keyed_result))
+            | "KeepFirst" >> beam.ParDo(_KeepFirstPredictionFn(self._ttl_secs)).with_outputs(DUPLICATES, main="kept")
         )
 
 
 class Score(beam.PTransform):
-    """PCollection[RawEvent] -> ScoringOutputs(predictions, dead_letters), both PCollection[OutputMessage].
+    """PCollection[RawEvent] -> ScoringOutputs(predictions: OutputMessage, dead_letters: DeadLetter,
+    duplicates: RawEvent).
 
     `input_format`: payloads are JSON objects (JSONL) or serialized tf.train.Examples (TFRECORD).
     `output_format`: prediction bodies are JSON (JSONL) or serialized PredictionLogs (PREDICTION_LOG); dead
     letters are JSON either way.
     `timestamp_attribute`: the message attribute an event's time is taken from (streaming).
-    `deduplicate_ttl_secs`: when given, an event_id seen again within this long is dropped before inference.
+    `deduplicate_ttl_secs`: when given, a prediction for an event_id predicted within this long is dropped (and its
+    message returned on `duplicates`).
     """
 
     def __init__(
@@ -124,10 +152,7 @@ class Score(beam.PTransform):
         parsed = raw_events | "ParseEvents" >> ParseEvents(
             interface, self._max_event_bytes, self._input_format, self._timestamp_attribute
         )
-        events = parsed.events
-        if self._deduplicate_ttl_secs:
-            events = events | "Deduplicate" >> DeduplicateEvents(self._deduplicate_ttl_secs)
-        results, failed = events | "Infer" >> RunInference(
+        results, failed = parsed.events | "Infer" >> RunInference(
             EventKeyedHandler(self._handler)
         ).with_exception_handling()
         split = results | "SplitInferenceFailures" >> beam.ParDo(_SplitInferenceFailures()).with_outputs(
@@ -136,14 +161,16 @@ class Score(beam.PTransform):
         failed_batches = failed.failed_inferences | "UnbatchFailedBatches" >> beam.FlatMap(
             _failed_batch_to_dead_letters
         )
+        scored = split.scored
+        if self._deduplicate_ttl_secs:
+            deduplicated = scored | "Deduplicate" >> DeduplicatePredictions(self._deduplicate_ttl_secs)
+            scored, duplicates = deduplicated.kept, deduplicated[DUPLICATES]
+        else:
+            duplicates = None
         if self._output_format == PREDICTION_LOG:
             format_fn = FormatPredictionLogsFn(interface)
         else:
             format_fn = FormatPredictionsFn(interface, self._decorate)
-        predictions = split.scored | "FormatPredictions" >> beam.ParDo(format_fn)
-        dead_letters = (
-            (parsed.dead_letters, split.dead_letters, failed_batches)
-            | "CollectDeadLetters" >> beam.Flatten()
-            | "FormatDeadLetters" >> beam.Map(format_dead_letter, interface.name)
-        )
-        return ScoringOutputs(predictions, dead_letters)
+        predictions = scored | "FormatPredictions" >> beam.ParDo(format_fn)
+        dead_letters = (parsed.dead_letters, split.dead_letters, failed_batches) | "CollectDeadLetters" >> beam.Flatten()
+        return ScoringOutputs(predictions, dead_letters, duplicates)
