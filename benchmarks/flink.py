@@ -42,7 +42,7 @@ from benchmarks import backfill
 from benchmarks.common import log, median, percentile, python_module, ratio, run_json_child
 from benchmarks.streaming import PlainConsumerRun, _latency_stats, _unique_inputs, latency_phase, measure
 from localdev.pubsub_emulator import PubsubEmulator
-from localdev.streaming import Collector, StreamingRun
+from localdev.streaming import Collector, StreamingRun, dead_letter_body, json_body
 from localdev.traffic import Message, make_traffic
 from model_handlers.interface import MODELS
 
@@ -165,7 +165,8 @@ def config_args(flink, config: dict) -> list[str]:
     c = {**DEFAULT, **config}
     return [
         *flink.pipeline_args(streaming=True, checkpointing_interval_ms=c["checkpointing_interval"]),
-        f"--max_bundle_time_millis={c['max_bundle_time_millis']}", f"--max_bundle_size={c['max_bundle_size']}",
+        # Beam's Java option is maxBundleTimeMills (sic): a --max_bundle_time_millis never reaches the runner.
+        f"--max_bundle_time_mills={c['max_bundle_time_millis']}", f"--max_bundle_size={c['max_bundle_size']}",
         f"--parallelism={c['parallelism']}", f"--sdk_worker_parallelism={c['parallelism']}",
         f"--max_batch_size={c['max_batch_size']}",
         *([f"--experiments=data_buffer_time_limit_ms={c['data_buffer_time_limit_ms']}"]
@@ -202,15 +203,12 @@ class StampedCollector(Collector):
     a system under test may publish; the publish stamps make the throughput figures independent of it."""
 
     def _record(self, message) -> Output:
-        return Output(_json_or_none(message.data), dict(message.attributes), time.time(),
-                      message.publish_time.timestamp())
-
-
-def _json_or_none(data: bytes):
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
+        attributes = dict(message.attributes)
+        try:
+            body = self._decode(message.data, attributes)
+        except ValueError:
+            body = None
+        return Output(body, attributes, time.time(), message.publish_time.timestamp())
 
 
 # --- backlog runs ------------------------------------------------------------------------------------------------
@@ -252,8 +250,10 @@ class _BenchRun:
             for topic in self._observers():
                 subscriber.delete_subscription(
                     request={"subscription": self.emulator.subscription_path(f"{topic}-observer")})
-        self._collectors = [StampedCollector(self.emulator.subscription_path(f"{topic}-stamped"))
-                            for topic in self._observers()]
+        self._collectors = [
+            StampedCollector(self.emulator.subscription_path(f"{topic}-stamped"), decode=decode)
+            for topic, decode in zip(self._observers(), (json_body, dead_letter_body))
+        ]
         return self
 
     def _publish_backlog(self) -> None:
@@ -502,8 +502,8 @@ def _start_pyspy(flink, out: Path, secs: float) -> dict | None:
 # Where a sample of the bundle thread is: the category of its innermost frame that matches one (first match wins).
 CATEGORIES = (
     ("pull (emulator RPC, message conversion)", ("pubsub_pull.py", "pubsub_v1/services/subscriber/")),
-    ("publish (WriteToPubSub: publish, wait per 100)",
-     ("apache_beam/io/gcp/pubsub.py", "pubsub_v1/publisher/", "pubsub_v1/services/publisher/")),
+    ("publish (official client, batched; acknowledge)",
+     ("pubsub_publish.py", "pubsub_v1/publisher/", "pubsub_v1/services/publisher/")),
     ("model (TensorFlow, SavedModel handler)", ("tensorflow/", "model_handlers/")),
     ("parse / validate", ("transforms/events.py",)),
     ("format prediction / dead letter", ("transforms/predictions.py", "transforms/dead_letter.py")),
@@ -747,7 +747,7 @@ def run(
         log(f"local Flink {FLINK_VERSION} + Beam {BEAM_JAVA_VERSION} job server + SDK worker pool starting "
             f"({flink.state_dir}, REST port {flink.ports.rest})")
         t0 = time.monotonic()
-        flink.start(env={"PUBSUB_EMULATOR_HOST": emulator.host})
+        flink.start()  # the emulator's address travels with each pipeline's options
         results["cluster"]["start_secs"] = time.monotonic() - t0
         log(f"local Flink up in {results['cluster']['start_secs']:.0f}s")
         try:

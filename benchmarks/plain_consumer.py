@@ -6,7 +6,7 @@
 
 Streaming pull (`SubscriberClient.subscribe` with flow control) hands messages to a queue; one scoring thread takes
 batches of up to --max_batch_size messages or --max_batch_wait_ms, whichever comes first, and scores them with the
-project's own pieces (`parse_event`, `LoadedSavedModel.predict`, `format_prediction`, `format_dead_letter`), so the
+project's own pieces (`parse_event`, `LoadedSavedModel.predict`, `format_prediction`, `dead_letter_message`), so the
 work per event is the pipeline's. Each output is published with `PublisherClient`; the input message is acked
 when its output's publish succeeded (at-least-once), nacked when it failed.
 
@@ -27,7 +27,7 @@ from apache_beam.ml.inference.base import PredictionResult
 
 from model_handlers.base import PERMANENT
 from model_handlers.interface import MODELS, ModelInterface
-from transforms.dead_letter import INFER, DeadLetter, format_dead_letter
+from transforms.dead_letter import INFER, DeadLetter, dead_letter_message
 from transforms.events import EventRef, InvalidEvent, RawEvent, parse_event
 from transforms.predictions import format_prediction, rfc3339
 
@@ -131,7 +131,7 @@ class PlainConsumer:
                 event_id, features = parse_event(raw, interface)
             except InvalidEvent as invalid:
                 dead = DeadLetter(raw, invalid.stage, invalid.reason, PERMANENT, invalid.event_id)
-                outputs.append((message, self._dead_letter_topic, format_dead_letter(dead, interface.name)))
+                outputs.append((message, self._dead_letter_topic, dead_letter_message(dead, interface.name, self._dead_letter_topic)))
                 continue
             valid.append((message, EventRef(event_id, raw), features))
         if valid:
@@ -139,7 +139,7 @@ class PlainConsumer:
             for (message, ref, features), result in zip(valid, self._predict([v[2] for v in valid])):
                 if isinstance(result, Exception):
                     dead = DeadLetter(ref.raw, INFER, f"{type(result).__name__}: {result}", PERMANENT, ref.event_id)
-                    outputs.append((message, self._dead_letter_topic, format_dead_letter(dead, interface.name)))
+                    outputs.append((message, self._dead_letter_topic, dead_letter_message(dead, interface.name, self._dead_letter_topic)))
                 else:
                     prediction = format_prediction(ref, PredictionResult(features, result, self._model_version), interface,
                                                    self._decorate, scored_at)

@@ -116,6 +116,13 @@ class FlinkRest:
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/jobs/{job_id}")
 
+    def exceptions(self, job_id: str) -> list[dict]:
+        """The job's failures, newest first: each with exceptionName, stacktrace and timestamp."""
+        return self._call("GET", f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
+
+    def cancel(self, job_id: str) -> None:
+        self._call("PATCH", f"/jobs/{job_id}?mode=cancel", expected=(200, 202))
+
     def stop_with_savepoint(self, job_id: str) -> str:
         # No targetDirectory: the cluster's state.savepoints.dir (the bucket) is used.
         body = {"drain": False}

@@ -109,8 +109,9 @@ class Demo:
         flink = LocalFlink()
         self.say("      starting a local Flink 1.20 cluster, Beam's job server and an SDK worker pool "
                  "(the first time also installs them: about a minute)")
-        # The SDK workers pull and publish themselves, so they need the emulator's address too.
-        flink.start(env={"PUBSUB_EMULATOR_HOST": emulator.host})
+        # The SDK workers pull and publish themselves: the emulator's address reaches them with the pipeline's
+        # options (--pubsub_emulator_host, from the launcher's PUBSUB_EMULATOR_HOST).
+        flink.start()
         stack.callback(flink.stop)  # after the launchers (last in, first out); the jobs end with the cluster
         self.say(f"      Flink on http://localhost:{flink.ports.rest} (logs in {flink.logs_dir})")
         return flink.pipeline_args(streaming=True, checkpointing_interval_ms=2000)

@@ -475,7 +475,9 @@ class LocalFlink(contextlib.AbstractContextManager):
                              f"is running outside {_display(self.state_dir)}. Stop it, or pass other Ports.")
 
     def _command(self, name: str) -> tuple[list[str], dict[str, str]]:
-        env = dict(os.environ)
+        # Not the emulator's address of whoever starts the cluster: pipelines send it to their workers in their
+        # options (--pubsub_emulator_host), as they must on a cluster that was started elsewhere.
+        env = {k: v for k, v in os.environ.items() if k != "PUBSUB_EMULATOR_HOST"}
         if name in ("jobmanager", "taskmanager"):
             env.update(FLINK_HOME=str(self.flink_home), FLINK_CONF_DIR=str(self.conf_dir),
                        FLINK_LOG_DIR=str(self.logs_dir / "flink"), FLINK_PID_DIR=str(self.state_dir / "run"))
@@ -821,8 +823,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m localdev.flink",
         description="A local Flink 1.20 cluster with Beam's job server and a Python SDK worker pool. "
-                    "The worker pool (and so the SDK workers) inherits this command's environment: "
-                    "e.g. PUBSUB_EMULATOR_HOST=127.0.0.1:8085 python -m localdev.flink start",
+                    "Pipelines tell their SDK workers where Pub/Sub is (--pubsub_emulator_host, by default the "
+                    "launcher's PUBSUB_EMULATOR_HOST); the cluster needs no emulator address of its own.",
     )
     parser.add_argument("command", choices=("install", "start", "stop", "status"))
     parser.add_argument("--state_dir", default=str(DEFAULT_STATE_DIR), help="default: build/flink in the project")

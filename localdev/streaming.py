@@ -57,10 +57,13 @@ class Collector:
     def __init__(self, subscription_path: str, decode: Callable[[bytes, dict], dict] = json_body):
         from google.cloud import pubsub_v1
 
+        from transforms.pubsub_clients import subscriber_client
+
         self._decode = decode
         self.messages: list[Received] = []
         self._lock = threading.Lock()
-        self._subscriber = pubsub_v1.SubscriberClient()
+        # The project's client: the official one's emulator channel cannot receive a message over 4 MiB.
+        self._subscriber = subscriber_client(os.environ.get("PUBSUB_EMULATOR_HOST"))
         self._future = self._subscriber.subscribe(
             subscription_path, self._on_message, flow_control=pubsub_v1.types.FlowControl(max_messages=2000)
         )
@@ -195,6 +198,25 @@ class StreamingRun(contextlib.AbstractContextManager):
         arrived = self.wait_for_outputs(len(messages), timeout_secs=timeout_secs)
         time.sleep(settle_secs)
         return arrived, self.predictions, self.dead_letters
+
+    def redelivered(self, timeout_secs: float = 5) -> int:
+        """How many input messages Pub/Sub hands out again, pulled (and not acknowledged) by one pull of our own.
+        With the pipeline stopped and an ack deadline past, these are the messages it never acknowledged."""
+        from google.api_core.exceptions import DeadlineExceeded
+
+        from transforms.pubsub_clients import subscriber_client
+
+        subscriber = subscriber_client(self.emulator.host)
+        try:
+            response = subscriber.pull(
+                request={"subscription": self.emulator.subscription_path(self.input_subscription), "max_messages": 1000},
+                timeout=timeout_secs,
+            )
+            return len(response.received_messages)
+        except DeadlineExceeded:
+            return 0
+        finally:
+            subscriber.close()
 
     @property
     def predictions(self) -> list[Received]:

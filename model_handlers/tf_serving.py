@@ -3,10 +3,19 @@
 One `PredictionService/Predict` request per batch, on one channel and stub per worker process (RunInference's
 `Shared` hands the client returned by `load_model` to every thread of the process). Around each request:
 
-- a deadline (`timeout_secs`);
-- bounded retries with exponential backoff and jitter (Beam's `retry.with_exponential_backoff`), only on
-  UNAVAILABLE, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED, within `retry_budget_secs` of total backoff. Any other
-  status is permanent. A batch still failing after its retries is dead-lettered as retryable;
+- one wall-clock budget per batch (`retry_budget_secs`) for everything its scoring does: waiting for a request slot,
+  each attempt, the backoff between attempts, and the element-by-element rescoring of a batch that failed
+  permanently (model_handlers.base). Each attempt's deadline is `timeout_secs` or what is left of the budget, if
+  less. The pipeline acknowledges a Pub/Sub message only once its output is published, and pipelines.delivery
+  counts this budget as the longest inference may take: a batch that outlived it would be delivered again while
+  still being scored. When the budget is spent, what is left of the batch is dead-lettered as retryable;
+- retries with exponential backoff and jitter (Beam's `FuzzedExponentialIntervals`), within the budget, on the
+  statuses of a server away, overloaded or interrupted (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+  ABORTED); INTERNAL, UNKNOWN and CANCELLED are retried twice at most: a connection reset mid-request surfaces
+  as one of them, but so does a server bug that would burn the whole budget on every batch;
+- dead letters `permanent` only when the event itself is the cause and sending it again fails again
+  (INVALID_ARGUMENT, OUT_OF_RANGE): only these batches are rescored element by element. Every other status is
+  `retryable`: replaying the event later may succeed (a server back, a model deployed, a permission granted);
 - at most `max_in_flight` requests at once per worker process, across the SDK harness's bundle threads, so a
   worker cannot pile requests onto an overloaded server.
 
@@ -21,12 +30,13 @@ model's classify/regress signature instead, with the same deadlines, retries and
 deployments (or TFX-built models) that expose only the tf.Example API.
 
 Why not Beam's `RemoteModelHandler`: it seals `run_inference`, which must stay open for per-element failure
-isolation (model_handlers.base), and its client-side throttler sleeps outside any retry budget. Its retry helper
-is used here as it is.
+isolation (model_handlers.base), and its client-side throttler sleeps outside any retry budget. Beam's retry
+decorator is not used either: its budget counts only the backoff, not the attempts.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -48,9 +58,16 @@ PREDICT = "predict"
 CLASSIFY_REGRESS = "classify_regress"
 APIS = (PREDICT, CLASSIFY_REGRESS)
 
-RETRYABLE_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
+# The event itself is the cause: sending it again fails again. The only statuses that make a dead letter permanent.
+PERMANENT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE})
+# A server away, overloaded or interrupted: retried for as long as the budget lasts.
+TRANSIENT_CODES = frozenset({
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+})
+# What a connection reset mid-request often surfaces as, but also what a deterministic server bug answers.
+SUSPECT_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED})
+SUSPECT_RETRIES = 2
 # Requests carry up to max_batch_size events of up to max_event_bytes each: gRPC's 4 MiB default is too small.
 _MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _CHANNEL_OPTIONS = [
@@ -67,8 +84,25 @@ class TFServingRefused(ValueError):
     """TF Serving answered, with a permanent error (an unknown model, version or label)."""
 
 
-def is_retryable(error: BaseException) -> bool:
-    return isinstance(error, grpc.RpcError) and error.code() in RETRYABLE_CODES
+class RetryBudgetSpent(TimeoutError):
+    """A batch's retry budget ran out before a request could be sent (all slots busy, or earlier requests)."""
+
+
+def error_type(error: BaseException) -> str:
+    """PERMANENT when the event is the cause: a status that says so, or a local error building the request or
+    reading the answer; RETRYABLE for every other status and a spent budget."""
+    if isinstance(error, RetryBudgetSpent):
+        return RETRYABLE
+    if isinstance(error, grpc.RpcError):
+        return PERMANENT if error.code() in PERMANENT_CODES else RETRYABLE
+    return PERMANENT
+
+
+def unanswered(error: BaseException) -> bool:
+    """The server could not be reached or did not answer sanely (the statuses retried), rather than refusing."""
+    if isinstance(error, RetryBudgetSpent):
+        return True
+    return isinstance(error, grpc.RpcError) and error.code() in TRANSIENT_CODES | SUSPECT_CODES
 
 
 def describe(error: BaseException) -> str:
@@ -114,7 +148,13 @@ def example_request(interface: ModelInterface, rows: Sequence[Mapping[str, Any]]
 
 
 class TFServingClient:
-    """One channel and stub per worker process, shared by its threads; bounds the requests in flight."""
+    """One channel and stub per worker process, shared by its threads; bounds the requests in flight.
+
+    `until(deadline)` gives a view of it for one batch: the same channel, stub and slots, with the time
+    (`time.monotonic()`) by which every call made through it must have ended.
+    """
+
+    deadline: float | None = None
 
     def __init__(self, target: str, *, tls: bool, root_certificates: bytes | None, max_in_flight: int):
         from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -127,6 +167,11 @@ class TFServingClient:
             self.channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.in_flight = threading.BoundedSemaphore(max_in_flight)
+
+    def until(self, deadline: float) -> "TFServingClient":
+        bounded = copy.copy(self)
+        bounded.deadline = deadline
+        return bounded
 
     def close(self) -> None:
         self.channel.close()
@@ -161,8 +206,9 @@ class TFServingHandler(IsolatingModelHandler):
           target: TF Serving's gRPC address, host:port.
           model_name: the name TF Serving serves the model under (default: the interface's name).
           model_version, version_label: pin a version or a label (e.g. "stable"); neither: TF Serving's latest.
-          timeout_secs: deadline of each request.
-          retry_budget_secs: total backoff allowed across the retries of one request (and of the start-up check).
+          timeout_secs: deadline of each request, cut to what is left of the retry budget.
+          retry_budget_secs: the wall time one batch's scoring may take, requests, retries, backoff and
+            element-by-element rescoring together (and the start-up check's); past it the batch fails as retryable.
           initial_backoff_secs, max_backoff_secs: the exponential backoff's first and largest delay (jittered).
           max_in_flight: requests in flight at once per worker process.
           api: PREDICT (raw features to the serving_default signature) or CLASSIFY_REGRESS (tf.Examples to the
@@ -180,6 +226,8 @@ class TFServingHandler(IsolatingModelHandler):
             raise ValueError("pin a model version or a version label, not both")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        if retry_budget_secs <= 0:
+            raise ValueError(f"retry_budget_secs must be positive (it bounds a batch), got {retry_budget_secs}")
         if api not in APIS:
             raise ValueError(f"api must be one of {APIS}, got {api!r}")
         self._api = api
@@ -249,6 +297,14 @@ class TFServingHandler(IsolatingModelHandler):
         finally:
             client.close()
 
+    def run_inference(
+        self, batch: Sequence[Mapping[str, Any]], model: TFServingClient, inference_args: dict | None = None
+    ):
+        # One deadline for everything scoring this batch does, the isolation of a permanent failure included (it
+        # calls `predict` once per element, each with the same bounded client).
+        bounded = model.until(time.monotonic() + self._retry_budget_secs)
+        return super().run_inference(batch, bounded, inference_args)
+
     def predict(self, batch: Sequence[Mapping[str, Any]], model: TFServingClient) -> Scored:
         import tensorflow as tf
 
@@ -268,7 +324,7 @@ class TFServingHandler(IsolatingModelHandler):
         return Scored(rows, version)
 
     def classify_error(self, error: BaseException) -> str:
-        return RETRYABLE if is_retryable(error) else PERMANENT
+        return error_type(error)
 
     def describe_error(self, error: BaseException) -> str:
         return describe(error)
@@ -287,8 +343,8 @@ class TFServingHandler(IsolatingModelHandler):
         )
         try:
             response = self._call(client, "GetModelMetadata", request)
-        except grpc.RpcError as error:
-            if is_retryable(error):
+        except (grpc.RpcError, RetryBudgetSpent) as error:
+            if unanswered(error):
                 message = (
                     f"TF Serving did not answer GetModelMetadata for {self.describe_model()} "
                     f"within a retry budget of {self._retry_budget_secs:g}s: {describe(error)}"
@@ -322,38 +378,53 @@ class TFServingHandler(IsolatingModelHandler):
                      self.describe_model(), response.model_spec.version.value)
 
     def _call(self, client: TFServingClient, method: str, request):
+        """`method` with its retries, all ended by the client's deadline (a batch's), else a budget from now."""
         namespace = self.get_metrics_namespace()
-        retries = Metrics.counter(namespace, "tf_serving_retries")
-        failures = Metrics.counter(namespace, "tf_serving_failures")
-        latency = Metrics.distribution(namespace, "tf_serving_request_latency_ms")
-
-        def log_retry(_message, delay_secs, _function, error_text, *_traceback):
-            # Beam's retry helper hands over its message and a traceback; one line per retry is enough here.
-            retries.inc()
-            _LOGGER.warning("%s to %s: retrying in %.2fs after %s", method, self._target, delay_secs, error_text.strip())
-
-        @retry.with_exponential_backoff(
-            num_retries=1_000,  # the budget in seconds is the bound that matters
-            initial_delay_secs=self._initial_backoff_secs,
-            max_delay_secs=self._max_backoff_secs,
-            stop_after_secs=self._retry_budget_secs,
-            retry_filter=is_retryable,
-            logger=log_retry,
-            fuzz=True,
-        )
-        def attempt():
-            with client.in_flight:
-                started = time.perf_counter()
-                try:
-                    return getattr(client.stub, method)(request, timeout=self._timeout_secs)
-                finally:
-                    latency.update(int((time.perf_counter() - started) * 1000))
-
+        deadline = client.deadline if client.deadline is not None else time.monotonic() + self._retry_budget_secs
+        delays = iter(retry.FuzzedExponentialIntervals(
+            self._initial_backoff_secs, num_retries=10_000, max_delay_secs=self._max_backoff_secs
+        ))
+        suspect_retries = 0
         try:
-            return attempt()
+            while True:
+                try:
+                    return self._attempt(client, method, request, deadline)
+                except grpc.RpcError as error:
+                    code = error.code()
+                    if code in SUSPECT_CODES and suspect_retries < SUSPECT_RETRIES:
+                        suspect_retries += 1
+                    elif code not in TRANSIENT_CODES:
+                        raise
+                    delay = next(delays, None)
+                    # No backoff that would end past the deadline: the batch fails now, with the last status.
+                    if delay is None or time.monotonic() + delay >= deadline:
+                        raise
+                    Metrics.counter(namespace, "tf_serving_retries").inc()
+                    _LOGGER.warning(
+                        "%s to %s: retrying in %.2fs after %s", method, self._target, delay, describe(error)
+                    )
+                    time.sleep(delay)
         except Exception:
-            failures.inc()
+            Metrics.counter(namespace, "tf_serving_failures").inc()
             raise
+
+    def _attempt(self, client: TFServingClient, method: str, request, deadline: float):
+        # Waiting for a slot counts against the budget too: the worker's other threads may hold them all.
+        if not client.in_flight.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise RetryBudgetSpent(f"the retry budget of {self._retry_budget_secs:g}s ran out waiting for a slot")
+        try:
+            timeout = min(self._timeout_secs, deadline - time.monotonic())
+            if timeout <= 0:
+                raise RetryBudgetSpent(f"the retry budget of {self._retry_budget_secs:g}s ran out before {method}")
+            started = time.perf_counter()
+            try:
+                return getattr(client.stub, method)(request, timeout=timeout)
+            finally:
+                Metrics.distribution(self.get_metrics_namespace(), "tf_serving_request_latency_ms").update(
+                    int((time.perf_counter() - started) * 1000)
+                )
+        finally:
+            client.in_flight.release()
 
 
 def tf_dtype_name(dtype_enum: int) -> str:

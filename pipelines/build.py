@@ -11,10 +11,11 @@ import argparse
 import logging
 import os
 import sys
+import uuid
 from typing import Callable
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from model_handlers.base import IsolatingModelHandler
 from model_handlers.interface import ModelInterface
@@ -22,6 +23,7 @@ from model_handlers.repository import ModelNotFoundError
 from model_handlers.saved_model import SavedModelHandler, SignatureMismatchError
 from model_handlers.tf_serving import PREDICT, TFServingHandler, TFServingRefused
 from model_handlers.tfx_bsl_inference import TfxBslHandler
+from pipelines.flink_watch import PubsubWatch
 from pipelines.options import TF_SERVING, TFX_BSL, InferenceOptions, InvalidOptions
 from pipelines.pubsub_checks import PubsubSetupError, check_pubsub
 from transforms.files import ReadEventFiles, WriteDeadLetters, WriteMessageBodies
@@ -86,7 +88,9 @@ def build(
         _LOGGER.info("%s: %s, model version %s from %s", interface.name, options.mode(), handler.model_version,
                      options.model_repository())
     if options.mode() == "streaming":
-        events = pipeline | "ReadEvents" >> ReadEvents(options.input_subscription, options.pubsub_emulator_host)
+        events = pipeline | "ReadEvents" >> ReadEvents(
+            options.input_subscription, options.pubsub_emulator_host, options.pubsub_unreachable_secs
+        )
     else:
         events = pipeline | "ReadEvents" >> ReadEventFiles(options.input, options.input_format)
     scored = events | "Score" >> Score(
@@ -149,7 +153,9 @@ def run(
 
 
 def main(prog: str, run_fn: Callable, description: str, extra_options: type | None = None) -> None:
-    """Command-line front: `--help` lists the project's options; bad options exit 2 with the reason, no traceback."""
+    """Command-line front: `--help` lists the project's options; bad options exit 2 with the reason, no traceback.
+    A streaming job on Flink is watched while the launcher waits on it: workers that cannot reach Pub/Sub cancel
+    it, and the launcher exits 1 with the reason (pipelines.flink_watch)."""
     argv = sys.argv[1:]
     if "-h" in argv or "--help" in argv:
         parser = argparse.ArgumentParser(
@@ -162,6 +168,7 @@ def main(prog: str, run_fn: Callable, description: str, extra_options: type | No
         parser.print_help()
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv, watch = _watch_on_flink(prog, argv)
     try:
         result = run_fn(argv)
     except (
@@ -169,4 +176,29 @@ def main(prog: str, run_fn: Callable, description: str, extra_options: type | No
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    result.wait_until_finish()
+    if watch is not None:
+        watch.start()
+    try:
+        result.wait_until_finish()
+    except Exception:  # pylint: disable=broad-except
+        if watch is None or not watch.reason:
+            raise  # a failure of its own: Beam's message says what
+    if watch is not None and watch.reason:
+        print(f"error: the job's workers cannot reach Pub/Sub, so it was cancelled: {watch.reason}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _watch_on_flink(prog: str, argv: list[str]) -> tuple[list[str], PubsubWatch | None]:
+    """For a streaming job on a Flink cluster: a watch on it, and a job name to find it by (one is made up, and
+    logged, when --job_name is not given)."""
+    pipeline_options = PipelineOptions(argv)
+    options = pipeline_options.view_as(InferenceOptions)
+    flink_master = pipeline_options.get_all_options(retain_unknown_options=True).get("flink_master")
+    if not (options.input_subscription and is_flink(options) and flink_master and ":" in flink_master):
+        return argv, None
+    job_name = pipeline_options.view_as(GoogleCloudOptions).job_name
+    if not job_name:
+        job_name = f"{prog.rsplit('.', 1)[-1].replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+        argv = [*argv, f"--job_name={job_name}"]
+        _LOGGER.info("the job is named %s on Flink (--job_name)", job_name)
+    return argv, PubsubWatch(flink_master, job_name)

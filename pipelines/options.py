@@ -13,6 +13,7 @@ from model_handlers.tf_serving import APIS as TF_SERVING_APIS
 from transforms.events import DEFAULT_MAX_EVENT_BYTES, JSONL, TFRECORD
 from transforms.predictions import PREDICTION_LOG
 from transforms.pubsub import is_flink
+from transforms.pubsub_pull import UNREACHABLE_AFTER_SECS
 
 SUBSCRIPTION_RE = re.compile(r"^projects/[^/]+/subscriptions/[^/]{3,255}$")
 TOPIC_RE = re.compile(r"^projects/[^/]+/topics/[^/]{3,255}$")
@@ -63,6 +64,11 @@ class InferenceOptions(PipelineOptions):
             "--pubsub_emulator_host",
             help="host:port of a Pub/Sub emulator, for the launcher and every worker (default: the launcher's "
             "PUBSUB_EMULATOR_HOST); without it, Google Cloud Pub/Sub",
+        )
+        streaming.add_argument(
+            "--pubsub_unreachable_secs", type=float, default=UNREACHABLE_AFTER_SECS,
+            help="on Flink: a worker whose pulls have all failed for this long fails, with the reason, so that the "
+            "job does not run reading nothing (transient errors are retried in place until then)",
         )
         streaming.add_argument(
             "--timestamp_attribute",
@@ -191,6 +197,8 @@ class InferenceOptions(PipelineOptions):
                     "--deduplicate on Flink needs --checkpointing_interval=MS: the event ids it remembers survive a "
                     "restart only in checkpoints"
                 )
+            if self.pubsub_unreachable_secs <= 0:
+                problems.append(f"--pubsub_unreachable_secs must be positive, got {self.pubsub_unreachable_secs}")
             if self.publish_timeout_secs <= 0:
                 problems.append(f"--publish_timeout_secs must be positive, got {self.publish_timeout_secs}")
         else:
@@ -235,8 +243,11 @@ class InferenceOptions(PipelineOptions):
                 problems.append("--tf_serving_root_certificates needs --tf_serving_tls")
             if self.tf_serving_timeout_secs <= 0:
                 problems.append(f"--tf_serving_timeout_secs must be positive, got {self.tf_serving_timeout_secs}")
-            if self.tf_serving_retry_budget_secs < 0:
-                problems.append(f"--tf_serving_retry_budget_secs must be >= 0, got {self.tf_serving_retry_budget_secs}")
+            if self.tf_serving_retry_budget_secs <= 0:
+                problems.append(
+                    f"--tf_serving_retry_budget_secs must be positive (it bounds the wall time of one batch), got "
+                    f"{self.tf_serving_retry_budget_secs}"
+                )
             if self.tf_serving_max_in_flight < 1:
                 problems.append(f"--tf_serving_max_in_flight must be at least 1, got {self.tf_serving_max_in_flight}")
         return problems

@@ -1,19 +1,25 @@
 """Both pipelines on a real local Flink 1.20 cluster (localdev.flink): streaming through the Pub/Sub emulator,
-backfill on files, and faults made for real: a TaskManager or the SDK worker pool SIGKILLed mid-stream and
-restarted. Nothing is skipped: without Java or Maven the cluster fixture fails with what to install."""
+backfill on files, hostile messages, and faults made for real: a TaskManager or the SDK worker pool SIGKILLed
+mid-stream and restarted (with and without the options that add a shuffle), and the network to Pub/Sub and to the
+model server stalled, reset and refused by a proxy. Nothing is skipped: without Java or Maven the cluster fixture
+fails with what to install."""
 
 from __future__ import annotations
 
+import base64
 import collections
+import json
 import time
 
 import pytest
 
-from localdev.streaming import StreamingRun
+from hostile import HOSTILE_STAGES, hostile_traffic
+from localdev.fault_proxy import FaultProxy
+from localdev.streaming import PipelineDied, StreamingRun
 from localdev.traffic import MALFORMED_KINDS, make_traffic
 from model_handlers.interface import FRAUD, PRICE
 from pipelines import fraud_detection, price_suggestion
-from reference import check_every_event_accounted_for
+from reference import assert_close, check_every_event_accounted_for, direct_outputs
 from test_backfill import read_json_lines
 
 INTERFACES = {"fraud": FRAUD, "price": PRICE}
@@ -26,8 +32,8 @@ def flink(emulator):
     from localdev.flink import LocalFlink
 
     cluster = LocalFlink(verbose=False)
-    # The SDK workers pull and publish themselves: they need the emulator's address, as the pipeline process does.
-    cluster.start(env={"PUBSUB_EMULATOR_HOST": emulator.host})
+    # No emulator address for the cluster: it travels with each pipeline's options to the SDK workers.
+    cluster.start()
     try:
         yield cluster
     finally:
@@ -94,24 +100,83 @@ def test_backfill_on_flink_matches_the_model(model, model_dir, flink, tmp_path):
     assert n_pred + n_dead == len(messages)
 
 
+def job_failures(flink) -> list[dict]:
+    """The failures (each a restart) of the one job running on the cluster, from Flink's REST API."""
+    (job,) = flink.running_jobs()
+    return flink.rest("GET", f"/jobs/{job['jid']}/exceptions")["exceptionHistory"]["entries"]
+
+
+def assert_never_restarted(flink) -> None:
+    failures = job_failures(flink)
+    assert not failures, f"the job failed {len(failures)} times: {failures[0]['stacktrace'][:2000]}"
+
+
+def count_predictions(run) -> collections.Counter:
+    return collections.Counter(p.body["event_id"] for p in run.predictions)
+
+
+@pytest.mark.parametrize("model", sorted(INTERFACES))
+def test_hostile_messages_never_restart_the_job_and_each_is_dead_lettered_whole_once(
+    model, model_dir, emulator, flink, tmp_path
+):
+    """Lone surrogates, huge integers, deep nesting, attributes past Pub/Sub's limits, a 5 MB payload, mixed into
+    valid traffic: the job never fails (Flink's REST API lists no exception), every valid event is predicted once,
+    and every hostile message is dead-lettered once, at its stage, with its original bytes and attributes."""
+    interface = INTERFACES[model]
+    messages = hostile_traffic(interface, 160, seed=47)
+    hostile = [m for m in messages if m.malformed]
+    assert {m.malformed for m in hostile} == set(HOSTILE_STAGES)
+    with StreamingRun(emulator, model, model_dir, tmp_path, streaming_args(flink), prefix=f"h-{model}-") as run:
+        flink.wait_for_job_running(timeout=180)
+        arrived, predictions, dead_letters = run.publish_and_collect(messages, timeout_secs=300)
+        assert_never_restarted(flink)
+    assert arrived, f"{len(predictions)} predictions and {len(dead_letters)} dead letters for {len(messages)} messages"
+    valid = [m for m in messages if m.malformed is None]
+    expected = direct_outputs(model_dir, interface, [json.loads(m.payload) for m in valid])
+    counts = collections.Counter(p.body["event_id"] for p in predictions)
+    assert counts == collections.Counter(set(expected)), "every valid event predicted exactly once"
+    for prediction in predictions:
+        assert_close(prediction.body, expected[prediction.body["event_id"]], interface)
+    got = sorted((d.body["attributes"]["seq"], base64.b64decode(d.body["payload"]), d.body["stage"]) for d in dead_letters)
+    want = sorted((m.attributes["seq"], m.payload, HOSTILE_STAGES[m.malformed]) for m in hostile)
+    assert got == want, "each hostile message dead-lettered once, with its bytes, at its stage"
+    for dead_letter in dead_letters:
+        sent = next(m for m in hostile if m.attributes["seq"] == dead_letter.body["attributes"]["seq"])
+        published = {k: v for k, v in dead_letter.body["attributes"].items() if k != "published_at"}  # set by run.publish
+        assert published == sent.attributes
+
+
+# Options that put a keyed shuffle between the reader and the publish, and the default path without one.
+SHUFFLES = {
+    "default": [],
+    "deduplicate": ["--deduplicate"],
+    "stateful_batching": ["--max_batch_duration_secs=1"],
+}
 FAULTS = {
     "taskmanager": ("kill_taskmanager", "start_taskmanager"),
     "worker_pool": ("kill_worker_pool", "start_worker_pool"),
 }
+# A budget that fits a 25 s ack deadline (pipelines.delivery), so that what a killed worker held is redelivered soon.
+FAST_REDELIVERY = ["--publish_timeout_secs=5"]
+KILL_CASES = [("fraud", fault, shuffle) for fault in sorted(FAULTS) for shuffle in sorted(SHUFFLES)] + [
+    ("price", "taskmanager", "default")
+]
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
-@pytest.mark.parametrize("model", sorted(INTERFACES))
+@pytest.mark.parametrize(("model", "fault", "shuffle"), KILL_CASES)
 def test_a_component_killed_mid_stream_loses_no_event(
-    model, fault, model_dir, emulator, flink, tmp_path, record_property
+    model, fault, shuffle, model_dir, emulator, flink, tmp_path, record_property
 ):
-    """SIGKILL mid-stream, restart, and every event still gets a prediction: messages are acknowledged only after a
-    checkpoint that covers their publish, so what the dead process held is redelivered. Repeats are counted."""
+    """SIGKILL mid-stream, restart, and every event still gets a prediction: a message is acknowledged only once
+    its prediction is published, whatever shuffle the options add, so what the dead process held is delivered
+    again. With --deduplicate each event has exactly one prediction when the TaskManager dies (the SDK worker
+    lives on and acknowledges what it published); repeats are counted and printed."""
     kill, restart = (getattr(flink, name) for name in FAULTS[fault])
     messages = make_traffic(INTERFACES[model], 600, malformed_fraction=0, seed=45)
     event_ids = [m.event_id for m in messages]
-    with StreamingRun(emulator, model, model_dir, tmp_path, streaming_args(flink), prefix=f"k-{model}-{fault}-",
-                      ack_deadline_secs=20) as run:
+    args = streaming_args(flink, *FAST_REDELIVERY, *SHUFFLES[shuffle])
+    with StreamingRun(emulator, model, model_dir, tmp_path, args, prefix=f"k-{model}-{fault}-{shuffle}-",
+                      ack_deadline_secs=25) as run:
         flink.wait_for_job_running(timeout=180)
         run.publish(messages[:200])
         assert run.wait_for_outputs(50, timeout_secs=180), "no predictions before the fault"
@@ -120,27 +185,107 @@ def test_a_component_killed_mid_stream_loses_no_event(
         time.sleep(3)
         restart()
         run.publish(messages[400:])
-        counts = wait_for_every_event(run, event_ids, timeout_secs=300)
-        time.sleep(5)
-        counts = collections.Counter(p.body["event_id"] for p in run.predictions)
+        wait_for_every_event(run, event_ids, timeout_secs=300)
+        time.sleep(30)  # past an ack deadline: a redelivery of anything held would have been scored by now
+        counts = count_predictions(run)
+        repeated = sorted((int(p.attributes["seq"]), p.attributes["scored_at"]) for p in run.predictions
+                          if counts[p.body["event_id"]] > 1)
     missing = sorted(set(event_ids) - set(counts))
+    if repeated:
+        print(f"repeated (seq, scored_at), first and last: {repeated[:4]} ... {repeated[-4:]}")
     duplicates = sum(n - 1 for n in counts.values())
     record_property("duplicates", duplicates)
-    print(f"{model}: {fault} killed and restarted: {len(event_ids)} events, {len(missing)} missing, {duplicates} duplicates")
+    print(f"{model}, {shuffle}: {fault} killed and restarted: {len(event_ids)} events, {len(missing)} missing, "
+          f"{duplicates} duplicates")
     assert not missing, f"{len(missing)} of {len(event_ids)} events never predicted after the {fault} restart: {missing[:5]}"
-    assert set(counts) == set(event_ids)
+    if shuffle == "deduplicate" and fault == "taskmanager":
+        assert duplicates == 0, f"{duplicates} repeated predictions despite --deduplicate"
 
 
-def test_deduplicate_gives_exactly_one_prediction_per_event_despite_redelivery(model_dir, emulator, flink, tmp_path):
-    """Two real sources of repeats at once: every event published twice (a publisher retry), and an ack deadline
-    (10 s) shorter than the checkpoint interval (15 s), so Pub/Sub redelivers messages still in flight."""
+def test_deduplicate_gives_exactly_one_prediction_per_event_published_twice(model_dir, emulator, flink, tmp_path):
+    """Every event published twice (a publisher's retry): one prediction each, and every copy acknowledged (none
+    is delivered again after the ack deadline)."""
     messages = make_traffic(FRAUD, 150, malformed_fraction=0, seed=46)
-    args = streaming_args(flink, "--deduplicate", checkpoint_ms=15000)
-    with StreamingRun(emulator, "fraud", model_dir, tmp_path, args, prefix="d-", ack_deadline_secs=10) as run:
+    args = streaming_args(flink, "--deduplicate", *FAST_REDELIVERY)
+    with StreamingRun(emulator, "fraud", model_dir, tmp_path, args, prefix="d-", ack_deadline_secs=25) as run:
         flink.wait_for_job_running(timeout=180)
         run.publish(messages + messages)
-        counts = wait_for_every_event(run, [m.event_id for m in messages], timeout_secs=240)
-        time.sleep(20)  # past an ack deadline and a checkpoint: redeliveries would have been scored by now
-        counts = collections.Counter(p.body["event_id"] for p in run.predictions)
+        wait_for_every_event(run, [m.event_id for m in messages], timeout_secs=240)
+        time.sleep(5)
+        counts = count_predictions(run)
+        flink.cancel_all_jobs()
+        time.sleep(27)  # past the ack deadline: what the pipeline did not acknowledge is handed out again
+        left = run.redelivered()
     assert set(counts) == {m.event_id for m in messages}
     assert {event_id: n for event_id, n in counts.items() if n > 1} == {}
+    assert left == 0, f"{left} messages were never acknowledged"
+
+
+def test_pubsub_network_stalls_and_resets_are_survived_in_place(model_dir, emulator, flink, tmp_path):
+    """The workers reach the emulator through a proxy that stalls every connection for 8 s (pulls, publishes and
+    acks hear nothing), then resets them all, then refuses new ones for 3 s: the job never fails, and every event
+    is predicted; repeats (acks lost in the faults) are counted."""
+    messages = make_traffic(FRAUD, 450, malformed_fraction=0, seed=48)
+    with FaultProxy(emulator.host) as proxy:
+        args = streaming_args(flink, f"--pubsub_emulator_host={proxy.address}", *FAST_REDELIVERY)
+        with StreamingRun(emulator, "fraud", model_dir, tmp_path, args, prefix="p-", ack_deadline_secs=25) as run:
+            flink.wait_for_job_running(timeout=180)
+            run.publish(messages[:150], rate_per_sec=50)
+            proxy.stall()
+            run.publish(messages[150:250])
+            time.sleep(8)
+            proxy.forward()
+            run.publish(messages[250:350], rate_per_sec=50)
+            proxy.reset_all()
+            proxy.refuse()
+            time.sleep(3)
+            proxy.forward()
+            run.publish(messages[350:], rate_per_sec=50)
+            counts = wait_for_every_event(run, [m.event_id for m in messages], timeout_secs=300)
+            assert_never_restarted(flink)
+        print(f"pub/sub faults: {len(messages)} events, {sum(n - 1 for n in counts.values())} duplicates, "
+              f"{proxy.resets} connections reset")
+    assert set(counts) == {m.event_id for m in messages}
+
+
+def test_a_model_server_that_stalls_and_resets_is_survived_within_the_budget(
+    model_dir, emulator, flink, model_server, tmp_path
+):
+    """TF Serving behind a proxy that stalls for 3 s, then resets every connection: batches wait or retry within
+    --tf_serving_retry_budget_secs, nothing is dead-lettered, nothing is lost, and the job never fails."""
+    messages = make_traffic(FRAUD, 300, malformed_fraction=0, seed=49)
+    with FaultProxy(model_server.target) as proxy:
+        args = streaming_args(flink, "--inference=tf_serving", f"--tf_serving_target={proxy.address}",
+                              "--model_version=1", "--tf_serving_timeout_secs=2")
+        with StreamingRun(emulator, "fraud", None, tmp_path, args, prefix="s-") as run:
+            flink.wait_for_job_running(timeout=180)
+            run.publish(messages[:100], rate_per_sec=50)
+            proxy.stall()
+            run.publish(messages[100:200], rate_per_sec=50)
+            proxy.forward()
+            proxy.reset_all()
+            run.publish(messages[200:], rate_per_sec=50)
+            counts = wait_for_every_event(run, [m.event_id for m in messages], timeout_secs=300)
+            dead_letters = run.dead_letters
+            assert_never_restarted(flink)
+    assert dead_letters == []
+    assert set(counts) == {m.event_id for m in messages}
+
+
+def test_workers_that_cannot_reach_pubsub_fail_the_launcher_with_the_reason(model_dir, emulator, flink, tmp_path):
+    """The launcher reaches Pub/Sub (through a proxy), the workers then cannot (the proxy refuses): after
+    --pubsub_unreachable_secs the workers fail, and the launcher cancels the job and exits 1, naming the cause."""
+    with FaultProxy(emulator.host) as proxy:
+        args = streaming_args(flink, f"--pubsub_emulator_host={proxy.address}", "--pubsub_unreachable_secs=10")
+        with StreamingRun(emulator, "fraud", model_dir, tmp_path, args, prefix="u-") as run:
+            flink.wait_for_job_running(timeout=180)
+            proxy.refuse()
+            proxy.reset_all()
+            with pytest.raises(PipelineDied) as died:
+                deadline = time.monotonic() + 180
+                while time.monotonic() < deadline:
+                    run.check_alive()
+                    time.sleep(1)
+    assert "exited with code 1" in str(died.value)
+    assert "the job's workers cannot reach Pub/Sub, so it was cancelled" in str(died.value)
+    assert f"at {proxy.address} has succeeded for" in str(died.value)

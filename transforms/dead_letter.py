@@ -45,8 +45,14 @@ ENVELOPE_FORMAT = "pubsub_message"
 # Pub/Sub's limits: attributes a message, bytes an attribute value, bytes a publish request (the official client
 # refuses a larger one before sending it).
 MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_KEY_BYTES = 256
 MAX_ATTRIBUTE_VALUE_BYTES = 1024
+RESERVED_ATTRIBUTE_PREFIX = "goog"
 MAX_PUBLISH_REQUEST_BYTES = 10_000_000
+# A message whose publish request left this much room under the limit (plus any difference in length between its
+# topic's name and the dead-letter topic's) always fits as a dead letter with its original whole: the reason
+# attributes without the error text, and the envelope's own field tags, take less.
+DEAD_LETTER_HEADROOM_BYTES = 1024
 # Below the limit by more than this, a request's size is estimated instead of measured: the estimate errs by a
 # few bytes of field tags and lengths per attribute at most, covered by 16 bytes an attribute and this.
 _REQUEST_OVERHEAD_BYTES = 4096
@@ -114,6 +120,17 @@ def _reason_attributes(dead_letter: DeadLetter, model: str, error_bytes: int) ->
     return attributes
 
 
+def _plain_attribute(item: tuple[str, str]) -> bool:
+    """Whether an original attribute can travel as an attribute of its dead letter: within Pub/Sub's limits (which
+    its emulator does not enforce) and not named like the dead letter's own."""
+    key, value = item
+    return (
+        0 < len(key.encode("utf-8", "surrogatepass")) <= MAX_ATTRIBUTE_KEY_BYTES
+        and len(value.encode("utf-8", "surrogatepass")) <= MAX_ATTRIBUTE_VALUE_BYTES
+        and not key.startswith((ATTRIBUTE_PREFIX, RESERVED_ATTRIBUTE_PREFIX))
+    )
+
+
 def _envelope(raw) -> bytes:
     from google.pubsub_v1.types import PubsubMessage
 
@@ -135,15 +152,13 @@ def _request_bytes(data: bytes, attributes: dict[str, str], topic: str) -> int:
 def dead_letter_message(dead_letter: DeadLetter, model: str, topic: str) -> OutputMessage:
     """The Pub/Sub form, sized for a publish request to `topic`: the original body and attributes with the reason
     beside them, or the original as a serialized PubsubMessage when its attributes leave no room. The error text
-    is shortened, and dropped as a last resort, so that the request fits Pub/Sub's 10 MB; a message so close to
-    the limit that even that does not fit is published as it is, fails, and is left to the subscription's own
-    dead-letter policy."""
+    is shortened, and dropped as a last resort, so that the request fits Pub/Sub's 10 MB. That always suffices for a
+    message that left DEAD_LETTER_HEADROOM_BYTES of room; one closer to the limit may not fit: it is published as
+    it is, fails, and is left unacknowledged, to the subscription's own dead-letter policy."""
     raw = dead_letter.raw
     reasons = _reason_attributes(dead_letter, model, MAX_ATTRIBUTE_VALUE_BYTES)
     original = dict(raw.attributes)
-    fits = len(original) + len(reasons) <= MAX_ATTRIBUTES and not any(
-        key.startswith(ATTRIBUTE_PREFIX) for key in original
-    )
+    fits = len(original) + len(reasons) <= MAX_ATTRIBUTES and all(map(_plain_attribute, original.items()))
     if fits:
         data, base = raw.payload, original
     else:

@@ -23,16 +23,16 @@ from model_handlers.base import PERMANENT
 from model_handlers.interface import (
     EVENT_ID, EVENT_ID_MAX_LENGTH, EXAMPLE_KINDS, FLOAT, INT, STRING, ModelInterface,
 )
-from transforms.dead_letter import DEAD_LETTERS, PARSE, VALIDATE, DeadLetter
+# Pub/Sub's limits on attributes, which a prediction carries over. Pub/Sub enforces them on what it accepts, but
+# its emulator does not, so they are checked here rather than found out when the prediction is published.
+from transforms.dead_letter import (
+    DEAD_LETTERS, MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, PARSE, RESERVED_ATTRIBUTE_PREFIX, VALIDATE,
+    DeadLetter,
+)
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 # Pub/Sub allows 100 attributes a message, and a prediction adds 4 (event_id, model, model_version, scored_at).
 MAX_INPUT_ATTRIBUTES = 96
-# Pub/Sub's other limits on attributes, which a prediction carries over. Pub/Sub enforces them on what it accepts,
-# but its emulator does not, so they are checked here rather than found out when the prediction is published.
-MAX_ATTRIBUTE_KEY_BYTES = 256
-MAX_ATTRIBUTE_VALUE_BYTES = 1024
-RESERVED_ATTRIBUTE_PREFIX = "goog"
 
 JSONL = "jsonl"
 TFRECORD = "tfrecord"

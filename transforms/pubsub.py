@@ -15,7 +15,7 @@ from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub
 from apache_beam.options.pipeline_options import StandardOptions
 
 from transforms.events import RawEvent
-from transforms.pubsub_pull import PullFromPubSub
+from transforms.pubsub_pull import UNREACHABLE_AFTER_SECS, PullFromPubSub
 
 
 def _to_raw_event(message: PubsubMessage) -> RawEvent:
@@ -33,14 +33,17 @@ class ReadEvents(beam.PTransform):
     Event time from an attribute is not the reader's job here: Beam's reader fails the whole bundle on a message
     whose attribute is missing or malformed. ParseEvents reads it, and dead-letters such a message instead."""
 
-    def __init__(self, subscription: str, emulator_host: str | None = None):
+    def __init__(self, subscription: str, emulator_host: str | None = None, unreachable_secs: float = UNREACHABLE_AFTER_SECS):
         super().__init__()
         self._subscription = subscription
         self._emulator_host = emulator_host
+        self._unreachable_secs = unreachable_secs
 
     def expand(self, pbegin):
         if is_flink(pbegin.pipeline.options):
-            return pbegin | "PullFromPubSub" >> PullFromPubSub(self._subscription, self._emulator_host)
+            return pbegin | "PullFromPubSub" >> PullFromPubSub(
+                self._subscription, self._emulator_host, unreachable_secs=self._unreachable_secs
+            )
         return (
             pbegin
             | "ReadFromPubSub" >> ReadFromPubSub(subscription=self._subscription, with_attributes=True)

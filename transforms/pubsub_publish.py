@@ -26,6 +26,8 @@ On the DirectRunner, Beam's reader has already acknowledged every message (at-mo
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
 import logging
 import threading
 import time
@@ -163,15 +165,20 @@ class _PublishFn(beam.DoFn):
         if destination.subscription:
             self._acknowledger = Acknowledger(subscriber_client(destination.emulator_host), destination.subscription)
         self._reported = (0, 0)
+        # An SDK worker whose runner goes away (a TaskManager lost) exits without tearing its DoFns down: what was
+        # published by then is still acknowledged on the way out, so that it is not delivered, and scored, again.
+        atexit.register(self.teardown)
 
     def teardown(self):
-        if getattr(self, "_acknowledger", None) is not None:
-            self._acknowledger.close()
-        if getattr(self, "_publisher", None) is not None:
-            self._publisher.stop()
+        publisher, self._publisher = getattr(self, "_publisher", None), None
+        if publisher is not None:
+            publisher.stop()  # sends what is batched and waits for it, so its acknowledgements are queued
+        acknowledger, self._acknowledger = getattr(self, "_acknowledger", None), None
+        if acknowledger is not None:
+            acknowledger.close()
 
     def start_bundle(self):
-        self._pending = []  # (future, what was published, the input's ack id)
+        self._pending = []  # (the publish's future, the element it was for)
 
     def process(self, element):
         if self._ack_only:
@@ -219,8 +226,6 @@ class _PublishFn(beam.DoFn):
             )
         except Exception as error:  # pylint: disable=broad-except
             # The client refuses some messages before sending them (too large, a bad attribute).
-            import concurrent.futures
-
             future = concurrent.futures.Future()
             future.set_exception(error)
         if message.ack_id is not None:

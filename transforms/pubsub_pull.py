@@ -13,7 +13,7 @@ subscription), so no option can open a window in which a message is acknowledged
 
 Faults are survived in place: a failed pull (Pub/Sub unavailable, a reset connection, an expired token) is
 counted, logged and retried with backoff on the next ticks, without failing the bundle, which would restart the
-job. Only when no pull has succeeded for UNREACHABLE_AFTER_SECS does the reader fail, with PubsubUnreachable naming
+job. Only when no pull has succeeded for --pubsub_unreachable_secs does the reader fail, with PubsubUnreachable naming
 the endpoint and the last error, so that a worker that can never reach Pub/Sub (a wrong address, a network policy)
 shows in the job's exceptions and at the launcher (pipelines.build) instead of running and reading nothing.
 """
@@ -54,10 +54,11 @@ class PubsubUnreachable(RuntimeError):
 
 
 class _PullFn(beam.DoFn):
-    def __init__(self, subscription: str, max_messages: int, emulator_host: str | None):
+    def __init__(self, subscription: str, max_messages: int, emulator_host: str | None, unreachable_secs: float):
         self._subscription = subscription
         self._max_messages = max_messages
         self._emulator_host = emulator_host
+        self._unreachable_secs = unreachable_secs
         self._pulled = Metrics.counter("pubsub", "messages_pulled")
         self._pull_errors = Metrics.counter("pubsub", "pull_errors")
 
@@ -106,7 +107,7 @@ class _PullFn(beam.DoFn):
         self._pull_errors.inc()
         silent_for = time.monotonic() - self._last_success
         endpoint = self._emulator_host or "pubsub.googleapis.com"
-        if silent_for > UNREACHABLE_AFTER_SECS:
+        if silent_for > self._unreachable_secs:
             raise PubsubUnreachable(
                 f"{UNREACHABLE_MARKER}: no pull from {self._subscription} at {endpoint} has succeeded for "
                 f"{silent_for:.0f} s; the last error: {type(error).__name__}: {error}"
@@ -130,10 +131,12 @@ class PullFromPubSub(beam.PTransform):
         emulator_host: str | None = None,
         tick_ms: int = TICK_MS,
         max_messages: int = MAX_MESSAGES,
+        unreachable_secs: float = UNREACHABLE_AFTER_SECS,
     ):
         super().__init__()
         self._subscription = subscription
         self._emulator_host = emulator_host
+        self._unreachable_secs = unreachable_secs
         self._tick_ms = tick_ms
         self._max_messages = max_messages
 
@@ -142,4 +145,6 @@ class PullFromPubSub(beam.PTransform):
         from apache_beam.io.flink.flink_streaming_impulse_source import FlinkStreamingImpulseSource
 
         ticks = pbegin | "Ticks" >> FlinkStreamingImpulseSource().set_interval_ms(self._tick_ms)
-        return ticks | "Pull" >> beam.ParDo(_PullFn(self._subscription, self._max_messages, self._emulator_host))
+        return ticks | "Pull" >> beam.ParDo(
+            _PullFn(self._subscription, self._max_messages, self._emulator_host, self._unreachable_secs)
+        )
