@@ -120,6 +120,12 @@ def build(
         scored.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(options.dead_letter_output, interface.name)
 
 
+def _needs_bundles_finished_at_checkpoints(pipeline_options: PipelineOptions) -> bool:
+    options = pipeline_options.view_as(InferenceOptions)
+    given = pipeline_options.get_all_options(retain_unknown_options=True).get("finish_bundle_before_checkpointing")
+    return bool(options.input_subscription) and is_flink(options) and given is None
+
+
 def _pubsub_emulator(options: InferenceOptions) -> None:
     """The emulator's address travels with the options, so that every worker finds it without an environment of
     its own; the launcher's PUBSUB_EMULATOR_HOST is the default, and Beam's own DirectRunner reader reads that."""
@@ -138,6 +144,13 @@ def run(
 ) -> beam.runners.runner.PipelineResult:
     """Validates the options, builds the pipeline and starts it; returns Beam's PipelineResult."""
     pipeline_options = test_pipeline.options if test_pipeline is not None else PipelineOptions(argv)
+    if test_pipeline is None and _needs_bundles_finished_at_checkpoints(pipeline_options):
+        # By default Beam's Flink runner lets a bundle run across a checkpoint and keeps its pending output in the
+        # checkpoint, to emit again after a restore: outputs already published would be scored and published again,
+        # past --deduplicate, whose state was snapshotted before them. Finishing the bundle first keeps "in the
+        # checkpoint" meaning "published and acknowledged".
+        _LOGGER.info("streaming on Flink: with --finish_bundle_before_checkpointing")
+        pipeline_options = PipelineOptions([*(argv or []), "--finish_bundle_before_checkpointing"])
     options = pipeline_options.view_as(InferenceOptions)
     options.validate()
     decorate = decorate_from_options(pipeline_options) if decorate_from_options else None

@@ -146,8 +146,9 @@ class InferenceOptions(PipelineOptions):
         )
         parser.add_argument(
             "--deduplicate", action="store_true",
-            help="score each event_id once: events seen again within --deduplicate_ttl_secs are dropped (keyed "
-            "state; for Pub/Sub's at-least-once redeliveries)",
+            help="at most one prediction per event_id: a repeat of an event predicted within "
+            "--deduplicate_ttl_secs is dropped after inference (keyed state; a failed event is never remembered, so "
+            "its replay is scored)",
         )
         parser.add_argument(
             "--deduplicate_ttl_secs", type=int, default=DEFAULT_DEDUPLICATE_TTL_SECS,

@@ -276,7 +276,8 @@ def test_workers_that_cannot_reach_pubsub_fail_the_launcher_with_the_reason(mode
     """The launcher reaches Pub/Sub (through a proxy), the workers then cannot (the proxy refuses): after
     --pubsub_unreachable_secs the workers fail, and the launcher cancels the job and exits 1, naming the cause."""
     with FaultProxy(emulator.host) as proxy:
-        args = streaming_args(flink, f"--pubsub_emulator_host={proxy.address}", "--pubsub_unreachable_secs=10")
+        address = proxy.address
+        args = streaming_args(flink, f"--pubsub_emulator_host={address}", "--pubsub_unreachable_secs=10")
         with StreamingRun(emulator, "fraud", model_dir, tmp_path, args, prefix="u-") as run:
             flink.wait_for_job_running(timeout=180)
             proxy.refuse()
@@ -288,4 +289,4 @@ def test_workers_that_cannot_reach_pubsub_fail_the_launcher_with_the_reason(mode
                     time.sleep(1)
     assert "exited with code 1" in str(died.value)
     assert "the job's workers cannot reach Pub/Sub, so it was cancelled" in str(died.value)
-    assert f"at {proxy.address} has succeeded for" in str(died.value)
+    assert f"at {address} has succeeded for" in str(died.value)
