@@ -76,7 +76,7 @@ class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, An
         except Exception as batch_error:  # pylint: disable=broad-except
             error_type = self.classify_error(batch_error)
             if len(batch) == 1 or error_type == RETRYABLE:
-                failure = self._failure(batch_error, error_type, len(batch))
+                failure = self._failure(self.describe_error(batch_error), error_type, len(batch))
                 return [PredictionResult(example, failure, None) for example in batch]
             # Why one by one: a single poisonous element must not take the good ones down with it.
             _LOGGER.warning(
@@ -91,7 +91,8 @@ class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, An
         try:
             scored = self.predict([example], model)
         except Exception as error:  # pylint: disable=broad-except
-            return PredictionResult(example, self._failure(error, self.classify_error(error)), None)
+            failure = self._failure(self.describe_error(error), self.classify_error(error))
+            return PredictionResult(example, failure, None)
         return self._result(example, scored.outputs[0], scored.model_version)
 
     def _result(self, example: Mapping[str, Any], output: dict[str, float], model_version: str) -> PredictionResult:
@@ -99,16 +100,13 @@ class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, An
         can carry it, and a prediction of NaN is not one. The same event would get the same answer again."""
         for name, value in output.items():
             if not math.isfinite(value):
-                failure = InferenceFailure(
-                    f"the model (version {model_version}) returned {value} for {name!r}", PERMANENT
-                )
-                Metrics.counter(self.get_metrics_namespace(), "elements_failed").inc()
+                failure = self._failure(f"the model (version {model_version}) returned {value} for {name!r}", PERMANENT)
                 return PredictionResult(example, failure, None)
         return PredictionResult(example, output, model_version)
 
-    def _failure(self, error: BaseException, error_type: str, count: int = 1) -> InferenceFailure:
+    def _failure(self, error: str, error_type: str, count: int = 1) -> InferenceFailure:
         Metrics.counter(self.get_metrics_namespace(), "elements_failed").inc(count)
-        return InferenceFailure(self.describe_error(error), error_type)
+        return InferenceFailure(error, error_type)
 
     def get_num_bytes(self, batch: Sequence[Mapping[str, Any]]) -> int:
         # What crosses into the model: string bytes, and 8 bytes per number. Cheaper than Beam's pickle default.

@@ -67,7 +67,9 @@ def in_flight_budget(pipeline_options) -> InFlightBudget:
     options = pipeline_options.view_as(InferenceOptions)
     all_options = pipeline_options.get_all_options(retain_unknown_options=True)
     bundle_millis = all_options.get("max_bundle_time_mills")
-    inference = options.tf_serving_retry_budget_secs if options.inference == TF_SERVING else IN_PROCESS_BATCH_ALLOWANCE_SECS
+    inference = (
+        options.tf_serving_retry_budget_secs if options.inference == TF_SERVING else IN_PROCESS_BATCH_ALLOWANCE_SECS
+    )
     return InFlightBudget(
         bundle=float(bundle_millis) / 1000 if bundle_millis else DEFAULT_BUNDLE_SECS,
         batching=float(options.max_batch_duration_secs or 0),
@@ -76,7 +78,9 @@ def in_flight_budget(pipeline_options) -> InFlightBudget:
     )
 
 
-def ack_deadline_problem(ack_deadline_secs: int, budget: InFlightBudget, subscription: str, fix: str | None = None) -> str | None:
+def ack_deadline_problem(
+    ack_deadline_secs: int, budget: InFlightBudget, subscription: str, fix: str | None = None
+) -> str | None:
     """Why a subscription's ack deadline is too short for the budget, with the fix (by default the gcloud command
     that raises it); None when it covers it."""
     if ack_deadline_secs >= budget.total:

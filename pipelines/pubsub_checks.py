@@ -42,7 +42,9 @@ def check_pubsub(pipeline_options, acknowledged_by_pipeline: bool) -> None:
         except exceptions.NotFound:
             problems.append(f"subscription {options.input_subscription} does not exist at {endpoint}")
         except exceptions.PermissionDenied as error:
-            _LOGGER.warning("cannot read subscription %s to check its ack deadline: %s", options.input_subscription, error)
+            _LOGGER.warning(
+                "cannot read subscription %s to check its ack deadline: %s", options.input_subscription, error
+            )
         else:
             if acknowledged_by_pipeline:
                 problem = ack_deadline_problem(

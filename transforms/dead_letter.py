@@ -120,15 +120,26 @@ def _reason_attributes(dead_letter: DeadLetter, model: str, error_bytes: int) ->
     return attributes
 
 
+def attribute_problem(key: str, value: str) -> str | None:
+    """Why one attribute breaks Pub/Sub's rules (which its emulator does not enforce), or None."""
+    if not key or key.startswith(RESERVED_ATTRIBUTE_PREFIX):
+        return (f"attribute key {key[:64]!r} is empty or starts with {RESERVED_ATTRIBUTE_PREFIX!r}, which Pub/Sub "
+                "reserves")
+    for what, text, limit in (("key", key, MAX_ATTRIBUTE_KEY_BYTES), ("value", value, MAX_ATTRIBUTE_VALUE_BYTES)):
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate
+            return f"attribute {key[:64]!r} has a {what} that is not Unicode text"
+        if len(encoded) > limit:
+            return f"attribute {key[:64]!r} has a {what} of {len(encoded)} bytes; Pub/Sub allows {limit}"
+    return None
+
+
 def _plain_attribute(item: tuple[str, str]) -> bool:
-    """Whether an original attribute can travel as an attribute of its dead letter: within Pub/Sub's limits (which
-    its emulator does not enforce) and not named like the dead letter's own."""
+    """Whether an original attribute can travel as an attribute of its dead letter: within Pub/Sub's rules and not
+    named like the dead letter's own."""
     key, value = item
-    return (
-        0 < len(key.encode("utf-8", "surrogatepass")) <= MAX_ATTRIBUTE_KEY_BYTES
-        and len(value.encode("utf-8", "surrogatepass")) <= MAX_ATTRIBUTE_VALUE_BYTES
-        and not key.startswith((ATTRIBUTE_PREFIX, RESERVED_ATTRIBUTE_PREFIX))
-    )
+    return attribute_problem(key, value) is None and not key.startswith(ATTRIBUTE_PREFIX)
 
 
 def _envelope(raw) -> bytes:

@@ -23,12 +23,7 @@ from model_handlers.base import PERMANENT
 from model_handlers.interface import (
     EVENT_ID, EVENT_ID_MAX_LENGTH, EXAMPLE_KINDS, FLOAT, INT, STRING, ModelInterface,
 )
-# Pub/Sub's limits on attributes, which a prediction carries over. Pub/Sub enforces them on what it accepts, but
-# its emulator does not, so they are checked here rather than found out when the prediction is published.
-from transforms.dead_letter import (
-    DEAD_LETTERS, MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, PARSE, RESERVED_ATTRIBUTE_PREFIX, VALIDATE,
-    DeadLetter,
-)
+from transforms.dead_letter import DEAD_LETTERS, PARSE, VALIDATE, DeadLetter, attribute_problem
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 # Pub/Sub allows 100 attributes a message, and a prediction adds 4 (event_id, model, model_version, scored_at).
@@ -256,19 +251,14 @@ def validate_event(event: dict, raw: RawEvent, interface: ModelInterface) -> tup
 
 
 def attributes_problem(attributes: dict[str, str]) -> str | None:
-    """Why a message's attributes cannot be carried over to its prediction on Pub/Sub, or None."""
+    """Why a message's attributes cannot be carried over to its prediction on Pub/Sub, or None. Pub/Sub enforces
+    its rules on what it accepts, but its emulator does not: checked here rather than found out at the publish."""
     if len(attributes) > MAX_INPUT_ATTRIBUTES:
         return f"the message has {len(attributes)} attributes; at most {MAX_INPUT_ATTRIBUTES} can be carried over"
     for key, value in attributes.items():
-        if not key or key.startswith(RESERVED_ATTRIBUTE_PREFIX):
-            return f"attribute key {key[:64]!r} is empty or starts with {RESERVED_ATTRIBUTE_PREFIX!r}, which Pub/Sub reserves"
-        for what, text, limit in (("key", key, MAX_ATTRIBUTE_KEY_BYTES), ("value", value, MAX_ATTRIBUTE_VALUE_BYTES)):
-            size = len(text.encode("utf-8", "surrogatepass"))
-            if size > limit:
-                return f"attribute {key[:64]!r} has a {what} of {size} bytes; Pub/Sub allows {limit}"
-            problem = _not_text(text)
-            if problem:
-                return f"attribute {key[:64]!r} {what} {problem}"
+        problem = attribute_problem(key, value)
+        if problem:
+            return problem
     return None
 
 
@@ -276,7 +266,9 @@ def attributes_problem(attributes: dict[str, str]) -> str | None:
 # "1_000" and other scripts' digits).
 _MILLIS_RE = re.compile(r"-?[0-9]{1,19}")
 # RFC 3339's shape; Timestamp.from_rfc3339 alone accepts more (e.g. "  12").
-_RFC3339_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+_RFC3339_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 # The event times Beam can carry in the global window.
 _EARLIEST, _LATEST = MIN_TIMESTAMP, GlobalWindow().max_timestamp()
 

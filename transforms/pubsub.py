@@ -33,7 +33,9 @@ class ReadEvents(beam.PTransform):
     Event time from an attribute is not the reader's job here: Beam's reader fails the whole bundle on a message
     whose attribute is missing or malformed. ParseEvents reads it, and dead-letters such a message instead."""
 
-    def __init__(self, subscription: str, emulator_host: str | None = None, unreachable_secs: float = UNREACHABLE_AFTER_SECS):
+    def __init__(
+        self, subscription: str, emulator_host: str | None = None, unreachable_secs: float = UNREACHABLE_AFTER_SECS
+    ):
         super().__init__()
         self._subscription = subscription
         self._emulator_host = emulator_host

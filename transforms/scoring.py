@@ -172,5 +172,7 @@ class Score(beam.PTransform):
         else:
             format_fn = FormatPredictionsFn(interface, self._decorate)
         predictions = scored | "FormatPredictions" >> beam.ParDo(format_fn)
-        dead_letters = (parsed.dead_letters, split.dead_letters, failed_batches) | "CollectDeadLetters" >> beam.Flatten()
+        dead_letters = (
+            (parsed.dead_letters, split.dead_letters, failed_batches) | "CollectDeadLetters" >> beam.Flatten()
+        )
         return ScoringOutputs(predictions, dead_letters, duplicates)
