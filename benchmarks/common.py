@@ -8,13 +8,13 @@ import importlib.metadata
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
+
+from plumbing.process import ManagedProcess
 
 _T0 = time.monotonic()
 
@@ -82,74 +82,19 @@ def machine_facts() -> dict:
     }
 
 
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            # Fields after the parenthesised command name: state ppid pgrp ...
-            if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
-                members.append(int(entry))
-    return members
-
-
 class ChildError(RuntimeError):
     pass
 
 
-class Child(contextlib.AbstractContextManager):
-    """A child process in its own session, so that it and everything it starts stop together on exit or Ctrl-C."""
+class Child(ManagedProcess):
+    """A child process in its own session, so that it and everything it starts stop together on exit or Ctrl-C.
+    plumbing's ManagedProcess, raising ChildError, entered as `with Child(command, log_path) as child:`."""
 
     def __init__(self, command: Sequence[str], log_path: str | Path, env: dict | None = None):
-        self.command = list(command)
-        self.log_path = Path(log_path)
-        self._env = env
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> "Child":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as out:
-            self.process = subprocess.Popen(
-                self.command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env=self._env if self._env is not None else os.environ.copy(),
-            )
-        return self
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise ChildError(f"{' '.join(self.command[:3])} ran past {timeout:.0f}s; log {self.log_path}") from None
+        super().__init__(command, log_path, env=env, error=ChildError)
 
     def log_tail(self, lines: int = 25) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        # The leader is gone; its group may still hold children it started (e.g. SDK workers). A process group id
-        # cannot be reused while the group has members, so finding members means they are ours.
-        if _group_members(process.pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return self.tail(lines)
 
 
 def run_json_child(command: Sequence[str], log_path: Path, json_path: Path, timeout: float) -> dict:

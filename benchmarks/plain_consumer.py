@@ -25,10 +25,10 @@ import time
 
 from apache_beam.ml.inference.base import PredictionResult
 
-from model_handlers.base import PERMANENT
 from model_handlers.interface import MODELS, ModelInterface
-from transforms.dead_letter import INFER, DeadLetter, dead_letter_message
-from transforms.events import EventRef, InvalidEvent, RawEvent, parse_event
+from transforms.dead_letter import dead_letter_message
+from transforms.events import InvalidEvent, parse_event
+from transforms.messages import DeadLetter, ErrorType, EventRef, RawEvent, Reason, Stage
 from transforms.predictions import format_prediction, rfc3339
 
 _LOGGER = logging.getLogger("plain_consumer")
@@ -130,7 +130,7 @@ class PlainConsumer:
             try:
                 event_id, features = parse_event(raw, interface)
             except InvalidEvent as invalid:
-                dead = DeadLetter(raw, invalid.stage, invalid.reason, PERMANENT, invalid.event_id)
+                dead = invalid.dead_letter(raw)
                 outputs.append((message, self._dead_letter_topic, dead_letter_message(dead, interface.name, self._dead_letter_topic)))
                 continue
             valid.append((message, EventRef(event_id, raw), features))
@@ -138,7 +138,10 @@ class PlainConsumer:
             scored_at = rfc3339(int(time.time() * 1000))
             for (message, ref, features), result in zip(valid, self._predict([v[2] for v in valid])):
                 if isinstance(result, Exception):
-                    dead = DeadLetter(ref.raw, INFER, f"{type(result).__name__}: {result}", PERMANENT, ref.event_id)
+                    dead = DeadLetter(
+                        ref.raw, Stage.INFER, f"{type(result).__name__}: {result}", ErrorType.PERMANENT, ref.event_id,
+                        Reason.MODEL_REJECTED,
+                    )
                     outputs.append((message, self._dead_letter_topic, dead_letter_message(dead, interface.name, self._dead_letter_topic)))
                 else:
                     prediction = format_prediction(ref, PredictionResult(features, result, self._model_version), interface,

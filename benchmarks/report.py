@@ -5,32 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.common import ratio
+from benchmarks.records import load
+from benchmarks.sections import Results
 
 TARGET_EVENTS_PER_SEC = 10_000
 
 
-def _get(d: dict | None, *keys):
-    for key in keys:
-        if not isinstance(d, dict) or key not in d:
-            return None
-        d = d[key]
-    return d
-
-
 def summarize(results: dict) -> dict:
     """Flat headline figures and ratios from the raw sections (missing sections give None)."""
+    sections = load(Results, results)
     s: dict = {}
     for model in ("fraud", "price"):
+        ceiling, suite = sections.ceiling_of(model), sections.backfill.suite(model)
         for batch in ("1", "32", "256"):
-            s[f"ceiling_{model}_b{batch}_events_per_sec"] = _get(results, "ceiling", model, "by_batch", batch, "events_per_sec")
-        s[f"ceiling_{model}_b256_median_latency_ms"] = _get(results, "ceiling", model, "by_batch", "256", "median_latency_ms")
-        suite = _get(results, "backfill", model)
-        s[f"backfill_{model}_end_to_end_events_per_sec"] = _get(suite, "end_to_end_events_per_sec")
-        s[f"backfill_{model}_steady_events_per_sec"] = _get(suite, "steady_events_per_sec")
-        s[f"backfill_{model}_fixed_secs"] = _get(suite, "fixed_secs")
-        s[f"backfill_{model}_n_big"] = _get(suite, "n_big")
+            s[f"ceiling_{model}_b{batch}_events_per_sec"] = ceiling.batch(batch).events_per_sec
+        s[f"ceiling_{model}_b256_median_latency_ms"] = ceiling.batch("256").median_latency_ms
+        s[f"backfill_{model}_end_to_end_events_per_sec"] = suite.end_to_end_events_per_sec
+        s[f"backfill_{model}_steady_events_per_sec"] = suite.steady_events_per_sec
+        s[f"backfill_{model}_fixed_secs"] = suite.fixed_secs
+        s[f"backfill_{model}_n_big"] = suite.n_big
         # Per-event cost: the project's own work measured outside Beam, against the pipeline's steady state.
-        outside = _get(results, "ceiling", model, "stages", "us_per_event", "total_outside_beam")
+        outside = ceiling.outside_beam_us
         steady = s[f"backfill_{model}_steady_events_per_sec"]
         s[f"{model}_us_per_event_outside_beam"] = outside
         s[f"backfill_{model}_us_per_event_steady"] = 1e6 / steady if steady else None
@@ -38,22 +33,21 @@ def summarize(results: dict) -> dict:
             1e6 / steady - outside if steady and outside is not None else None
         )
     for name in ("multi_processing_2", "multi_threading_2"):
-        s[f"backfill_fraud_{name}_events_per_sec"] = _get(results, "backfill", "variants", name, "events_per_sec")
-        s[f"backfill_fraud_{name}_steady_events_per_sec"] = _get(
-            results, "backfill", "variants", name, "steady_events_per_sec"
-        )
-        s[f"backfill_fraud_{name}_fixed_secs"] = _get(results, "backfill", "variants", name, "fixed_secs")
-    s["backfill_fraud_large_events_per_sec"] = _get(results, "backfill", "large", "events_per_sec")
-    s["backfill_fraud_large_n"] = _get(results, "backfill", "large", "n_events")
+        variant = sections.backfill.variant(name)
+        s[f"backfill_fraud_{name}_events_per_sec"] = variant.events_per_sec
+        s[f"backfill_fraud_{name}_steady_events_per_sec"] = variant.steady_events_per_sec
+        s[f"backfill_fraud_{name}_fixed_secs"] = variant.fixed_secs
+    s["backfill_fraud_large_events_per_sec"] = sections.backfill.large.events_per_sec
+    s["backfill_fraud_large_n"] = sections.backfill.large.n_events
     for system in ("beam_direct_runner", "plain_consumer"):
-        s[f"streaming_{system}_events_per_sec"] = _get(results, "streaming", system, "sustained", "events_per_sec")
-        s[f"streaming_{system}_p50_ms"] = _get(results, "streaming", system, "latency", "p50_ms")
-        s[f"streaming_{system}_p99_ms"] = _get(results, "streaming", system, "latency", "p99_ms")
-        s[f"streaming_{system}_latency_rate_per_sec"] = _get(results, "streaming", system, "latency", "rate_per_sec")
-    for q in ("p50", "p99"):
-        s[f"streaming_plain_consumer_{q}_ms_at_beam_rate"] = _get(
-            results, "streaming", "plain_consumer", "latency_at_other_rate", f"{q}_ms"
-        )
+        measured = sections.streaming.system(system)
+        s[f"streaming_{system}_events_per_sec"] = measured.sustained.events_per_sec
+        s[f"streaming_{system}_p50_ms"] = measured.latency.p50_ms
+        s[f"streaming_{system}_p99_ms"] = measured.latency.p99_ms
+        s[f"streaming_{system}_latency_rate_per_sec"] = measured.latency.rate_per_sec
+    at_beam_rate = sections.streaming.plain_consumer.latency_at_other_rate
+    s["streaming_plain_consumer_p50_ms_at_beam_rate"] = at_beam_rate.p50_ms
+    s["streaming_plain_consumer_p99_ms_at_beam_rate"] = at_beam_rate.p99_ms
 
     r: dict = {}
     for model in ("fraud", "price"):

@@ -13,7 +13,7 @@
    path to the model, at batch sizes 1, 32, 256 with 1 and 4 batches in flight, both models;
 6. TFX interop (benchmarks/tfx.py): backfill events/s of JSON Lines through the project's handler against the
    same events as TFRecord through tfx-bsl (PredictionLogs out), both models, and the ratio;
-7. flink (benchmarks/flink.py; not in the default set: --only=flink): the fraud pipeline on a real local Flink
+7. flink (benchmarks/flink/; not in the default set: --only=flink): the fraud pipeline on a real local Flink
    cluster (localdev.flink): streaming drain throughput and latency p50/p99 at half of it, for a few settings of
    the runner's knobs; the plain consumer on the same emulator; backfill on Flink against the DirectRunner; and
    where the time goes. Writes OUT/flink.json and OUT/flink.png (and, run with other sections, a `flink` key in
@@ -41,33 +41,35 @@ from pathlib import Path
 from benchmarks import backfill, flink, report, streaming, tf_serving, tfx
 from benchmarks.common import log, machine_facts, python_module, run_json_child
 
-PROFILES = {
-    "full": {
-        "ceiling_min_secs": 1.5, "ceiling_min_calls": 100,
-        "backfill_n_small": 2_000, "backfill_n_big": 100_000, "backfill_repeats": 3, "variants": True,
-        "backfill_n_large": 400_000,
-        "stream_beam_events": 3_000, "stream_plain_events": 10_000, "latency_secs": 30,
-        "grpc_secs_per_cell": 3.0,
-        "tfx_n_small": 2_000, "tfx_n_big": 100_000,
-        "flink_backlog_events": 20_000, "flink_plain_events": 10_000, "flink_latency_secs": 40, "flink_repeats": 3,
-        "flink_configs": ("default", "beam_defaults", "no_flush_limit", "flush_1ms", "parallelism_1", "bundle_50ms",
-                          "bundle_1000ms", "checkpoint_1s", "checkpoint_30s", "batch_1000"),
-        "flink_backfill_n_small": 2_000, "flink_backfill_n_big": 100_000, "flink_backfill_repeats": 2,
-        "flink_variants": True, "flink_pyspy_secs": 8,
-    },
-    "quick": {
-        "ceiling_min_secs": 0.3, "ceiling_min_calls": 30,
-        "backfill_n_small": 2_000, "backfill_n_big": 20_000, "backfill_repeats": 1, "variants": False,
-        "backfill_n_large": 0,
-        "stream_beam_events": 500, "stream_plain_events": 3_000, "latency_secs": 8,
-        "grpc_secs_per_cell": 0.7,
-        "tfx_n_small": 1_000, "tfx_n_big": 5_000,
-        "flink_backlog_events": 3_000, "flink_plain_events": 3_000, "flink_latency_secs": 8, "flink_repeats": 1,
-        "flink_configs": ("default",),
-        "flink_backfill_n_small": 1_000, "flink_backfill_n_big": 10_000, "flink_backfill_repeats": 1,
-        "flink_variants": False, "flink_pyspy_secs": 4,
-    },
+# Each knob's value in the two profiles, side by side: (full, quick). quick: smaller inputs, one repeat, no
+# variants, one Flink setting.
+_PROFILE_VALUES = {
+    "ceiling_min_secs": (1.5, 0.3),
+    "ceiling_min_calls": (100, 30),
+    "backfill_n_small": (2_000, 2_000),
+    "backfill_n_big": (100_000, 20_000),
+    "backfill_repeats": (3, 1),
+    "variants": (True, False),
+    "backfill_n_large": (400_000, 0),
+    "stream_beam_events": (3_000, 500),
+    "stream_plain_events": (10_000, 3_000),
+    "latency_secs": (30, 8),
+    "grpc_secs_per_cell": (3.0, 0.7),
+    "tfx_n_small": (2_000, 1_000),
+    "tfx_n_big": (100_000, 5_000),
+    "flink_backlog_events": (20_000, 3_000),
+    "flink_plain_events": (10_000, 3_000),
+    "flink_latency_secs": (40, 8),
+    "flink_repeats": (3, 1),
+    "flink_configs": (("default", "beam_defaults", "no_flush_limit", "flush_1ms", "parallelism_1", "bundle_50ms",
+                       "bundle_1000ms", "checkpoint_1s", "checkpoint_30s", "batch_1000"), ("default",)),
+    "flink_backfill_n_small": (2_000, 1_000),
+    "flink_backfill_n_big": (100_000, 10_000),
+    "flink_backfill_repeats": (2, 1),
+    "flink_variants": (True, False),
+    "flink_pyspy_secs": (8, 4),
 }
+PROFILES = {name: {knob: values[i] for knob, values in _PROFILE_VALUES.items()} for i, name in enumerate(("full", "quick"))}
 SECTIONS = ("ceiling", "backfill", "variants", "large", "streaming", "grpc", "tfx", "flink")
 # flink needs Java and Maven (the local cluster) and takes a while (full: about 25 min): asked for by name.
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "flink")
@@ -227,7 +229,8 @@ def main(argv=None) -> int:
     results["machine"]["loadavg_at_end"] = list(os.getloadavg())
     results["total_wall_secs"] = time.monotonic() - started
     if "flink" in results:
-        results["flink"]["summary"] = flink.summarize(results["flink"], flink.direct_streaming_figures(results, out))
+        results["flink"]["summary"] = flink.summarize(
+            results["flink"], flink.direct_streaming_figures(results, out)).to_json()
         for key in ("error", "traceback"):
             if key in results:
                 results["flink"][key] = results[key]

@@ -16,13 +16,14 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from benchmarks.common import log, percentile
 from localdev.pubsub_emulator import PubsubEmulator
 from localdev.streaming import PIPELINE_MODULES, Received, StreamingRun
 from localdev.traffic import Message, make_traffic
 from model_handlers.interface import MODELS
+from plumbing.polling import PollTimeout, poll_until
 
 
 class PlainConsumerRun(StreamingRun):
@@ -40,31 +41,42 @@ class PlainConsumerRun(StreamingRun):
         ]
 
 
-def _wait(run: StreamingRun, label: str, base: int, n: int, stall_secs: float, max_secs: float) -> None:
-    """Until `n` outputs beyond `base`, no new output for `stall_secs`, or `max_secs`; progress every 5 s."""
-    start = last_change = time.monotonic()
-    next_report = start + 5
-    last_count = run.outputs()
-    while run.outputs() < base + n:
-        run.check_alive()
-        now = time.monotonic()
+def wait_for_outputs(
+    run: StreamingRun, label: str, n: int, *, stall_secs: float, max_secs: float, base: int = 0,
+    on_first: Callable[[], None] | None = None, poll_secs: float = 0.1,
+) -> None:
+    """Until `n` outputs beyond `base`, no new output for `stall_secs`, or `max_secs`; progress every 5 s.
+
+    With `on_first` (a backlog drain), it is called at the first output, and the stall clock starts there: a job
+    that takes long to start is not stalled."""
+    first_seen = on_first is None
+
+    def done() -> bool | None:
+        nonlocal first_seen
         count = run.outputs()
-        if count != last_count:
-            last_count, last_change = count, now
-        if now - last_change > stall_secs or now - start > max_secs:
-            log(f"{label}: stopped waiting at {count - base:,} of {n:,} outputs")
-            return
-        if now >= next_report:
-            log(f"{label}: {count - base:,} of {n:,} outputs")
-            next_report = now + 5
-        time.sleep(0.1)
+        if count > base and not first_seen:
+            first_seen = True
+            on_first()
+        if count >= base + n:
+            return True
+        run.check_alive()
+        return None
+
+    try:
+        poll_until(
+            done, timeout=max_secs, interval=poll_secs, what=f"{n:,} outputs", progress=run.outputs,
+            stall=stall_secs, stall_after_first_change=on_first is not None,
+            report=lambda: log(f"{label}: {run.outputs() - base:,} of {n:,} outputs"),
+        )
+    except PollTimeout:
+        log(f"{label}: stopped waiting at {run.outputs() - base:,} of {n:,} outputs")
 
 
 def _phase_outputs(run: StreamingRun, base: tuple[int, int]) -> tuple[list[Received], list[Received]]:
     return run.predictions[base[0]:], run.dead_letters[base[1]:]
 
 
-def _latency_stats(predictions: Sequence[Received]) -> dict:
+def latency_stats(predictions: Sequence[Received]) -> dict:
     latencies = [p.latency_secs for p in predictions if p.latency_secs is not None]
     return {
         "count": len(latencies),
@@ -79,7 +91,7 @@ def _ms(secs: float | None) -> float | None:
     return None if secs is None else secs * 1000
 
 
-def _unique_inputs(predictions: Sequence[Received], dead_letters: Sequence[Received]) -> int:
+def unique_inputs(predictions: Sequence[Received], dead_letters: Sequence[Received]) -> int:
     seqs = {p.attributes.get("seq") for p in predictions}
     seqs |= {d.body.get("attributes", {}).get("seq") for d in dead_letters}
     seqs.discard(None)
@@ -114,7 +126,8 @@ def measure(
     run.publish(sustained)
     publish_secs = time.time() - first_publish
     log(f"{label}: published {len(sustained):,} events in {publish_secs:.2f}s, waiting for outputs")
-    _wait(run, f"{label} sustained", sum(base), len(sustained), stall_secs=30, max_secs=max(60.0, len(sustained) / 15))
+    wait_for_outputs(run, f"{label} sustained", len(sustained), base=sum(base), stall_secs=30,
+                     max_secs=max(60.0, len(sustained) / 15))
     predictions, dead = _phase_outputs(run, base)
     outputs = len(predictions) + len(dead)
     last_output = max((r.received_at for r in (*predictions, *dead)), default=first_publish)
@@ -127,10 +140,10 @@ def measure(
         "predictions": len(predictions),
         "dead_letters": len(dead),
         "outputs": outputs,
-        "unique_inputs_out": _unique_inputs(predictions, dead),
+        "unique_inputs_out": unique_inputs(predictions, dead),
         "first_publish_to_last_output_secs": last_output - first_publish,
         "events_per_sec": throughput,
-        "latency_under_overload": _latency_stats(predictions),
+        "latency_under_overload": latency_stats(predictions),
         "latencies_ms": [round(p.latency_secs * 1000, 2) for p in predictions if p.latency_secs is not None],
     }
     log(f"{label}: sustained {outputs:,}/{len(sustained):,} outputs, "
@@ -159,7 +172,7 @@ def latency_phase(
     t0 = time.time()
     run.publish(traffic, rate_per_sec=rate)
     publish_secs = time.time() - t0
-    _wait(run, f"{label} latency", sum(base), n, stall_secs=30, max_secs=60 + n / max(rate, 1))
+    wait_for_outputs(run, f"{label} latency", n, base=sum(base), stall_secs=30, max_secs=60 + n / max(rate, 1))
     predictions, dead = _phase_outputs(run, base)
     result = {
         "rate_per_sec": rate,
@@ -170,7 +183,7 @@ def latency_phase(
         "predictions": len(predictions),
         "dead_letters": len(dead),
         "outputs": len(predictions) + len(dead),
-        **_latency_stats(predictions),
+        **latency_stats(predictions),
         "latencies_ms": [round(p.latency_secs * 1000, 2) for p in predictions if p.latency_secs is not None],
     }
     log(f"{label}: at {rate:,.0f}/s latency p50 {_num(result['p50_ms'])} ms, p99 {_num(result['p99_ms'])} ms "

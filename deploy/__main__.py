@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from deploy import OVERLAYS
-from deploy.validation import NAMESPACE
+from deploy.site import NAMESPACE
 
 
 def _kube(context: str | None):
@@ -80,7 +80,7 @@ def _http(core, namespace: str):
 
 def cmd_status(args) -> int:
     from deploy.cluster import flink_jobs, flink_status, model_status, ready_pods
-    from deploy.validation import FLINK_REST_PORT, TF_SERVING_REST_PORT
+    from deploy.site import FLINK_REST_PORT, TF_SERVING_REST_PORT
     from model_handlers.interface import MODELS
 
     dyn, core = _kube(args.context)
@@ -113,7 +113,7 @@ def cmd_status(args) -> int:
 def cmd_stop_pipeline(args) -> int:
     from deploy import submit
     from deploy.cluster import PortForwardedFlink, ready_pods
-    from deploy.validation import FLINK_REST_PORT
+    from deploy.site import FLINK_REST_PORT
 
     _, core = _kube(args.context)
     jobmanagers = ready_pods(core, args.namespace, "app.kubernetes.io/component=jobmanager")
@@ -137,7 +137,7 @@ def cmd_stop_pipeline(args) -> int:
 def cmd_rollout_model(args) -> int:
     from deploy import rollout
     from deploy.cluster import model_status, ready_pods
-    from deploy.validation import TF_SERVING_REST_PORT
+    from deploy.site import TF_SERVING_REST_PORT
 
     if args.rollback == (args.version is not None):
         print("error: give --version N to roll out, or --rollback", file=sys.stderr)

@@ -7,12 +7,14 @@ the API server, which does not exist offline.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 from deploy.config_connector import is_config_connector
+from plumbing.flink_rest import FlinkRest
+from plumbing.polling import PollTimeout, poll_until
 
 FIELD_MANAGER = "marketplace-deploy"
 # Dependencies first: the namespace, identities and config before what uses them; NetworkPolicies before any pod,
@@ -129,37 +131,44 @@ def ready_condition(obj: dict) -> dict:
 
 def _wait_ready(dyn, steps: list[ApplyStep], timeout_s: float = 600, interval_s: float = 5) -> list[str]:
     """Waits until every step's object reports Ready; returns one problem for each that did not, with its reason."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        pending = []
-        for step in steps:
-            resource = dyn.resources.get(api_version=step.api_version, kind=step.kind)
-            try:
-                condition = ready_condition(resource.get(name=step.name, namespace=step.namespace).to_dict())
-            except Exception as error:  # its apply failed: reported already, and it cannot become Ready
-                if _status(error) != 404:
-                    raise
-                condition = {"reason": "NotFound"}
-            if condition.get("status") != "True":
-                pending.append((step, condition))
-        if not pending or time.monotonic() >= deadline:
-            return [f"{step}: not Ready after {timeout_s:.0f} s ({condition.get('reason', 'no status yet')}"
-                    f"{': ' + condition['message'] if condition.get('message') else ''})" for step, condition in pending]
-        steps = [step for step, _ in pending]
-        time.sleep(interval_s)
+    pending = [(step, {}) for step in steps]
+
+    def all_ready() -> bool | None:
+        nonlocal pending
+        pending = [(step, condition) for step, _ in pending if (condition := _ready(dyn, step)).get("status") != "True"]
+        return True if not pending else None
+
+    with contextlib.suppress(PollTimeout):
+        poll_until(all_ready, timeout=timeout_s, interval=interval_s, what="Config Connector's resources")
+    return [f"{step}: not Ready after {timeout_s:.0f} s ({condition.get('reason', 'no status yet')}"
+            f"{': ' + condition['message'] if condition.get('message') else ''})" for step, condition in pending]
+
+
+def _ready(dyn, step: ApplyStep) -> dict:
+    """The step's object's Ready condition; reason NotFound when there is no such object."""
+    resource = dyn.resources.get(api_version=step.api_version, kind=step.kind)
+    try:
+        return ready_condition(resource.get(name=step.name, namespace=step.namespace).to_dict())
+    except Exception as error:  # its apply failed: reported already, and it cannot become Ready
+        if _status(error) != 404:
+            raise
+        return {"reason": "NotFound"}
 
 
 def _wait_deleted(resource, step: ApplyStep, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def deleted() -> bool | None:
         try:
             resource.get(name=step.name, namespace=step.namespace)
         except Exception as error:
             if _status(error) == 404:
-                return
+                return True
             raise
-        time.sleep(2)
-    raise TimeoutError(f"{step} was not deleted within {timeout_s:.0f} s")
+        return None
+
+    try:
+        poll_until(deleted, timeout=timeout_s, interval=2, what=f"{step} to be deleted")
+    except PollTimeout:
+        raise TimeoutError(f"{step} was not deleted within {timeout_s:.0f} s") from None
 
 
 # --- HTTP to a pod, through the API server's port-forward ----------------------------------------------------------
@@ -221,28 +230,21 @@ FLINK_DEPLOYMENT = ("flink.apache.org/v1beta1", "FlinkDeployment")
 HttpCall = Callable[..., HttpResponse]  # (pod, port, method, path, body=None) -> response
 
 
-class PortForwardedFlink:
-    """The REST calls deploy.submit's savepoint step makes, sent to the JobManager pod through port-forwarding."""
+class PortForwardedFlink(FlinkRest):
+    """plumbing's Flink REST client with its requests sent to the JobManager pod through port-forwarding (JSON
+    bodies only: the deploy CLI takes savepoints and lists jobs, it uploads no jars)."""
 
     def __init__(self, http: HttpCall, jobmanager: str, port: int):
+        super().__init__(f"http://{jobmanager}:{port}")
         self._http, self._pod, self._port = http, jobmanager, port
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        from deploy.submit import SubmitError
-
+    def _send(self, method: str, path: str, timeout: float, **kwargs) -> tuple[int, bytes]:
+        # `timeout` is the port-forward's own (http_via_portforward's timeout_s).
+        body = kwargs.pop("json", None)
+        if kwargs:
+            raise TypeError(f"{method} {path}: a port-forwarded call carries a JSON body only, not {sorted(kwargs)}")
         response = self._http(self._pod, self._port, method, path, body)
-        if response.status not in (200, 202):
-            raise SubmitError(f"{method} {path}: HTTP {response.status}: {response.body[:300].decode(errors='replace')}")
-        return response.json()
-
-    def jobs(self) -> list[dict]:
-        return self._call("GET", "/jobs/overview")["jobs"]
-
-    def stop_with_savepoint(self, job_id: str) -> str:
-        return self._call("POST", f"/jobs/{job_id}/stop", {"drain": False})["request-id"]
-
-    def savepoint_status(self, job_id: str, trigger_id: str) -> dict:
-        return self._call("GET", f"/jobs/{job_id}/savepoints/{trigger_id}")
+        return response.status, response.body
 
 
 def ready_pods(core, namespace: str, selector: str) -> list[str]:
@@ -268,7 +270,7 @@ def flink_status(dyn, namespace: str, name: str) -> dict:
 
 
 def flink_jobs(http: HttpCall, jobmanager: str, rest_port: int) -> list[dict]:
-    jobs = http(jobmanager, rest_port, "GET", "/jobs/overview").json()["jobs"]
+    jobs = PortForwardedFlink(http, jobmanager, rest_port).jobs()
     return sorted(({"name": j["name"], "id": j["jid"], "state": j["state"]} for j in jobs), key=lambda j: j["name"])
 
 

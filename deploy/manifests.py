@@ -10,7 +10,7 @@ import functools
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from deploy import MANIFESTS_DIR, OVERLAYS
 
@@ -139,4 +139,37 @@ def config_map_file(docs: list[dict], pod: Pod, container: dict, path: str) -> s
         key = path[len(prefix):]
         for config_map in find(docs, "ConfigMap", volume["configMap"]["name"]):
             return config_map.get("data", {}).get(key)
+    return None
+
+
+# Lookups several checks share (deploy/validation/): each names what the deployment is made of, once.
+
+def flink_deployment(docs: list[dict]) -> dict:
+    return one(docs, "FlinkDeployment")
+
+
+def flink_role_pod(docs: list[dict], role: str) -> Pod:
+    """The pod a FlinkDeployment role (one of FLINK_ROLES) runs in."""
+    return next(p for p in pods(docs) if p.owner.endswith(f"[{role}]"))
+
+
+def tf_serving_pod(docs: list[dict]) -> Pod:
+    return next(p for p in pods(docs) if p.owner == "Deployment/tf-serving")
+
+
+def args_dict(args: Iterable[str]) -> dict[str, str]:
+    """`--name=value` arguments as {name: value}; a bare `--flag` maps to "true"."""
+    found = {}
+    for arg in args:
+        if arg.startswith("--"):
+            name, _, value = arg[2:].partition("=")
+            found[name] = value if _ else "true"
+    return found
+
+
+def mount_path(container: dict, volume: str) -> str | None:
+    """Where `container` mounts `volume`; None where it does not."""
+    for mount in container.get("volumeMounts", []):
+        if mount["name"] == volume:
+            return mount["mountPath"]
     return None

@@ -13,8 +13,9 @@ Run by the submission Jobs (deploy/flink-on-k8s/base/pipelines/) in the launcher
 3. Start: uploads the jar and runs it from that savepoint (`POST /jars/upload`, `POST /jars/<id>/run`).
 4. Waits until every task of the new job runs, then exits 0; the streaming job goes on without this process.
 
-Nothing is started twice: a second run finds the job and upgrades it in place. Only the standard library and
-`requests` are used (both are in the launcher image).
+Nothing is started twice: a second run finds the job and upgrades it in place. Only the standard library,
+`requests` and this project's `plumbing` (the Flink REST client, the wait loop) are used: the launcher image has
+the first two and installs the third with the project's wheel.
 """
 
 from __future__ import annotations
@@ -28,18 +29,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-ENTRY_CLASS = "org.apache.beam.runners.flink.FlinkPipelineRunner"
-# Flink job states (org.apache.flink.api.common.JobStatus) that hold the job's name: another job of that name must
-# not be started beside them.
-TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED"})
+from plumbing.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError, Unreachable, active_jobs, rest_url
+from plumbing.polling import PollTimeout, poll_until
 
-
-class SubmitError(RuntimeError):
-    pass
-
-
-class Unreachable(SubmitError):
-    """The REST API did not answer (the JobManager may still be starting)."""
+# The REST client's failures are a submission's: whatever Flink refuses, or a step of its own that cannot go on,
+# ends the submission the same way, so callers (main, the deploy CLI's savepoint command) catch one class.
+SubmitError = FlinkRestError
 
 
 def read_args_file(text: str) -> list[str]:
@@ -56,10 +51,6 @@ def flag_value(argv: Sequence[str], name: str) -> str | None:
         elif arg == f"--{name}" and i + 1 < len(argv):
             value = argv[i + 1]
     return value
-
-
-def rest_url(flink_master: str) -> str:
-    return flink_master.rstrip("/") if flink_master.startswith(("http://", "https://")) else f"http://{flink_master}"
 
 
 @dataclass(frozen=True)
@@ -88,80 +79,12 @@ def make_plan(module: str, args_file_text: str, runner_args: Sequence[str]) -> P
     return Plan(module=module, argv=argv, job_name=job_name, rest=rest_url(flink_master))
 
 
-class FlinkRest:
-    """The few calls of Flink's REST API (https://nightlies.apache.org/flink/flink-docs-release-1.20/docs/ops/rest_api/)
-    that a submission needs, each with a timeout."""
-
-    def __init__(self, base_url: str, timeout: float = 60.0):
-        import requests
-
-        self._base = base_url.rstrip("/")
-        self._timeout = timeout
-        self._session = requests.Session()
-
-    def _call(self, method: str, path: str, expected=(200,), **kwargs) -> dict:
-        import requests
-
-        try:
-            response = self._session.request(method, f"{self._base}{path}", timeout=self._timeout, **kwargs)
-        except requests.RequestException as error:
-            raise Unreachable(f"{method} {self._base}{path}: {error}") from error
-        if response.status_code not in expected:
-            raise SubmitError(f"{method} {path}: expected HTTP {expected}, got {response.status_code}: {response.text[:500]}")
-        return response.json() if response.content else {}
-
-    def jobs(self) -> list[dict]:
-        return self._call("GET", "/jobs/overview")["jobs"]
-
-    def job(self, job_id: str) -> dict:
-        return self._call("GET", f"/jobs/{job_id}")
-
-    def exceptions(self, job_id: str) -> list[dict]:
-        """The job's failures, newest first: each with exceptionName, stacktrace and timestamp."""
-        return self._call("GET", f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
-
-    def cancel(self, job_id: str) -> None:
-        self._call("PATCH", f"/jobs/{job_id}?mode=cancel", expected=(200, 202))
-
-    def stop_with_savepoint(self, job_id: str) -> str:
-        # No targetDirectory: the cluster's state.savepoints.dir (the bucket) is used.
-        body = {"drain": False}
-        return self._call("POST", f"/jobs/{job_id}/stop", expected=(200, 202), json=body)["request-id"]
-
-    def savepoint_status(self, job_id: str, trigger_id: str) -> dict:
-        return self._call("GET", f"/jobs/{job_id}/savepoints/{trigger_id}")
-
-    def upload_jar(self, path: str) -> str:
-        with open(path, "rb") as jar:
-            reply = self._call("POST", "/jars/upload", files={"jarfile": (os.path.basename(path), jar, "application/x-java-archive")})
-        return reply["filename"].rsplit("/", 1)[-1]
-
-    def run_jar(self, jar_id: str, savepoint_path: str | None) -> str:
-        body = {"entryClass": ENTRY_CLASS}
-        if savepoint_path:
-            # Every operator's state must find its place in the new job; a topology change that drops state fails
-            # the start instead of silently losing it.
-            body.update(savepointPath=savepoint_path, allowNonRestoredState=False)
-        return self._call("POST", f"/jars/{jar_id}/run", json=body)["jobid"]
-
-    def delete_jar(self, jar_id: str) -> None:
-        self._call("DELETE", f"/jars/{jar_id}")
-
-
-def active_jobs(jobs: list[dict], job_name: str) -> list[dict]:
-    return [job for job in jobs if job["name"] == job_name and job["state"] not in TERMINAL_STATES]
-
-
 def wait_for(what: str, poll: Callable[[], object | None], timeout_s: float, interval_s: float, sleep=time.sleep):
     """Calls poll() until it returns something other than None; SubmitError after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = poll()
-        if result is not None:
-            return result
-        if time.monotonic() >= deadline:
-            raise SubmitError(f"gave up after {timeout_s:.0f} s waiting for {what}")
-        sleep(interval_s)
+    try:
+        return poll_until(poll, timeout=timeout_s, interval=interval_s, what=what, sleep=sleep)
+    except PollTimeout as error:
+        raise SubmitError(str(error)) from None
 
 
 def build_job_jar(plan: Plan, jar_path: str, timeout_s: float) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import re
 import sys
 import threading
 import time
@@ -27,28 +26,11 @@ from localdev.streaming import PipelineDied, StreamingRun
 from localdev.traffic import make_traffic
 from model_handlers import repository
 from model_handlers.interface import MODELS
-
-# Dead-letter reasons, grouped for the summary: (pattern in the error, label).
-_REASONS = [
-    ("empty payload", "empty payload"),
-    ("exceeds the limit", "payload over the size limit"),
-    ("not UTF-8", "not UTF-8"),
-    ("not JSON", "not JSON"),
-    ("expected a JSON object", "not a JSON object"),
-    ("'event_id'", "bad event_id"),
-    ("is missing", "required feature missing"),
-    ("must be", "wrong type"),
-    (r"is NaN|is infinite", "NaN or infinity"),
-    (r"below the minimum|above the maximum", "out of bounds"),
-    ("characters, more than", "string too long"),
-]
-
+from plumbing.polling import PollTimeout, poll_until
 
 def reason_label(dead_letter: dict) -> str:
-    for pattern, label in _REASONS:
-        if re.search(pattern, dead_letter["error"]):
-            return f"{dead_letter['stage']}: {label}"
-    return f"{dead_letter['stage']}: {dead_letter['error'][:60]}"
+    """A dead letter's group in the summary: its stage and reason code (transforms.messages.Reason)."""
+    return f"{dead_letter['stage']}: {dead_letter['reason']}"
 
 
 def percentile(values, q) -> float | None:
@@ -139,18 +121,20 @@ class Demo:
         ]
         for publisher in publishers:
             publisher.start()
-        deadline = stream_start + args.events / args.rate + args.drain_timeout
-        next_progress = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            done = all(run.outputs() >= len(traffic[m]) for m, run in self.runs.items())
-            if done:
-                break
+
+        def all_accounted_for() -> bool | None:
+            if all(run.outputs() >= len(traffic[m]) for m, run in self.runs.items()):
+                return True
             for run in self.runs.values():
                 run.check_alive()
-            if time.monotonic() >= next_progress:
-                self.progress(stream_start)
-                next_progress += 5
-            time.sleep(0.2)
+            return None
+
+        # The summary says what is missing when the wait gives up.
+        with contextlib.suppress(PollTimeout):
+            poll_until(
+                all_accounted_for, timeout=args.events / args.rate + args.drain_timeout, interval=0.2,
+                what="every event's outcome", report=lambda: self.progress(stream_start),
+            )
         self.progress(stream_start)
         return self._summary(traffic, stream_start_wall)
 

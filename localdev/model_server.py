@@ -28,7 +28,6 @@ import dataclasses
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -36,11 +35,14 @@ from pathlib import Path
 
 import grpc
 
+from plumbing.process import ManagedProcess
+
 _LOGGER = logging.getLogger("localdev.model_server")
 
-PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
+# What the server prints once the port is bound and every model is loaded: ModelServerProcess waits for it.
+READY_LINE = b"TF Serving stand-in serving"
 
 
 class ServingError(Exception):
@@ -260,11 +262,8 @@ class PredictionService:
         from tensorflow_serving.apis import classification_pb2
 
         with self._admitted(context):
-            model, version = self._repository.resolve(request.model_spec)
-            name, signature_def, function = _signature(version, request.model_spec, CLASSIFY_METHOD)
-            outputs = self._run_examples(request, signature_def, function)
             response = classification_pb2.ClassificationResponse()
-            self._fill_spec(response.model_spec, model, version, name)
+            outputs = self._run_examples(request, CLASSIFY_METHOD, response)
             scores = outputs.get("scores")
             classes = outputs.get("classes")
             rows = len(scores) if scores is not None else len(classes)
@@ -280,25 +279,27 @@ class PredictionService:
         from tensorflow_serving.apis import regression_pb2
 
         with self._admitted(context):
-            model, version = self._repository.resolve(request.model_spec)
-            name, signature_def, function = _signature(version, request.model_spec, REGRESS_METHOD)
-            outputs = self._run_examples(request, signature_def, function)
             response = regression_pb2.RegressionResponse()
-            self._fill_spec(response.model_spec, model, version, name)
+            outputs = self._run_examples(request, REGRESS_METHOD, response)
             for value in outputs["outputs"].reshape(-1):
                 response.result.regressions.add(value=float(value))
             return response
 
-    @staticmethod
-    def _run_examples(request, signature_def, function):
+    def _run_examples(self, request, method: str, response):
+        """Classify and Regress alike: the signature of `method` run on the request's tf.Examples; fills the
+        response's model_spec and returns the signature's outputs."""
         import tensorflow as tf
 
+        model, version = self._repository.resolve(request.model_spec)
+        name, signature_def, function = _signature(version, request.model_spec, method)
         examples = request.input.example_list.examples
         if not examples:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Input is empty.")
         (input_key,) = signature_def.inputs  # classify/regress signatures take one tensor of serialized Examples
         serialized = tf.constant([example.SerializeToString() for example in examples])
-        return _run(function, {input_key: serialized})
+        outputs = _run(function, {input_key: serialized})
+        self._fill_spec(response.model_spec, model, version, name)
+        return outputs
 
     @staticmethod
     def _fill_spec(spec, model: ServedModel, version: Version, signature_name: str) -> None:
@@ -379,7 +380,7 @@ def serve(args) -> None:
         raise SystemExit(f"error: cannot listen on {address}")
     server.start()
     models = ", ".join(f"{m.name} (versions {sorted(m.versions)}, labels {m.labels or {}})" for m in repository.models.values())
-    print(f"TF Serving stand-in serving {models} on {args.host}:{bound}", flush=True)
+    print(f"{READY_LINE.decode()} {models} on {args.host}:{bound}", flush=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -418,43 +419,32 @@ class ModelServerProcess(contextlib.AbstractContextManager):
     def __init__(self, model_dir, port: int, log_path, args=()):
         self.model_dir, self.port, self.log_path, self.args = str(model_dir), port, Path(log_path), list(args)
         self.target = f"127.0.0.1:{port}"
-        self._process: subprocess.Popen | None = None
+        self._process: ManagedProcess | None = None
 
     def start(self, timeout_secs: float = 120) -> "ModelServerProcess":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "localdev.model_server", f"--model_dir={self.model_dir}",
-                 f"--port={self.port}", *self.args],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        # Ready once it prints that it serves (after the port is bound and every model is loaded).
-        deadline = time.monotonic() + timeout_secs
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"the model server exited with code {self._process.returncode}; log {self.log_path}")
-            with open(self.log_path, "rb") as log:
-                log.seek(offset)
-                if b"TF Serving stand-in serving" in log.read():
-                    return self
-            time.sleep(0.2)
-        self.kill()
-        raise RuntimeError(f"the model server was not ready on {self.target} after {timeout_secs}s; log {self.log_path}")
+        # The log is appended to: a server killed and started again keeps one log with both runs.
+        self._process = ManagedProcess(
+            [sys.executable, "-m", "localdev.model_server", f"--model_dir={self.model_dir}", f"--port={self.port}",
+             *self.args],
+            self.log_path, name=f"the model server on {self.target}", append=True, error=RuntimeError,
+        ).start()
+        try:
+            # Ready once it prints that it serves (after the port is bound and every model is loaded).
+            self._process.wait_ready(lambda: self._process.logged(READY_LINE), timeout=timeout_secs,
+                                     what=f"its line {READY_LINE.decode()!r}")
+        except BaseException:
+            self.kill()
+            raise
+        return self
 
     def kill(self) -> None:
         """SIGKILL: the server vanishes mid-request, as a crashed or evicted pod does."""
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=30)
+        if self._process is not None:
+            self._process.stop(grace=30, sig=signal.SIGKILL)
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self._process is not None:
+            self._process.stop(grace=15)
 
     def __enter__(self) -> "ModelServerProcess":
         return self.start()

@@ -19,23 +19,21 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+from plumbing.ports import free_port
+from plumbing.process import ManagedProcess, log_tail
+
 READY_TIMEOUT_SECS = 60
+STOP_GRACE_SECS = 10
+
+__all__ = ["EmulatorError", "PubsubEmulator", "emulator_command", "free_port"]  # free_port: where tests import it
 
 
 class EmulatorError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def emulator_command(port: int) -> list[str]:
@@ -63,19 +61,16 @@ class PubsubEmulator(contextlib.AbstractContextManager):
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self._log_path = log_path
-        self._process: subprocess.Popen | None = None
+        self._process: ManagedProcess | None = None
         self._previous_env: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> "PubsubEmulator":
         if self._log_path is None:
             self._log_path = os.path.join(tempfile.mkdtemp(prefix="pubsub-emulator-"), "emulator.log")
-        log = open(self._log_path, "wb")
-        # A new session so that stop() can signal the launcher script and the JVM it starts together.
-        self._process = subprocess.Popen(
-            emulator_command(self.port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+        # Its own process group: stop() signals the launcher script and the JVM it starts together.
+        self._process = ManagedProcess(emulator_command(self.port), self._log_path, name="the Pub/Sub emulator",
+                                       error=EmulatorError).start()
         self._previous_env = os.environ.get("PUBSUB_EMULATOR_HOST")
         os.environ["PUBSUB_EMULATOR_HOST"] = self.host
         try:
@@ -89,31 +84,20 @@ class PubsubEmulator(contextlib.AbstractContextManager):
         from google.api_core import exceptions
         from google.cloud import pubsub_v1
 
-        deadline = time.monotonic() + READY_TIMEOUT_SECS
         publisher = pubsub_v1.PublisherClient()
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise EmulatorError(
-                    f"the Pub/Sub emulator exited with code {self._process.returncode} before it was ready; "
-                    f"log: {self._log_path}\n{self.log_tail()}"
-                )
+
+        def answers() -> bool:
             try:
                 list(publisher.list_topics(request={"project": f"projects/{self.project}"}, timeout=2))
-                return
+                return True
             except (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, exceptions.RetryError):
-                time.sleep(0.3)
-        raise EmulatorError(f"the Pub/Sub emulator was not ready after {READY_TIMEOUT_SECS}s; log: {self._log_path}")
+                return False
+
+        self._process.wait_ready(answers, timeout=READY_TIMEOUT_SECS, what="answering ListTopics", interval=0.3)
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait(timeout=10)
+        if self._process is not None:
+            self._process.stop(grace=STOP_GRACE_SECS)
         self._process = None
         if os.environ.get("PUBSUB_EMULATOR_HOST") == self.host:
             if self._previous_env is None:
@@ -128,10 +112,7 @@ class PubsubEmulator(contextlib.AbstractContextManager):
         self.stop()
 
     def log_tail(self, lines: int = 20) -> str:
-        if not self._log_path or not os.path.exists(self._log_path):
-            return ""
-        with open(self._log_path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
+        return log_tail(self._log_path, lines) if self._log_path else ""
 
     # --- resources -------------------------------------------------------------------------------------
     def topic_path(self, topic: str) -> str:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -19,8 +17,11 @@ from typing import Callable, NamedTuple, Sequence
 
 from localdev.pubsub_emulator import PubsubEmulator
 from localdev.traffic import Message
+from plumbing.polling import PollTimeout, poll_until
+from plumbing.process import ManagedProcess
 
 PIPELINE_MODULES = {"fraud": "pipelines.fraud_detection", "price": "pipelines.price_suggestion"}
+STOP_GRACE_SECS = 15
 
 
 class Received(NamedTuple):
@@ -113,7 +114,7 @@ class StreamingRun(contextlib.AbstractContextManager):
             f"{name}-events", f"{name}-predictions", f"{name}-dead-letters",
         )
         self.input_subscription = f"{name}-events-pipeline"
-        self._process: subprocess.Popen | None = None
+        self._process: ManagedProcess | None = None
         self._collectors: list[Collector] = []
         self._publisher = None
 
@@ -128,12 +129,10 @@ class StreamingRun(contextlib.AbstractContextManager):
         # Observer subscriptions exist before the pipeline starts, so nothing it publishes can be missed.
         em.create_subscription(self.predictions_topic, f"{self.predictions_topic}-observer")
         em.create_subscription(self.dead_letters_topic, f"{self.dead_letters_topic}-observer")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self._process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PUBSUB_EMULATOR_HOST": em.host},
-            )
+        self._process = ManagedProcess(
+            self.command(), self.log_path, name=f"the {self.model} pipeline", error=PipelineDied,
+            env={**os.environ, "PUBSUB_EMULATOR_HOST": em.host},
+        ).start()
         self._collectors = [
             Collector(em.subscription_path(f"{self.predictions_topic}-observer")),
             Collector(em.subscription_path(f"{self.dead_letters_topic}-observer"), decode=dead_letter_body),
@@ -154,15 +153,8 @@ class StreamingRun(contextlib.AbstractContextManager):
         ]
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait(timeout=15)
+        if self._process is not None:
+            self._process.stop(grace=STOP_GRACE_SECS)
         for collector in self._collectors:
             collector.close()
         self._collectors = []
@@ -230,24 +222,22 @@ class StreamingRun(contextlib.AbstractContextManager):
         return len(self._collectors[0].messages) + len(self._collectors[1].messages)
 
     def check_alive(self) -> None:
-        if self._process is not None and self._process.poll() is not None:
-            tail = self.log_path.read_text(errors="replace").splitlines()[-25:]
-            raise PipelineDied(
-                f"the {self.model} pipeline exited with code {self._process.returncode}; log {self.log_path}:\n"
-                + "\n".join(tail)
-            )
+        if self._process is not None:
+            self._process.raise_if_exited()
 
     def wait_for_outputs(
         self, expected: int, timeout_secs: float, on_progress: Callable[[], None] | None = None, every_secs: float = 5
     ) -> bool:
         """Waits until `expected` predictions plus dead letters have arrived; False on timeout."""
-        deadline, next_progress = time.monotonic() + timeout_secs, time.monotonic() + every_secs
-        while time.monotonic() < deadline:
+
+        def arrived() -> bool | None:
             if self.outputs() >= expected:
                 return True
             self.check_alive()
-            if on_progress and time.monotonic() >= next_progress:
-                on_progress()
-                next_progress += every_secs
-            time.sleep(0.2)
-        return self.outputs() >= expected
+            return None
+
+        try:
+            return poll_until(arrived, timeout=timeout_secs, interval=0.2, what=f"{expected} outputs",
+                              report=on_progress, report_every=every_secs)
+        except PollTimeout:
+            return self.outputs() >= expected

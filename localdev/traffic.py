@@ -12,7 +12,7 @@ import json
 import random
 from typing import Iterator, NamedTuple
 
-from model_handlers.interface import ModelInterface
+from model_handlers.interface import FLOAT, INT, STRING, ModelInterface
 
 # kind -> what it does to a valid event (the stage it must be dead-lettered at is in the name's comment)
 MALFORMED_KINDS = (
@@ -44,6 +44,15 @@ def _first(interface: ModelInterface, dtype: str, bounded: bool = False):
     raise LookupError(f"{interface.name} has no required {dtype} feature")
 
 
+def _first_numeric(interface: ModelInterface):
+    """The feature the type and finiteness faults go into: a float where the model has one (NaN is a float's
+    fault), else an int."""
+    for dtype in (FLOAT, INT):
+        if any(f.dtype == dtype and f.required for f in interface.features):
+            return _first(interface, dtype)
+    raise LookupError(f"{interface.name} has no required numeric feature")
+
+
 def malform(event: dict, kind: str, interface: ModelInterface, max_event_bytes: int = 64 * 1024) -> bytes:
     event = dict(event)
     if kind == "empty_payload":
@@ -62,14 +71,14 @@ def malform(event: dict, kind: str, interface: ModelInterface, max_event_bytes: 
     elif kind == "missing_feature":
         del event[next(f.name for f in interface.features if f.required)]
     elif kind == "wrong_type":
-        event[_first(interface, "float" if interface.name == "fraud" else "int").name] = "a string"
+        event[_first_numeric(interface).name] = "a string"
     elif kind == "not_finite":
-        event[_first(interface, "float" if interface.name == "fraud" else "int").name] = float("nan")
+        event[_first_numeric(interface).name] = float("nan")
     elif kind == "out_of_bounds":
-        feature = _first(interface, "int", bounded=True)
+        feature = _first(interface, INT, bounded=True)
         event[feature.name] = int(feature.maximum) + 1
     elif kind == "string_too_long":
-        feature = _first(interface, "string")
+        feature = _first(interface, STRING)
         event[feature.name] = "y" * (feature.max_length + 1)
     else:
         raise ValueError(f"unknown malformed kind {kind!r}; expected one of {MALFORMED_KINDS}")

@@ -19,9 +19,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from model_handlers.interface import ModelInterface
-
-PERMANENT = "permanent"
-RETRYABLE = "retryable"
+from transforms.messages import ErrorType, Reason
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,15 +36,17 @@ class InferenceFailure:
     """Stands in a PredictionResult's `inference` for an element the model could not score."""
 
     error: str
-    error_type: str  # PERMANENT or RETRYABLE
+    error_type: ErrorType
+    # Said beside the error, not part of what the failure is: two failures with the same text and type are equal.
+    reason: Reason | None = dataclasses.field(default=None, compare=False)
 
 
 
 class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, Any]):
     """Base for handlers whose `predict` scores a batch of validated feature dicts in one call.
 
-    Subclasses implement `load_model` and `predict(batch, model) -> Scored`; they may refine `classify_error`.
-    Tuning arguments (batching, sharing) go to Beam's ModelHandler.
+    Subclasses implement `load_model`, `predict(batch, model) -> Scored` and `describe`; they may refine
+    `classify_error` and `preflight`. Tuning arguments (batching, sharing) go to Beam's ModelHandler.
     """
 
     def __init__(self, interface: ModelInterface, **model_handler_kwargs):
@@ -60,9 +60,17 @@ class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, An
     def predict(self, batch: Sequence[Mapping[str, Any]], model: Any) -> Scored:
         raise NotImplementedError(type(self))
 
-    def classify_error(self, error: BaseException) -> str:
+    def describe(self) -> str:
+        """Which model, which version and where from, as the launcher logs it and error messages name it."""
+        raise NotImplementedError(type(self))
+
+    def preflight(self) -> None:
+        """The launcher's check before the job starts: raises a UsageError (model_handlers.errors) when the model
+        cannot serve. Here nothing: what a handler can check without loading the model, it checks when made."""
+
+    def classify_error(self, error: BaseException) -> ErrorType:
         """PERMANENT unless a subclass knows the failure may pass (an overloaded or unreachable server)."""
-        return PERMANENT
+        return ErrorType.PERMANENT
 
     def describe_error(self, error: BaseException) -> str:
         """The `error` text of a dead letter."""
@@ -75,7 +83,7 @@ class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, An
             scored = self.predict(batch, model)
         except Exception as batch_error:  # pylint: disable=broad-except
             error_type = self.classify_error(batch_error)
-            if len(batch) == 1 or error_type == RETRYABLE:
+            if len(batch) == 1 or error_type == ErrorType.RETRYABLE:
                 failure = self._failure(self.describe_error(batch_error), error_type, len(batch))
                 return [PredictionResult(example, failure, None) for example in batch]
             # Why one by one: a single poisonous element must not take the good ones down with it.
@@ -100,13 +108,20 @@ class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, An
         can carry it, and a prediction of NaN is not one. The same event would get the same answer again."""
         for name, value in output.items():
             if not math.isfinite(value):
-                failure = self._failure(f"the model (version {model_version}) returned {value} for {name!r}", PERMANENT)
+                failure = self._failure(
+                    f"the model (version {model_version}) returned {value} for {name!r}", ErrorType.PERMANENT,
+                    reason=Reason.NON_FINITE_OUTPUT,
+                )
                 return PredictionResult(example, failure, None)
         return PredictionResult(example, output, model_version)
 
-    def _failure(self, error: str, error_type: str, count: int = 1) -> InferenceFailure:
+    def _failure(
+        self, error: str, error_type: ErrorType, count: int = 1, reason: Reason | None = None
+    ) -> InferenceFailure:
         Metrics.counter(self.get_metrics_namespace(), "elements_failed").inc(count)
-        return InferenceFailure(error, error_type)
+        if reason is None:
+            reason = Reason.MODEL_UNAVAILABLE if error_type == ErrorType.RETRYABLE else Reason.MODEL_REJECTED
+        return InferenceFailure(error, error_type, reason)
 
     def get_num_bytes(self, batch: Sequence[Mapping[str, Any]]) -> int:
         # What crosses into the model: string bytes, and 8 bytes per number. Cheaper than Beam's pickle default.

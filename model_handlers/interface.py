@@ -14,7 +14,6 @@ outputs, and the name of its directory in the model repository. Everything else 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -26,14 +25,27 @@ STRING = "string"
 FLOAT = "float"
 INT = "int"
 
-# numpy dtypes the serving signatures take, by feature type. Floats are float32 on the wire (TF Serving's
-# DT_FLOAT) and ints int64 (DT_INT64).
-NUMPY_DTYPES = {STRING: object, FLOAT: np.float32, INT: np.int64}
-# TensorFlow's names for them, as a signature declares its inputs.
-TF_DTYPE_NAMES = {STRING: "string", FLOAT: "float32", INT: "int64"}
-_JSON_TYPES = {STRING: "string", FLOAT: "number", INT: "integer"}
-# The tf.train.Example list each feature type travels in (float_list holds float32, like DT_FLOAT).
-EXAMPLE_KINDS = {STRING: "bytes_list", FLOAT: "float_list", INT: "int64_list"}
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureType:
+    """What one feature type is in each format it travels in. Floats are float32 on the wire (TF Serving's
+    DT_FLOAT, a tf.train.Example's float_list) and ints int64."""
+
+    numpy_dtype: Any  # the numpy column the serving signatures take
+    tf_name: str  # TensorFlow's name (tf.dtypes.DType.name), as a signature declares its inputs
+    tensor_dtype: str  # the DataType enum in a TensorProto (tensorflow/core/framework/types.proto)
+    json_type: str  # JSON Schema's type
+    described: str  # in an error message: "must be {described}"
+    example_kind: str  # the tf.train.Example list the feature travels in
+
+
+# The one table of feature types: every place that maps a type to a dtype reads it.
+FEATURE_TYPES = {
+    STRING: FeatureType(object, "string", "DT_STRING", "string", "a string", "bytes_list"),
+    FLOAT: FeatureType(np.float32, "float32", "DT_FLOAT", "number", "a number", "float_list"),
+    INT: FeatureType(np.int64, "int64", "DT_INT64", "integer", "an integer", "int64_list"),
+}
 
 # TF Serving's signatures over serialized tf.train.Examples: one DT_STRING input, `inputs`, and the method name
 # TF Serving's Classify and Regress insist on (tensorflow/serving/apis; tf.saved_model.CLASSIFY_METHOD_NAME, ...).
@@ -58,8 +70,8 @@ class Feature:
     default: Any = None
 
     def __post_init__(self):
-        if self.dtype not in NUMPY_DTYPES:
-            raise ValueError(f"feature {self.name!r}: dtype must be one of {sorted(NUMPY_DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in FEATURE_TYPES:
+            raise ValueError(f"feature {self.name!r}: dtype must be one of {sorted(FEATURE_TYPES)}, got {self.dtype!r}")
         if self.dtype == STRING and self.max_length is None:
             raise ValueError(f"string feature {self.name!r} needs a max_length: inputs are size-bounded")
         if self.dtype != STRING and (self.minimum is None or self.maximum is None):
@@ -70,7 +82,7 @@ class Feature:
         return self.default is None
 
     def json_schema(self) -> dict:
-        schema: dict[str, Any] = {"type": _JSON_TYPES[self.dtype], "description": self.description}
+        schema: dict[str, Any] = {"type": FEATURE_TYPES[self.dtype].json_type, "description": self.description}
         if self.minimum is not None:
             schema["minimum"] = self.minimum
         if self.maximum is not None:
@@ -134,7 +146,7 @@ class ModelInterface:
             if feature.dtype == STRING:
                 columns[feature.name] = np.array([v.encode("utf-8") for v in values], dtype=object)
             else:
-                columns[feature.name] = np.array(values, dtype=NUMPY_DTYPES[feature.dtype])
+                columns[feature.name] = np.array(values, dtype=FEATURE_TYPES[feature.dtype].numpy_dtype)
         return columns
 
     def rows_from_outputs(self, outputs: Mapping[str, Any], batch_size: int) -> list[dict[str, float]]:
@@ -152,7 +164,7 @@ class ModelInterface:
 
     def signature_problems(self, inputs: Mapping[str, str], outputs: Sequence[str]) -> list[str]:
         """What keeps a signature (input name -> TF dtype name, output names) from serving this interface."""
-        expected = {f.name: TF_DTYPE_NAMES[f.dtype] for f in self.features}
+        expected = {f.name: FEATURE_TYPES[f.dtype].tf_name for f in self.features}
         problems = []
         missing, extra = sorted(set(expected) - set(inputs)), sorted(set(inputs) - set(expected))
         if missing:
@@ -173,8 +185,10 @@ class ModelInterface:
         an Example without it is scored as a JSON event without it (and as `to_columns` fills it)."""
         import tensorflow as tf
 
-        dtypes = {STRING: tf.string, FLOAT: tf.float32, INT: tf.int64}
-        return {f.name: tf.io.FixedLenFeature([], dtypes[f.dtype], default_value=f.default) for f in self.features}
+        return {
+            f.name: tf.io.FixedLenFeature([], tf.as_dtype(FEATURE_TYPES[f.dtype].tf_name), default_value=f.default)
+            for f in self.features
+        }
 
     def to_example(self, features: Mapping[str, Any], event_id: str | None = None):
         """A validated feature dict -> tf.train.Example, every feature set (absent ones at their default); with
@@ -187,12 +201,8 @@ class ModelInterface:
             fields[EVENT_ID].bytes_list.value.append(event_id.encode("utf-8"))
         for feature in self.features:
             value = features.get(feature.name, feature.default)
-            if feature.dtype == STRING:
-                fields[feature.name].bytes_list.value.append(value.encode("utf-8"))
-            elif feature.dtype == FLOAT:
-                fields[feature.name].float_list.value.append(value)
-            else:
-                fields[feature.name].int64_list.value.append(value)
+            kind = getattr(fields[feature.name], FEATURE_TYPES[feature.dtype].example_kind)
+            kind.value.append(value.encode("utf-8") if feature.dtype == STRING else value)
         return example
 
     def rows_from_example_results(self, results: Sequence[Any]) -> list[dict[str, float]]:
@@ -267,10 +277,6 @@ class ModelInterface:
             "required": [EVENT_ID] + [f.name for f in self.features if f.required],
             "additionalProperties": True,
         }
-
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 FRAUD = ModelInterface(

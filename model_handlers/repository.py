@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import posixpath
 
+from model_handlers.errors import ModelNotFoundError
+
 WARMUP_FILE = posixpath.join("assets.extra", "tf_serving_warmup_requests")
-
-
-class ModelNotFoundError(FileNotFoundError):
-    pass
 
 
 def _join(*parts: str) -> str:

@@ -20,14 +20,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from model_handlers import repository
-from model_handlers.base import PERMANENT, RETRYABLE, IsolatingModelHandler, Scored
+from model_handlers.base import IsolatingModelHandler, Scored
+from model_handlers.errors import SignatureMismatchError
 from model_handlers.interface import ModelInterface
+from transforms.messages import ErrorType
 
 _LOGGER = logging.getLogger(__name__)
-
-
-class SignatureMismatchError(ValueError):
-    pass
 
 
 class LoadedSavedModel:
@@ -114,9 +112,8 @@ class RepositoryModelHandler(IsolatingModelHandler):
     def model_version(self) -> str:
         return str(self._version)
 
-    @property
-    def model_path(self) -> str:
-        return self._path
+    def describe(self) -> str:
+        return f"model {self.interface.name!r} version {self._version} from {self._path}"
 
 
 class SavedModelHandler(RepositoryModelHandler):
@@ -173,11 +170,11 @@ class SavedModelHandler(RepositoryModelHandler):
         outputs = model.predict(self.interface.to_columns(batch))
         return Scored(self.interface.rows_from_outputs(outputs, len(batch)), self.model_version)
 
-    def classify_error(self, error: BaseException) -> str:
+    def classify_error(self, error: BaseException) -> ErrorType:
         import tensorflow as tf
 
         # Out of memory may pass with a smaller batch or a calmer machine; anything else will fail again.
         if isinstance(error, (MemoryError, tf.errors.ResourceExhaustedError)):
-            return RETRYABLE
-        return PERMANENT
+            return ErrorType.RETRYABLE
+        return ErrorType.PERMANENT
 

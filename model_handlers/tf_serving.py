@@ -47,9 +47,10 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.utils import retry
 
-from model_handlers.base import PERMANENT, RETRYABLE, IsolatingModelHandler, Scored
-from model_handlers.interface import CLASSIFY, FLOAT, INT, STRING, ModelInterface
-from model_handlers.saved_model import SignatureMismatchError
+from model_handlers.base import IsolatingModelHandler, Scored
+from model_handlers.interface import CLASSIFY, FEATURE_TYPES, STRING, ModelInterface
+from transforms.messages import ErrorType
+from model_handlers.errors import SignatureMismatchError, TFServingRefused, TFServingUnreachable
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -80,22 +81,18 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-class TFServingRefused(ValueError):
-    """TF Serving answered, with a permanent error (an unknown model, version or label)."""
-
-
 class RetryBudgetSpent(TimeoutError):
     """A batch's retry budget ran out before a request could be sent (all slots busy, or earlier requests)."""
 
 
-def error_type(error: BaseException) -> str:
+def error_type(error: BaseException) -> ErrorType:
     """PERMANENT when the event is the cause: a status that says so, or a local error building the request or
     reading the answer; RETRYABLE for every other status and a spent budget."""
     if isinstance(error, RetryBudgetSpent):
-        return RETRYABLE
+        return ErrorType.RETRYABLE
     if isinstance(error, grpc.RpcError):
-        return PERMANENT if error.code() in PERMANENT_CODES else RETRYABLE
-    return PERMANENT
+        return ErrorType.PERMANENT if error.code() in PERMANENT_CODES else ErrorType.RETRYABLE
+    return ErrorType.PERMANENT
 
 
 def unanswered(error: BaseException) -> bool:
@@ -105,7 +102,7 @@ def unanswered(error: BaseException) -> bool:
     return isinstance(error, grpc.RpcError) and error.code() in TRANSIENT_CODES | SUSPECT_CODES
 
 
-def describe(error: BaseException) -> str:
+def status_text(error: BaseException) -> str:
     if isinstance(error, grpc.RpcError):
         return f"{error.code().name}: {error.details()}"
     return f"{type(error).__name__}: {error}"
@@ -116,12 +113,13 @@ def tensor_proto(values: np.ndarray, dtype: str):
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
     shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))])
+    feature_type = FEATURE_TYPES[dtype]
+    tensor_dtype = types_pb2.DataType.Value(feature_type.tensor_dtype)
     if dtype == STRING:
-        return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=list(values))
-    numpy_dtype, tf_dtype = {FLOAT: ("<f4", types_pb2.DT_FLOAT), INT: ("<i8", types_pb2.DT_INT64)}[dtype]
-    return tensor_pb2.TensorProto(
-        dtype=tf_dtype, tensor_shape=shape, tensor_content=np.asarray(values, dtype=numpy_dtype).tobytes()
-    )
+        return tensor_pb2.TensorProto(dtype=tensor_dtype, tensor_shape=shape, string_val=list(values))
+    # tensor_content is little-endian, whatever the machine.
+    content = np.asarray(values, dtype=np.dtype(feature_type.numpy_dtype).newbyteorder("<")).tobytes()
+    return tensor_pb2.TensorProto(dtype=tensor_dtype, tensor_shape=shape, tensor_content=content)
 
 
 def predict_request(interface: ModelInterface, rows: Sequence[Mapping[str, Any]], model_spec):
@@ -252,7 +250,7 @@ class TFServingHandler(IsolatingModelHandler):
     def signature_name(self) -> str:
         return self.interface.signature_name if self._api == PREDICT else self.interface.example_signature_name
 
-    def describe_model(self) -> str:
+    def describe(self) -> str:
         pinned = (
             f" version {self._model_version}" if self._model_version is not None
             else f" label {self._version_label!r}" if self._version_label else " (latest version)"
@@ -323,11 +321,11 @@ class TFServingHandler(IsolatingModelHandler):
         version = str(response.model_spec.version.value) if response.model_spec.HasField("version") else "unknown"
         return Scored(rows, version)
 
-    def classify_error(self, error: BaseException) -> str:
+    def classify_error(self, error: BaseException) -> ErrorType:
         return error_type(error)
 
     def describe_error(self, error: BaseException) -> str:
-        return describe(error)
+        return status_text(error)
 
     def get_metrics_namespace(self) -> str:
         return f"marketplace_{self.interface.name}"
@@ -346,22 +344,22 @@ class TFServingHandler(IsolatingModelHandler):
         except (grpc.RpcError, RetryBudgetSpent) as error:
             if unanswered(error):
                 message = (
-                    f"TF Serving did not answer GetModelMetadata for {self.describe_model()} "
-                    f"within a retry budget of {self._retry_budget_secs:g}s: {describe(error)}"
+                    f"TF Serving did not answer GetModelMetadata for {self.describe()} "
+                    f"within a retry budget of {self._retry_budget_secs:g}s: {status_text(error)}"
                 )
                 if require_reachable:
-                    raise ConnectionError(message) from error
+                    raise TFServingUnreachable(message) from error
                 _LOGGER.warning("%s; scoring will retry and dead-letter while it stays away", message)
                 return
             raise TFServingRefused(
-                f"TF Serving refused GetModelMetadata for {self.describe_model()}: {describe(error)}"
+                f"TF Serving refused GetModelMetadata for {self.describe()}: {status_text(error)}"
             ) from error
         signatures = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signatures)
         name = self.signature_name
         if name not in signatures.signature_def:
             raise SignatureMismatchError(
-                f"{self.describe_model()} has no signature {name!r}; it has {sorted(signatures.signature_def)}"
+                f"{self.describe()} has no signature {name!r}; it has {sorted(signatures.signature_def)}"
             )
         signature = signatures.signature_def[name]
         inputs = {key: tf_dtype_name(info.dtype) for key, info in signature.inputs.items()}
@@ -371,11 +369,11 @@ class TFServingHandler(IsolatingModelHandler):
             problems = self.interface.signature_problems(inputs, list(signature.outputs))
         if problems:
             raise SignatureMismatchError(
-                f"the {name!r} signature of {self.describe_model()} does not match the {self.interface.name!r} "
+                f"the {name!r} signature of {self.describe()} does not match the {self.interface.name!r} "
                 "schema: " + "; ".join(problems)
             )
         _LOGGER.info("TF Serving serves %s (version %s) with the expected signature",
-                     self.describe_model(), response.model_spec.version.value)
+                     self.describe(), response.model_spec.version.value)
 
     def _call(self, client: TFServingClient, method: str, request):
         """`method` with its retries, all ended by the client's deadline (a batch's), else a budget from now."""
@@ -401,7 +399,7 @@ class TFServingHandler(IsolatingModelHandler):
                         raise
                     Metrics.counter(namespace, "tf_serving_retries").inc()
                     _LOGGER.warning(
-                        "%s to %s: retrying in %.2fs after %s", method, self._target, delay, describe(error)
+                        "%s to %s: retrying in %.2fs after %s", method, self._target, delay, status_text(error)
                     )
                     time.sleep(delay)
         except Exception:
@@ -431,4 +429,5 @@ def tf_dtype_name(dtype_enum: int) -> str:
     from tensorflow.core.framework import types_pb2
 
     name = types_pb2.DataType.Name(dtype_enum)  # DT_STRING
-    return {"DT_STRING": "string", "DT_FLOAT": "float32", "DT_INT64": "int64"}.get(name, name.lower())
+    by_tensor_dtype = {t.tensor_dtype: t.tf_name for t in FEATURE_TYPES.values()}
+    return by_tensor_dtype.get(name, name.lower())

@@ -24,7 +24,8 @@ from typing import Any, Mapping, Sequence
 
 from model_handlers.base import Scored
 from model_handlers.interface import CLASSIFY, ModelInterface
-from model_handlers.saved_model import RepositoryModelHandler, SignatureMismatchError, warmup_logs
+from model_handlers.errors import SignatureMismatchError
+from model_handlers.saved_model import RepositoryModelHandler, warmup_logs
 
 _LOGGER = logging.getLogger(__name__)
 

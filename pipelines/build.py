@@ -18,17 +18,17 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from model_handlers.base import IsolatingModelHandler
+from model_handlers.errors import UsageError
 from model_handlers.interface import ModelInterface
-from model_handlers.repository import ModelNotFoundError
-from model_handlers.saved_model import SavedModelHandler, SignatureMismatchError
-from model_handlers.tf_serving import PREDICT, TFServingHandler, TFServingRefused
+from model_handlers.saved_model import SavedModelHandler
+from model_handlers.tf_serving import PREDICT, TFServingHandler
 from model_handlers.tfx_bsl_inference import TfxBslHandler
 from pipelines.flink_watch import PubsubWatch
-from pipelines.options import TF_SERVING, TFX_BSL, InferenceOptions, InvalidOptions
-from pipelines.pubsub_checks import PubsubSetupError, check_pubsub
+from pipelines.options import InferenceOptions, InferencePath, Mode, Plan, Runner
+from pipelines.pubsub_checks import check_pubsub
 from transforms.files import ReadEventFiles, WriteDeadLetters, WriteMessageBodies
 from transforms.predictions import Decorate
-from transforms.pubsub import ReadEvents, is_flink
+from transforms.pubsub import Reader, ReadEvents
 from transforms.pubsub_publish import AcknowledgeDuplicates, Destination, PublishOutcomes
 from transforms.scoring import Score
 
@@ -43,7 +43,8 @@ def make_handler(interface: ModelInterface, options: InferenceOptions) -> Isolat
         max_batch_size=options.max_batch_size,
         max_batch_duration_secs=options.max_batch_duration_secs,
     )
-    if options.inference == TF_SERVING:
+    inference = InferencePath(options.inference)
+    if inference == InferencePath.TF_SERVING:
         return TFServingHandler(
             interface,
             options.tf_serving_target,
@@ -57,7 +58,7 @@ def make_handler(interface: ModelInterface, options: InferenceOptions) -> Isolat
             root_certificates_file=options.tf_serving_root_certificates,
             **batching,
         )
-    if options.inference == TFX_BSL:
+    if inference == InferencePath.TFX_BSL:
         return TfxBslHandler(
             interface,
             options.model_repository(),
@@ -77,19 +78,20 @@ def make_handler(interface: ModelInterface, options: InferenceOptions) -> Isolat
 
 
 def build(
-    pipeline: beam.Pipeline, interface: ModelInterface, options: InferenceOptions, decorate: Decorate | None = None
+    pipeline: beam.Pipeline,
+    interface: ModelInterface,
+    options: InferenceOptions,
+    plan: Plan,
+    decorate: Decorate | None = None,
 ) -> None:
     handler = make_handler(interface, options)
-    if isinstance(handler, TFServingHandler):
-        # Preflight from the launcher: an absent server or a mismatched signature stops the job before it starts.
-        handler.preflight()
-        _LOGGER.info("%s: %s, scoring with %s", interface.name, options.mode(), handler.describe_model())
-    else:
-        _LOGGER.info("%s: %s, model version %s from %s", interface.name, options.mode(), handler.model_version,
-                     options.model_repository())
-    if options.mode() == "streaming":
+    # From the launcher: an absent server or a mismatched signature stops the job before it starts.
+    handler.preflight()
+    _LOGGER.info("%s: %s on %s, scoring with %s", interface.name, plan.mode, plan.runner, handler.describe())
+    if plan.mode == Mode.STREAMING:
+        reader = Reader.PULL if plan.pipeline_acknowledges else Reader.BEAM
         events = pipeline | "ReadEvents" >> ReadEvents(
-            options.input_subscription, options.pubsub_emulator_host, options.pubsub_unreachable_secs
+            options.input_subscription, reader, options.pubsub_emulator_host, options.pubsub_unreachable_secs
         )
     else:
         events = pipeline | "ReadEvents" >> ReadEventFiles(options.input, options.input_format)
@@ -102,12 +104,12 @@ def build(
         timestamp_attribute=options.timestamp_attribute,
         deduplicate_ttl_secs=options.deduplicate_ttl_secs if options.deduplicate else None,
     )
-    if options.mode() == "streaming":
+    if plan.mode == Mode.STREAMING:
         destination = Destination(
             output_topic=options.output_topic,
             dead_letter_topic=options.dead_letter_topic,
-            # Only the pipeline's own reader (Flink) leaves acknowledging to the sink; Beam's acks on pull.
-            subscription=options.input_subscription if is_flink(options) else None,
+            # Only the pipeline's own reader leaves acknowledging to the sink; Beam's acks on pull.
+            subscription=options.input_subscription if plan.pipeline_acknowledges else None,
             emulator_host=options.pubsub_emulator_host,
             model=interface.name,
             publish_timeout_secs=options.publish_timeout_secs,
@@ -120,10 +122,9 @@ def build(
         scored.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(options.dead_letter_output, interface.name)
 
 
-def _needs_bundles_finished_at_checkpoints(pipeline_options: PipelineOptions) -> bool:
-    options = pipeline_options.view_as(InferenceOptions)
+def _needs_bundles_finished_at_checkpoints(pipeline_options: PipelineOptions, plan: Plan) -> bool:
     given = pipeline_options.get_all_options(retain_unknown_options=True).get("finish_bundle_before_checkpointing")
-    return bool(options.input_subscription) and is_flink(options) and given is None
+    return plan.pipeline_acknowledges and given is None
 
 
 def _pubsub_emulator(options: InferenceOptions) -> None:
@@ -144,7 +145,8 @@ def run(
 ) -> beam.runners.runner.PipelineResult:
     """Validates the options, builds the pipeline and starts it; returns Beam's PipelineResult."""
     pipeline_options = test_pipeline.options if test_pipeline is not None else PipelineOptions(argv)
-    if test_pipeline is None and _needs_bundles_finished_at_checkpoints(pipeline_options):
+    plan = Plan.of(pipeline_options)
+    if test_pipeline is None and _needs_bundles_finished_at_checkpoints(pipeline_options, plan):
         # By default Beam's Flink runner lets a bundle run across a checkpoint and keeps its pending output in the
         # checkpoint, to emit again after a restore: outputs already published would be scored and published again,
         # past --deduplicate, whose state was snapshotted before them. Finishing the bundle first keeps "in the
@@ -154,19 +156,20 @@ def run(
     options = pipeline_options.view_as(InferenceOptions)
     options.validate()
     decorate = decorate_from_options(pipeline_options) if decorate_from_options else None
-    if options.mode() == "streaming":
+    if plan.mode == Mode.STREAMING:
         if not pipeline_options.view_as(StandardOptions).streaming:
             _LOGGER.info("reading Pub/Sub needs streaming mode: running with --streaming")
             pipeline_options.view_as(StandardOptions).streaming = True
         _pubsub_emulator(options)
-        check_pubsub(pipeline_options, acknowledged_by_pipeline=is_flink(options))
+        check_pubsub(pipeline_options, acknowledged_by_pipeline=plan.pipeline_acknowledges)
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=pipeline_options)
-    build(pipeline, interface, options, decorate)
+    build(pipeline, interface, options, plan, decorate)
     return pipeline.run()
 
 
 def main(prog: str, run_fn: Callable, description: str, extra_options: type | None = None) -> None:
-    """Command-line front: `--help` lists the project's options; bad options exit 2 with the reason, no traceback.
+    """Command-line front: `--help` lists the project's options; a UsageError (bad options, a missing model, topic
+    or server) exits 2 with the reason, no traceback.
     A streaming job on Flink is watched while the launcher waits on it: workers that cannot reach Pub/Sub cancel
     it, and the launcher exits 1 with the reason (pipelines.flink_watch)."""
     argv = sys.argv[1:]
@@ -184,9 +187,7 @@ def main(prog: str, run_fn: Callable, description: str, extra_options: type | No
     argv, watch = _watch_on_flink(prog, argv)
     try:
         result = run_fn(argv)
-    except (
-        InvalidOptions, ModelNotFoundError, SignatureMismatchError, TFServingRefused, PubsubSetupError, ConnectionError
-    ) as error:
+    except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     if watch is not None:
@@ -205,9 +206,9 @@ def _watch_on_flink(prog: str, argv: list[str]) -> tuple[list[str], PubsubWatch 
     """For a streaming job on a Flink cluster: a watch on it, and a job name to find it by (one is made up, and
     logged, when --job_name is not given)."""
     pipeline_options = PipelineOptions(argv)
-    options = pipeline_options.view_as(InferenceOptions)
     flink_master = pipeline_options.get_all_options(retain_unknown_options=True).get("flink_master")
-    if not (options.input_subscription and is_flink(options) and flink_master and ":" in flink_master):
+    plan = Plan.of(pipeline_options)
+    if not (plan.mode == Mode.STREAMING and plan.runner == Runner.FLINK and flink_master and ":" in flink_master):
         return argv, None
     job_name = pipeline_options.view_as(GoogleCloudOptions).job_name
     if not job_name:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from deploy.submit import TERMINAL_STATES, FlinkRest, rest_url
+from plumbing.flink_rest import FlinkRest, active_jobs, rest_url
 from transforms.pubsub_pull import UNREACHABLE_MARKER
 
 _LOGGER = logging.getLogger(__name__)
@@ -43,10 +43,7 @@ class PubsubWatch:
         while not self._stop.wait(self._poll_secs):
             try:
                 if job_id is None:
-                    job_id = next(
-                        (j["jid"] for j in self._rest.jobs()
-                         if j["name"] == self._job_name and j["state"] not in TERMINAL_STATES), None
-                    )
+                    job_id = next((j["jid"] for j in active_jobs(self._rest.jobs(), self._job_name)), None)
                     continue
                 for entry in self._rest.exceptions(job_id):
                     if UNREACHABLE_MARKER in entry.get("stacktrace", ""):

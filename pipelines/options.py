@@ -1,26 +1,44 @@
 """The project's pipeline options, beside Beam's own flags (--runner, --streaming, --direct_num_workers, ...).
 
 Combinations are checked once, in `validate`, before anything starts, with messages that say what to change.
+What the options decide (streaming or backfill, which runner, where the model runs) is resolved once, into a
+`Plan` of enums, and every later decision reads the plan.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import re
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from model_handlers.errors import UsageError
 from model_handlers.tf_serving import APIS as TF_SERVING_APIS
-from transforms.events import DEFAULT_MAX_EVENT_BYTES, JSONL, TFRECORD
-from transforms.predictions import PREDICTION_LOG
-from transforms.pubsub import is_flink
+from transforms.events import DEFAULT_MAX_EVENT_BYTES
+from transforms.messages import Format
 from transforms.pubsub_pull import UNREACHABLE_AFTER_SECS
 
 SUBSCRIPTION_RE = re.compile(r"^projects/[^/]+/subscriptions/[^/]{3,255}$")
 TOPIC_RE = re.compile(r"^projects/[^/]+/topics/[^/]{3,255}$")
 
-IN_PROCESS = "in_process"
-TF_SERVING = "tf_serving"
-TFX_BSL = "tfx_bsl"
+
+
+class Mode(enum.StrEnum):
+    STREAMING = "streaming"  # Pub/Sub in, Pub/Sub out
+    BACKFILL = "backfill"  # files in, files out, in batch mode
+
+
+class Runner(enum.StrEnum):
+    FLINK = "flink"  # the pipeline pulls from Pub/Sub itself and acknowledges after publishing
+    BEAM = "beam"  # any other runner (the DirectRunner here): Beam's own Pub/Sub read, acknowledged on pull
+
+
+class InferencePath(enum.StrEnum):
+    IN_PROCESS = "in_process"
+    TF_SERVING = "tf_serving"
+    TFX_BSL = "tfx_bsl"
+
 DEFAULT_MODEL_DIR = "models"
 # Publishing an output, with the client's retries, before the message is left for Pub/Sub to deliver again.
 DEFAULT_PUBLISH_TIMEOUT_SECS = 10.0
@@ -35,17 +53,44 @@ TF_SERVING_ONLY = (
 )
 # Flags each --inference does not take. tfx_bsl reads the model repository, but keeps one Session per process.
 NOT_FOR = {
-    IN_PROCESS: TF_SERVING_ONLY,
-    TF_SERVING: IN_PROCESS_ONLY,
-    TFX_BSL: TF_SERVING_ONLY + ("share_model_across_processes", "model_copies"),
+    InferencePath.IN_PROCESS: TF_SERVING_ONLY,
+    InferencePath.TF_SERVING: IN_PROCESS_ONLY,
+    InferencePath.TFX_BSL: TF_SERVING_ONLY + ("share_model_across_processes", "model_copies"),
 }
 
 STREAMING_FLAGS = ("input_subscription", "output_topic", "dead_letter_topic")
 BACKFILL_FLAGS = ("input", "output", "dead_letter_output")
 
 
-class InvalidOptions(ValueError):
+class InvalidOptions(UsageError, ValueError):
     """A flag, or a combination of flags, that cannot work: reported before anything starts."""
+
+
+def runner_of(options: PipelineOptions) -> Runner:
+    """Beam names a runner by a string (FlinkRunner, flink, ...) or an instance; the only difference that matters
+    here is whether it is Flink's."""
+    runner = options.view_as(StandardOptions).runner
+    return Runner.FLINK if runner is not None and "flink" in str(runner).lower() else Runner.BEAM
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the options decide, resolved once when the pipeline is built."""
+
+    mode: Mode
+    runner: Runner
+    inference: InferencePath
+
+    @classmethod
+    def of(cls, options: PipelineOptions) -> "Plan":
+        inference = options.view_as(InferenceOptions)
+        return cls(inference.mode(), runner_of(options), InferencePath(inference.inference))
+
+    @property
+    def pipeline_acknowledges(self) -> bool:
+        """Whether the pipeline acknowledges its Pub/Sub messages itself, after publishing what each became
+        (transforms.pubsub_pull): on Flink. Beam's own reader acknowledges on pull."""
+        return self.mode == Mode.STREAMING and self.runner == Runner.FLINK
 
 
 class InferenceOptions(PipelineOptions):
@@ -80,19 +125,19 @@ class InferenceOptions(PipelineOptions):
         backfill.add_argument("--output", help="path prefix for prediction files (<prefix>-SSSSS-of-NNNNN.<format>)")
         backfill.add_argument("--dead_letter_output", help="path prefix for dead-letter files (JSON Lines)")
         backfill.add_argument(
-            "--input_format", default=JSONL, choices=[JSONL, TFRECORD],
+            "--input_format", type=Format, default=Format.JSONL, choices=[Format.JSONL, Format.TFRECORD],
             help="jsonl (one JSON event a line) or tfrecord (tf.train.Examples with an event_id bytes feature; "
             "gzip or deflate by extension)",
         )
         backfill.add_argument(
-            "--output_format", default=JSONL, choices=[JSONL, PREDICTION_LOG],
+            "--output_format", type=Format, default=Format.JSONL, choices=[Format.JSONL, Format.PREDICTION_LOG],
             help="jsonl (one JSON prediction a line) or prediction_log (TFRecord of TF Serving PredictionLogs, as "
             "TFX's BulkInferrer writes)",
         )
 
         model = parser.add_argument_group("model")
         model.add_argument(
-            "--inference", default=IN_PROCESS, choices=[IN_PROCESS, TF_SERVING, TFX_BSL],
+            "--inference", type=InferencePath, default=InferencePath.IN_PROCESS, choices=list(InferencePath),
             help="where the model runs: in_process (the SavedModel inside each Beam worker), tf_serving (gRPC) or "
             "tfx_bsl (in-process, tfx-bsl's model handler on the classify/regress signature)",
         )
@@ -158,8 +203,8 @@ class InferenceOptions(PipelineOptions):
     def model_repository(self) -> str:
         return self.model_dir or DEFAULT_MODEL_DIR
 
-    def mode(self) -> str:
-        return "streaming" if self.input_subscription else "backfill"
+    def mode(self) -> Mode:
+        return Mode.STREAMING if self.input_subscription else Mode.BACKFILL
 
     def validate(self) -> None:
         """Raises ValueError listing every problem with the combination of options."""
@@ -177,7 +222,7 @@ class InferenceOptions(PipelineOptions):
             )
         elif streaming_given:
             problems += [f"streaming needs --{n}" for n in STREAMING_FLAGS if not getattr(self, n)]
-            if self.input_format != JSONL or self.output_format != JSONL:
+            if self.input_format != Format.JSONL or self.output_format != Format.JSONL:
                 problems.append(
                     f"--input_format={self.input_format} and --output_format={self.output_format}: streaming reads "
                     f"and writes JSON messages; tfrecord and prediction_log apply to backfill files only"
@@ -193,7 +238,7 @@ class InferenceOptions(PipelineOptions):
             if self.output_topic and self.output_topic == self.dead_letter_topic:
                 problems.append("--output_topic and --dead_letter_topic must differ")
             checkpoints = self.get_all_options(retain_unknown_options=True).get("checkpointing_interval")
-            if is_flink(self) and self.deduplicate and not checkpoints:
+            if runner_of(self) == Runner.FLINK and self.deduplicate and not checkpoints:
                 problems.append(
                     "--deduplicate on Flink needs --checkpointing_interval=MS: the event ids it remembers survive a "
                     "restart only in checkpoints"
@@ -233,7 +278,7 @@ class InferenceOptions(PipelineOptions):
         for name in NOT_FOR[self.inference]:
             if getattr(self, name):
                 problems.append(f"--{name} does not apply to --inference={self.inference}")
-        if self.inference == TF_SERVING:
+        if self.inference == InferencePath.TF_SERVING:
             if not self.tf_serving_target:
                 problems.append("--inference=tf_serving needs --tf_serving_target=host:port")
             elif not TARGET_RE.match(self.tf_serving_target):

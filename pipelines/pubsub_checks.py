@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from model_handlers.errors import UsageError
 from pipelines.delivery import ack_deadline_problem, in_flight_budget
 from transforms.pubsub_clients import is_transient, publisher_client, subscriber_client
 
@@ -17,7 +18,7 @@ _LOGGER = logging.getLogger(__name__)
 TIMEOUT_SECS = 20.0
 
 
-class PubsubSetupError(ValueError):
+class PubsubSetupError(UsageError, ValueError):
     """The subscription or a topic is missing or misconfigured, or Pub/Sub cannot be reached: nothing started."""
 
 

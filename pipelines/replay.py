@@ -31,9 +31,9 @@ import sys
 from typing import Iterator, NamedTuple
 
 from transforms.dead_letter import ERROR_TYPE_ATTRIBUTE, original_message
+from transforms.messages import ErrorType
 from transforms.pubsub_clients import publisher_client, subscriber_client
 
-RETRYABLE = "retryable"
 PULL_BATCH = 500
 PULL_TIMEOUT_SECS = 5.0
 PUBLISH_TIMEOUT_SECS = 60.0
@@ -70,7 +70,7 @@ def _from_file(pattern: str) -> Iterator[Original]:
 def replay_file(pattern: str, to_topic: str | None, to_file: str | None, include_permanent: bool, say) -> Tally:
     tally, wanted = Tally(), []
     for original in _from_file(pattern):
-        if original.error_type == RETRYABLE or include_permanent:
+        if original.error_type == ErrorType.RETRYABLE or include_permanent:
             wanted.append(original)
         else:
             tally.skipped += 1
@@ -116,7 +116,7 @@ def replay_subscription(subscription: str, to_topic: str, include_permanent: boo
             publishes, skip = [], []
             for received in fresh:
                 attributes = dict(received.message.attributes)
-                if attributes.get(ERROR_TYPE_ATTRIBUTE) != RETRYABLE and not include_permanent:
+                if attributes.get(ERROR_TYPE_ATTRIBUTE) != ErrorType.RETRYABLE and not include_permanent:
                     skip.append(received.ack_id)
                     continue
                 data, original_attributes = original_message(bytes(received.message.data), attributes)

@@ -1,8 +1,27 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the suite's layers.
+
+Layers, by what a test needs (pytest.ini declares the markers; `make test-unit` runs the first alone):
+- unit: nothing outside the process; the whole layer runs in under a minute;
+- `integration`: a real outside piece: trained models, the Pub/Sub emulator, a model server process, kubectl,
+  Maven or hadolint;
+- `flink` (and integration): a real local Flink cluster.
+A test is marked by the fixtures it asks for, so a new test that needs a real piece cannot land in the unit layer.
+"""
 
 from __future__ import annotations
 
 import pytest
+
+INTEGRATION_FIXTURES = frozenset({"model_dir", "emulator", "serving_repo", "model_server", "flink"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "flink" in item.fixturenames or item.get_closest_marker("flink"):
+            item.add_marker(pytest.mark.flink)
+            item.add_marker(pytest.mark.integration)
+        elif INTEGRATION_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +86,7 @@ def serving_repo(model_dir, tmp_path_factory):
 def model_server(serving_repo, tmp_path_factory):
     """The TF Serving stand-in as a real process for the session: `.target` is its host:port."""
     from localdev.model_server import ModelServerProcess
-    from localdev.pubsub_emulator import free_port
+    from plumbing.ports import free_port
 
     log = tmp_path_factory.mktemp("model-server") / "server.log"
     with ModelServerProcess(serving_repo, free_port(), log, [f"--model_config_file={serving_repo}/models.config"]) as server:

@@ -1,8 +1,9 @@
 """Stand-ins for the two servers the deployment tools talk to that cannot run in CI.
 
-- FakeFlink: the few endpoints of Flink's REST API (1.20) that `deploy.submit` calls, served over real HTTP on
-  127.0.0.1 so that the real client code (requests, multipart upload, JSON) runs. A real session cluster would
-  need the Beam job server jar, Java and an SDK worker pool for a job to ever reach RUNNING: minutes per test.
+- FakeFlink: the few endpoints of Flink's REST API (1.20) that `deploy.submit` calls (plumbing.flink_rest's client),
+  served over real HTTP on 127.0.0.1 so that the real client code (requests, multipart upload, JSON) runs. A real
+  session cluster would need the Beam job server jar, Java and an SDK worker pool for a job to ever reach RUNNING:
+  minutes per test.
 - FakeResource / FakeDynamic / FakeCore: the Kubernetes API server, recording what the CLI sends.
 """
 

@@ -3,7 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from model_handlers.interface import ModelInterface
+from model_handlers.interface import FEATURE_TYPES, ModelInterface
+from transforms.messages import Reason
 
 
 def direct_outputs(model_dir, interface: ModelInterface, events: list[dict], version: int = 1) -> dict[str, dict]:
@@ -12,8 +13,7 @@ def direct_outputs(model_dir, interface: ModelInterface, events: list[dict], ver
     inputs = {}
     for feature in interface.features:
         values = [event.get(feature.name, feature.default) for event in events]
-        dtype = {"string": tf.string, "float": tf.float32, "int": tf.int64}[feature.dtype]
-        inputs[feature.name] = tf.constant(values, dtype=dtype)
+        inputs[feature.name] = tf.constant(values, dtype=tf.as_dtype(FEATURE_TYPES[feature.dtype].tf_name))
     outputs = {name: tensor.numpy() for name, tensor in signature(**inputs).items()}
     return {
         event["event_id"]: {o.name: float(outputs[o.name][i]) for o in interface.outputs}
@@ -54,4 +54,16 @@ def check_every_event_accounted_for(messages, prediction_bodies, dead_letter_bod
     want = sorted((m.payload, "parse" if m.malformed in PARSE_KINDS else "validate") for m in malformed)
     assert got == want, "dead letters do not match the malformed payloads one for one"
     assert all(b["error"] and b["error_type"] == "permanent" and b["model"] == interface.name for b in dead_letter_bodies)
+    assert all(b["reason"] in set(Reason) for b in dead_letter_bodies), "a dead letter without a known reason code"
     return len(prediction_bodies), len(dead_letter_bodies)
+
+
+def publish_and_account(run, messages, interface, model_dir, timeout_secs: float = 240):
+    """Publishes `messages` through a running localdev.streaming.StreamingRun, waits for every outcome, and checks
+    that each event is accounted for (check_every_event_accounted_for); returns the predictions and dead letters."""
+    arrived, predictions, dead_letters = run.publish_and_collect(messages, timeout_secs=timeout_secs)
+    assert arrived, f"only {len(predictions)} predictions and {len(dead_letters)} dead letters for {len(messages)} events"
+    check_every_event_accounted_for(
+        messages, [p.body for p in predictions], [d.body for d in dead_letters], interface, model_dir
+    )
+    return predictions, dead_letters

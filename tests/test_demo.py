@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 
 def run_demo(model_dir, tmp_path, events: int, *args) -> str:
     result = subprocess.run(
@@ -19,7 +21,7 @@ def run_demo(model_dir, tmp_path, events: int, *args) -> str:
 
 def test_demo_accounts_for_every_event_of_both_models_and_stops_what_it_started(model_dir, tmp_path):
     out = run_demo(model_dir, tmp_path, 120, "--malformed_fraction=0.1")
-    assert "latency p50 / p99" in out and "parse: not JSON" in out and "validate: out of bounds" in out
+    assert "latency p50 / p99" in out and "parse: not_json" in out and "validate: out_of_bounds" in out
     assert out.rstrip().endswith("stopped the pipelines, the emulator")
 
 
@@ -29,6 +31,7 @@ def test_demo_through_tf_serving_accounts_for_every_event(model_dir, tmp_path):
     assert out.rstrip().endswith("stopped the pipelines, the emulator and the model server")
 
 
+@pytest.mark.flink
 def test_demo_on_flink_accounts_for_every_event_and_stops_the_cluster(model_dir, tmp_path):
     from localdev.flink import LocalFlink
 

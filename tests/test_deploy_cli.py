@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from deploy import __main__ as cli
-from deploy import cluster, manifests, rollout, validation
+from deploy import cluster, manifests, rollout
+from deploy.validation.tf_serving import check_models_config
 from deploy_fakes import ApiError, FakeCore, FakeDynamic
 
 NS = "marketplace-inference"
@@ -268,9 +269,9 @@ def test_every_rollout_state_is_a_models_config_the_manifest_checks_accept():
     for state in states[1:]:
         text = rollout.render(state, rollout.header_of(SOURCE))
         assert text.startswith("# TF Serving's model server config")
-        assert validation.check_models_config(text, {"fraud", "price"}, "/models") == []
+        assert check_models_config(text, {"fraud", "price"}, "/models") == []
     # The first step serves a version no label names yet: only a transient state, which the checks would flag.
-    assert validation.check_models_config(rollout.render(states[0], ""), {"fraud", "price"}, "/models") == [
+    assert check_models_config(rollout.render(states[0], ""), {"fraud", "price"}, "/models") == [
         "models.config fraud: versions [2] are loaded but no label points at them"
     ]
 

@@ -20,7 +20,16 @@ from pathlib import Path
 import pytest
 
 from deploy import OVERLAYS, REPO_ROOT, crd, manifests, validation
-from deploy.manifests import find, one, pods, ref
+from deploy.manifests import args_dict, find, one, pods, ref
+from deploy.site import GPU, LAUNCHER_CONTAINER, NAMESPACE, TF_SERVING_CLIENT_LABEL, WORKER_POOL_CONTAINER, site_settings
+from deploy.validation import versions
+from deploy.validation.gpu import gpu_limit
+from deploy.validation.security import check_no_credentials
+from deploy.validation.submissions import submissions
+from deploy.validation.tf_serving import parse_batching
+
+# kubectl, Maven and hadolint: real tools, run as processes.
+pytestmark = pytest.mark.integration
 
 CHECKS = list(validation.checks("cpu"))
 
@@ -34,11 +43,11 @@ def pod(docs, owner_suffix: str):
 
 
 def worker(docs) -> dict:
-    return pod(docs, "[taskManager]").container(validation.WORKER_POOL_CONTAINER)
+    return pod(docs, "[taskManager]").container(WORKER_POOL_CONTAINER)
 
 
 def launcher(docs, pipeline="fraud-detection") -> dict:
-    return pod(docs, f"Job/submit-{pipeline}").container(validation.LAUNCHER_CONTAINER)
+    return pod(docs, f"Job/submit-{pipeline}").container(LAUNCHER_CONTAINER)
 
 
 def pipeline_args(docs, pipeline="fraud-detection") -> dict:
@@ -200,7 +209,7 @@ def test_credentials_in_the_manifests_are_caught():
     launcher(docs)["env"].append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/keys/sa.json"})
     one(docs, "ServiceAccount", "tf-serving")["metadata"]["annotations"].clear()
     docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gcp-key"}})
-    found = validation.check_no_credentials(docs, "-----BEGIN PRIVATE KEY-----")
+    found = check_no_credentials(docs, "-----BEGIN PRIVATE KEY-----")
     assert any("credential-like env 'GOOGLE_APPLICATION_CREDENTIALS'" in p for p in found)
     assert any("ServiceAccount/tf-serving: iam.gke.io/gcp-service-account must name" in p for p in found)
     assert any("Secret/gcp-key: no Secrets" in p for p in found)
@@ -303,7 +312,7 @@ def test_each_pipeline_reads_a_declared_subscription_whose_deadline_covers_its_i
     from pipelines.options import InferenceOptions
 
     docs = rendered("cpu")
-    for submission in validation.submissions(docs):
+    for submission in submissions(docs):
         options = submission.options()
         name = options.view_as(InferenceOptions).input_subscription.rsplit("/", 1)[-1]
         spec = subscription(docs, name)
@@ -387,7 +396,7 @@ def test_config_connector_objects_are_checked_against_their_crds_fields():
     one(docs, "PubSubTopic", "fraud-events")["spec"] = {"messageRetentionDuration": "7d"}
     one(docs, "IAMPolicyMember", "fraud-events-pubsub-subscriber")["spec"]["member"] = "serviceAccount:x@y"
     docs.append({"apiVersion": "storage.cnrm.cloud.google.com/v1beta1", "kind": "StorageBucket",
-                 "metadata": {"name": "b", "namespace": validation.NAMESPACE}})
+                 "metadata": {"name": "b", "namespace": NAMESPACE}})
     found = problems_of("Config Connector schemas", docs)
     assert any("PubSubSubscription/fraud-events: spec: Additional properties are not allowed ('ackDeadline', 'pushConfig' were unexpected)" in p
                for p in found), found
@@ -411,7 +420,7 @@ def test_config_connector_references_to_missing_objects_are_caught():
 
 def test_config_connector_creates_everything_in_the_site_project():
     docs = rendered("cpu")
-    site = validation.site_settings()["GCP_PROJECT"]
+    site = site_settings()["GCP_PROJECT"]
     assert one(docs, "Namespace")["metadata"]["annotations"]["cnrm.cloud.google.com/project-id"] == site
     assert one(docs, "ServiceIdentity", "pubsub")["spec"] == {"resourceID": "pubsub.googleapis.com", "projectRef": {"external": site}}
     # Deleting the objects (or the namespace) must never delete a subscription and its backlog.
@@ -421,12 +430,12 @@ def test_config_connector_creates_everything_in_the_site_project():
 
 def test_version_drift_between_setup_images_and_jobs_is_caught(tmp_path, monkeypatch):
     images = tmp_path / "images"
-    shutil.copytree(validation.IMAGES_DIR, images)
+    shutil.copytree(versions.IMAGES_DIR, images)
     worker_file = images / "worker" / "Dockerfile"
     worker_file.write_text(worker_file.read_text().replace("ARG BEAM_VERSION=2.77.0", "ARG BEAM_VERSION=2.76.0"))
     ignore = images / "launcher" / "Dockerfile.dockerignore"
     ignore.write_text(ignore.read_text().replace("!model_handlers/\n", ""))
-    monkeypatch.setattr(validation, "IMAGES_DIR", images)
+    monkeypatch.setattr(versions, "IMAGES_DIR", images)
     docs = rendered("gpu")
     _replace_arg(launcher(docs, "price-suggestion"), "--flink_job_server_jar=",
                  "--flink_job_server_jar=/opt/beam/jars/beam-runners-flink-1.20-job-server-2.76.0.jar")
@@ -441,19 +450,19 @@ def test_version_drift_between_setup_images_and_jobs_is_caught(tmp_path, monkeyp
 
 
 def test_setup_py_is_where_the_beam_version_is_stated():
-    facts = validation.setup_py_facts(validation.SETUP_PY.read_text())
+    facts = versions.setup_py_facts(versions.SETUP_PY.read_text())
     assert facts["beam"] == facts["beam_requirement"] == "2.77.0"
-    drifted = validation.setup_py_facts('BEAM_VERSION = "2.77.0"\nREQUIRED = ["apache-beam[gcp]==2.76.0"]\n')
+    drifted = versions.setup_py_facts('BEAM_VERSION = "2.77.0"\nREQUIRED = ["apache-beam[gcp]==2.76.0"]\n')
     assert drifted["beam_requirement"] == "2.76.0" != drifted["beam"]
 
 
 def test_gpu_on_flinks_own_container_or_in_the_cpu_overlay_is_caught():
     cpu = rendered("cpu")
-    worker(cpu)["resources"]["limits"][validation.GPU] = "1"
+    worker(cpu)["resources"]["limits"][GPU] = "1"
     assert any("cpu overlay: no GPU anywhere" in p for p in problems_of("gpu", cpu, "cpu"))
 
     gpu = rendered("gpu")
-    pod(gpu, "[taskManager]").container("flink-main-container")["resources"] = {"limits": {validation.GPU: "1"}}
+    pod(gpu, "[taskManager]").container("flink-main-container")["resources"] = {"limits": {GPU: "1"}}
     one(gpu, "FlinkDeployment")["spec"]["flinkConfiguration"]["external-resources"] = "gpu"
     pod(gpu, "[taskManager]").spec.pop("tolerations")
     worker(gpu)["image"] = worker(gpu)["image"].removesuffix("-gpu")
@@ -467,11 +476,11 @@ def test_gpu_on_flinks_own_container_or_in_the_cpu_overlay_is_caught():
 def test_gpu_overlay_puts_the_gpu_on_the_worker_sidecar_and_tf_serving_only():
     docs = rendered("gpu")
     taskmanager = pod(docs, "[taskManager]")
-    assert validation.gpu_limit(taskmanager.container("beam-worker-pool")) == "1"
-    assert validation.gpu_limit(taskmanager.container("flink-main-container")) is None
+    assert gpu_limit(taskmanager.container("beam-worker-pool")) == "1"
+    assert gpu_limit(taskmanager.container("flink-main-container")) is None
     assert taskmanager.spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert pod(docs, "Deployment/tf-serving").container("tf-serving")["image"] == "tensorflow/serving:2.19.1-gpu"
-    batching = validation.parse_batching(one(docs, "ConfigMap", next(
+    batching = parse_batching(one(docs, "ConfigMap", next(
         cm["metadata"]["name"] for cm in find(docs, "ConfigMap") if cm["metadata"]["name"].startswith("tf-serving-config-")
     ))["data"]["batching.config"])
     assert batching["max_batch_size"] == ["512"] and batching["allowed_batch_sizes"][-1] == "512"
@@ -488,7 +497,7 @@ def test_gpu_overlay_puts_the_gpu_on_the_worker_sidecar_and_tf_serving_only():
         (lambda d: one(d, "NetworkPolicy", "allow-google-apis-egress")["spec"]["egress"][0]["ports"][0].update(port=8443),
          "TaskManager -> Google APIs (port 443/TCP) must be allowed"),
         (lambda d: d.remove(one(d, "NetworkPolicy", "default-deny-all")), "a default-deny policy"),
-        (lambda d: pod(d, "Job/submit-fraud-detection").labels.update({validation.TF_SERVING_CLIENT_LABEL: "true"}),
+        (lambda d: pod(d, "Job/submit-fraud-detection").labels.update({TF_SERVING_CLIENT_LABEL: "true"}),
          "submitter 0 -> TF Serving (port 8500/TCP) must be denied"),
     ),
 )
@@ -498,7 +507,7 @@ def test_network_policy_check_catches(mutate, expected):
 
 # --- images --------------------------------------------------------------------------------------------------------
 
-DOCKERFILES = sorted(validation.IMAGES_DIR.glob("*/Dockerfile"))
+DOCKERFILES = sorted(versions.IMAGES_DIR.glob("*/Dockerfile"))
 
 
 def hadolint() -> str:
@@ -522,17 +531,17 @@ def test_image_runs_as_a_numeric_non_root_user(dockerfile):
 
 
 def test_launcher_image_carries_the_job_server_jar_the_jobs_name():
-    text = (validation.IMAGES_DIR / "launcher" / "Dockerfile").read_text()
-    args = validation.dockerfile_args(text)
+    text = (versions.IMAGES_DIR / "launcher" / "Dockerfile").read_text()
+    args = versions.dockerfile_args(text)
     assert "-Dartifact=org.apache.beam:beam-runners-flink-${FLINK_MINOR}-job-server:${BEAM_VERSION}" in text
     assert "COPY --from=jars /jars /opt/beam/jars" in text
     jar = f"/opt/beam/jars/beam-runners-flink-{args['FLINK_MINOR']}-job-server-{args['BEAM_VERSION']}.jar"
-    for submission in validation.submissions(rendered("cpu")):
-        assert validation.args_dict(submission.argv)["flink_job_server_jar"] == jar
+    for submission in submissions(rendered("cpu")):
+        assert args_dict(submission.argv)["flink_job_server_jar"] == jar
 
 
 def test_worker_image_adds_cuda_only_for_the_gpu_variant_at_setup_pys_tensorflow_version():
-    text = (validation.IMAGES_DIR / "worker" / "Dockerfile").read_text()
+    text = (versions.IMAGES_DIR / "worker" / "Dockerfile").read_text()
     assert "ARG VARIANT=cpu" in text
     assert re.search(r'if \[ "\$VARIANT" = "gpu" \].*tensorflow\[and-cuda\]==\$\{TF_VERSION\}', text, re.S)
     assert "tensorflow==" not in text  # the version comes from setup.py, through the installed package

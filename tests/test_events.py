@@ -8,8 +8,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from model_handlers.interface import FRAUD, PRICE
-from transforms.dead_letter import PARSE, VALIDATE
-from transforms.events import InvalidEvent, ParseEvents, RawEvent, parse_event
+from transforms.messages import RawEvent, Reason, Stage
+from transforms.events import InvalidEvent, ParseEvents, parse_event
 
 
 def fraud_event(**overrides):
@@ -72,14 +72,14 @@ def test_missing_optional_feature_takes_its_default():
 )
 def test_unparseable_payload_is_rejected_at_parse_stage(payload, reason):
     invalid = rejection(payload)
-    assert invalid.stage == PARSE
+    assert invalid.stage == Stage.PARSE
     assert reason in invalid.reason
 
 
 def test_payload_over_the_size_limit_is_rejected_unread():
     payload = json.dumps(fraud_event(description="x" * 4000)).encode()
     invalid = rejection(payload, max_event_bytes=1024)
-    assert invalid.stage == PARSE
+    assert invalid.stage == Stage.PARSE
     assert f"payload of {len(payload)} bytes exceeds the limit of 1024 bytes" == invalid.reason
 
 
@@ -90,7 +90,7 @@ def test_payload_over_the_size_limit_is_rejected_unread():
 )
 def test_bad_event_id_is_rejected_at_validate_stage(event_id, reason):
     invalid = rejection(fraud_event(event_id=event_id))
-    assert (invalid.stage, invalid.reason) == (VALIDATE, reason)
+    assert (invalid.stage, invalid.reason) == (Stage.VALIDATE, reason)
 
 
 @pytest.mark.parametrize(
@@ -114,7 +114,7 @@ def test_bad_event_id_is_rejected_at_validate_stage(event_id, reason):
 )
 def test_bad_feature_is_rejected_at_validate_stage_with_what_was_expected(overrides, reason):
     invalid = rejection(fraud_event(**overrides))
-    assert invalid.stage == VALIDATE
+    assert invalid.stage == Stage.VALIDATE
     assert invalid.reason == reason
     assert invalid.event_id == "e-1"
 
@@ -151,7 +151,7 @@ def test_parse_events_transform_splits_events_and_dead_letters_one_each():
         )
         assert_that(
             parsed.dead_letters | "Reasons" >> beam.Map(lambda d: (d.raw.payload, d.stage, d.event_id, d.error_type)),
-            equal_to([(b"{oops", PARSE, None, "permanent"), (bad_value.payload, VALIDATE, "bad", "permanent")]),
+            equal_to([(b"{oops", Stage.PARSE, None, "permanent"), (bad_value.payload, Stage.VALIDATE, "bad", "permanent")]),
             label="dead_letters",
         )
 
@@ -183,6 +183,36 @@ def test_missing_or_unreadable_event_time_is_a_parse_dead_letter_not_a_failed_bu
         )
         assert_that(
             parsed.dead_letters | "Reasons" >> beam.Map(lambda d: (d.event_id, d.stage, d.error)),
-            equal_to([("bad", PARSE, reason)]),
+            equal_to([("bad", Stage.PARSE, reason)]),
             label="dead_letters",
         )
+
+
+@pytest.mark.parametrize("payload, stage, code", [
+    (b"", Stage.PARSE, Reason.EMPTY_PAYLOAD),
+    (b"x" * 70_000, Stage.PARSE, Reason.TOO_LARGE),
+    (b"\xff\xfe", Stage.PARSE, Reason.NOT_UTF8),
+    (b"{oops", Stage.PARSE, Reason.NOT_JSON),
+    (b"[1, 2]", Stage.PARSE, Reason.NOT_AN_OBJECT),
+    (fraud_event(event_id=7), Stage.VALIDATE, Reason.BAD_EVENT_ID),
+    (fraud_event(price=_DROP), Stage.VALIDATE, Reason.MISSING_FEATURE),
+    (fraud_event(price="cheap"), Stage.VALIDATE, Reason.WRONG_TYPE),
+    (fraud_event(price=float("nan")), Stage.VALIDATE, Reason.NOT_FINITE),
+    (fraud_event(price=-1), Stage.VALIDATE, Reason.OUT_OF_BOUNDS),
+    (fraud_event(title="t" * 10_000), Stage.VALIDATE, Reason.TOO_LONG),
+    (fraud_event(title="\ud800"), Stage.VALIDATE, Reason.NOT_TEXT),
+    # Every problem is told in the text; the first names the cause.
+    (fraud_event(price=-1, title="t" * 10_000), Stage.VALIDATE, Reason.OUT_OF_BOUNDS),
+])
+def test_every_kind_of_bad_event_is_dead_lettered_with_its_reason_code(payload, stage, code):
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(raw(payload), FRAUD)
+    letter = info.value.dead_letter(raw(payload))
+    assert (letter.stage, letter.reason, letter.error_type) == (stage, code, "permanent")
+    assert letter.error == info.value.reason
+
+
+def test_attributes_past_pubsub_limits_are_dead_lettered_as_bad_attributes():
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(raw(fraud_event(), {"goog-reserved": "x"}), FRAUD)
+    assert (info.value.stage, info.value.code) == (Stage.VALIDATE, Reason.BAD_ATTRIBUTES)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from localdev.fault_proxy import FaultProxy
-from localdev.pubsub_emulator import free_port
+from plumbing.ports import free_port
 
 SILENCE_SECS = 0.5  # how long a stalled connection is listened to for a byte that must not come
 

@@ -19,7 +19,7 @@ from localdev.streaming import PipelineDied, StreamingRun
 from localdev.traffic import MALFORMED_KINDS, make_traffic
 from model_handlers.interface import FRAUD, PRICE
 from pipelines import fraud_detection, price_suggestion
-from reference import assert_close, check_every_event_accounted_for, direct_outputs
+from reference import assert_close, check_every_event_accounted_for, direct_outputs, publish_and_account
 from test_backfill import read_json_lines
 
 INTERFACES = {"fraud": FRAUD, "price": PRICE}
@@ -73,11 +73,7 @@ def test_streaming_on_flink_predicts_every_valid_event_once_and_dead_letters_eve
     assert {m.malformed for m in messages} >= set(MALFORMED_KINDS)
     with StreamingRun(emulator, model, model_dir, tmp_path, streaming_args(flink), prefix=f"f-{model}-") as run:
         flink.wait_for_job_running(timeout=180)
-        arrived, predictions, dead_letters = run.publish_and_collect(messages, timeout_secs=240)
-    assert arrived, f"only {len(predictions)} predictions and {len(dead_letters)} dead letters for {len(messages)} events"
-    check_every_event_accounted_for(
-        messages, [p.body for p in predictions], [d.body for d in dead_letters], interface, model_dir
-    )
+        predictions, _dead_letters = publish_and_account(run, messages, interface, model_dir)
     sent = {m.event_id: m for m in messages if m.malformed is None}
     for prediction in predictions:
         assert prediction.attributes["seq"] == sent[prediction.body["event_id"]].attributes["seq"]

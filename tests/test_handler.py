@@ -11,10 +11,12 @@ import textwrap
 import pytest
 from apache_beam.ml.inference.base import PredictionResult
 
-from model_handlers.base import PERMANENT, InferenceFailure
+from model_handlers.base import InferenceFailure
+from transforms.messages import ErrorType
 from model_handlers.interface import FRAUD, PRICE, Feature
-from model_handlers.repository import ModelNotFoundError
-from model_handlers.saved_model import SavedModelHandler, SignatureMismatchError
+from model_handlers.errors import ModelNotFoundError
+from model_handlers.errors import SignatureMismatchError
+from model_handlers.saved_model import SavedModelHandler
 from reference import assert_close, direct_outputs
 from training.data import generate
 
@@ -102,7 +104,7 @@ def test_failing_batch_is_retried_one_by_one_and_only_the_bad_element_fails(mode
     results = list(handler.run_inference(batch, handler.load_model()))
     expected = direct_outputs(model_dir, FRAUD, events)
     assert [isinstance(r.inference, InferenceFailure) for r in results] == [False] * 5 + [True] + [False] * 2
-    assert results[5].inference == InferenceFailure("RuntimeError: poisoned element in batch", PERMANENT)
+    assert results[5].inference == InferenceFailure("RuntimeError: poisoned element in batch", ErrorType.PERMANENT)
     for i in (0, 1, 2, 3, 4, 6, 7):
         assert_close(results[i].inference, expected[events[i]["event_id"]], FRAUD)
     assert all(isinstance(r, PredictionResult) and r.example is batch[i] for i, r in enumerate(results))

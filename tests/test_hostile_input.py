@@ -21,14 +21,15 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from hostile import ATTRIBUTES, HOSTILE_KINDS, finite_or_not, hostile_message, messages, strict_json
-from model_handlers.base import PERMANENT, InferenceFailure, IsolatingModelHandler, Scored
+from model_handlers.base import InferenceFailure, IsolatingModelHandler, Scored
 from model_handlers.interface import FRAUD, PRICE
 from pipelines.fraud_detection import is_fraud
 from transforms.dead_letter import (
-    DEAD_LETTER_HEADROOM_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_ATTRIBUTES, MAX_PUBLISH_REQUEST_BYTES, DeadLetter, dead_letter_json,
+    DEAD_LETTER_HEADROOM_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_ATTRIBUTES, MAX_PUBLISH_REQUEST_BYTES, dead_letter_json,
     dead_letter_message, original_message,
 )
-from transforms.events import EventRef, InvalidEvent, RawEvent, event_time, parse_event
+from transforms.events import InvalidEvent, event_time, parse_event
+from transforms.messages import DeadLetter, ErrorType, EventRef, RawEvent
 from transforms.predictions import format_prediction
 
 INTERFACES = {"fraud": FRAUD, "price": PRICE}
@@ -66,7 +67,7 @@ def check_outcome(raw: RawEvent, interface) -> str:
     try:
         event_id, features = parse_event(raw, interface)
     except InvalidEvent as invalid:
-        letter = DeadLetter(raw, invalid.stage, invalid.reason, PERMANENT, invalid.event_id)
+        letter = invalid.dead_letter(raw)
         message = dead_letter_message(letter, interface.name, TOPIC)
         assert_publishable(message.data, message.attributes)
         assert original_message(message.data, message.attributes) == (raw.payload, raw.attributes)
@@ -119,7 +120,7 @@ def test_a_dead_letter_of_a_message_near_pubsubs_size_limit_still_fits_with_its_
     excess = publish_request_bytes(head + b"x" * size, attributes, original_topic) - limit
     payload = head + b"x" * (size - max(0, excess))
     raw = RawEvent(payload, attributes)
-    letter = DeadLetter(raw, "parse", f"payload of {len(payload)} bytes exceeds the limit of 65536 bytes", PERMANENT)
+    letter = DeadLetter(raw, "parse", f"payload of {len(payload)} bytes exceeds the limit of 65536 bytes", ErrorType.PERMANENT)
     message = dead_letter_message(letter, "fraud", dead_letter_topic)
     assert_publishable(message.data, message.attributes, dead_letter_topic)
     assert original_message(message.data, message.attributes) == (payload, attributes)
@@ -170,7 +171,7 @@ def test_any_model_answer_becomes_a_prediction_in_strict_json_or_a_permanent_inf
                 message = prediction_for(RawEvent(b"{}", {}), interface, "e", {}, result.inference[interface.outputs[0].name])
                 assert strict_json(message.data)[interface.outputs[0].name] == value
             else:
-                assert isinstance(result.inference, InferenceFailure) and result.inference.error_type == PERMANENT
+                assert isinstance(result.inference, InferenceFailure) and result.inference.error_type == ErrorType.PERMANENT
                 assert str(value) in result.inference.error
 
     check()
@@ -181,12 +182,12 @@ def test_a_real_model_that_answers_nan_or_infinity_dead_letters_those_events_and
     price of 5, infinite at 10; through the real handler and the Score transform on the DirectRunner."""
     import tensorflow as tf
 
-    from model_handlers.interface import TF_DTYPE_NAMES
+    from model_handlers.interface import FEATURE_TYPES
     from model_handlers.saved_model import SavedModelHandler
     from training.data import generate
     from transforms.scoring import Score
 
-    specs = {f.name: tf.TensorSpec([None], getattr(tf, TF_DTYPE_NAMES[f.dtype]), name=f.name) for f in FRAUD.features}
+    specs = {f.name: tf.TensorSpec([None], tf.as_dtype(FEATURE_TYPES[f.dtype].tf_name), name=f.name) for f in FRAUD.features}
 
     class Broken(tf.Module):
         @tf.function(input_signature=[specs])

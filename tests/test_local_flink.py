@@ -1,4 +1,4 @@
-"""The local Flink cluster (localdev/flink.py): it comes up, runs a Beam Python pipeline, refuses a second start,
+"""The local Flink cluster (localdev/flink/): it comes up, runs a Beam Python pipeline, refuses a second start,
 and stops without leaving processes behind.
 
 No skip: where Java or Maven is missing, the fixture fails with what to install, in CI as anywhere else. The

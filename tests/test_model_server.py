@@ -15,7 +15,7 @@ from tensorflow_serving.apis import (
 )
 
 from localdev.model_server import read_config
-from model_handlers.interface import FRAUD
+from model_handlers.interface import FEATURE_TYPES, FRAUD
 from reference import direct_outputs
 from training.data import generate
 
@@ -40,7 +40,7 @@ def fraud_request(events, **spec):
     request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="fraud", **spec))
     for feature in FRAUD.features:
         values = [e[feature.name] for e in events]
-        dtype = {"string": tf.string, "float": tf.float32, "int": tf.int64}[feature.dtype]
+        dtype = tf.as_dtype(FEATURE_TYPES[feature.dtype].tf_name)
         request.inputs[feature.name].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
     return request
 
@@ -173,7 +173,7 @@ def _export_example_model(path):
 
 def test_classify_and_regress_answer_for_signatures_of_those_methods(tmp_path):
     from localdev.model_server import ModelServerProcess
-    from localdev.pubsub_emulator import free_port
+    from plumbing.ports import free_port
     from tensorflow_serving.apis import regression_pb2
 
     _export_example_model(tmp_path / "repo" / "toy" / "3")

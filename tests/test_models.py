@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from model_handlers import interface as mi
-from training import data, metrics, schemas, train
+from training import data, evaluate, metrics, runtime, schemas, train, trainer
+from training.price import category_median_baseline
 
 REPO = Path(__file__).resolve().parent.parent
 TF_DTYPES = {mi.STRING: "string", mi.FLOAT: "float32", mi.INT: "int64"}
@@ -22,7 +23,7 @@ NATIVE_TYPES = {mi.STRING: str, mi.FLOAT: float, mi.INT: int}
 
 @pytest.fixture(scope="module")
 def tf():
-    return train._tensorflow()
+    return runtime.tensorflow()
 
 
 def _signature(tf, model_dir, interface):
@@ -111,7 +112,7 @@ def test_fraud_model_roc_auc_on_held_out_data_is_at_least_0_90(model_dir, tf):
     recorded = _quality(model_dir, "fraud")["roc_auc"]
     # Also on fresh data the model never saw (another seed), scored through the exported signature.
     events, labels = data.generate(mi.FRAUD, 20000, seed=101)
-    fresh = metrics.roc_auc(labels, train.predict(_signature(tf, model_dir, mi.FRAUD), mi.FRAUD, events))
+    fresh = metrics.roc_auc(labels, evaluate.predict(_signature(tf, model_dir, mi.FRAUD), mi.FRAUD, events))
     assert recorded >= 0.90 and fresh >= 0.90, f"fraud ROC AUC: held-out {recorded:.4f}, fresh seed {fresh:.4f}; floor 0.90"
 
 
@@ -124,8 +125,8 @@ def test_price_model_rmsle_is_at_most_0_85_of_the_category_median_baseline(model
     # Also on fresh data, with the baseline's medians taken from the (seed 0) data the model was trained on.
     train_events, train_prices = data.generate(mi.PRICE, quality["n"], seed=quality["seed"])
     events, prices = data.generate(mi.PRICE, 20000, seed=101)
-    model_rmsle = metrics.rmsle(prices, train.predict(_signature(tf, model_dir, mi.PRICE), mi.PRICE, events))
-    baseline_rmsle = metrics.rmsle(prices, train._category_median_baseline(train_events, train_prices, events))
+    model_rmsle = metrics.rmsle(prices, evaluate.predict(_signature(tf, model_dir, mi.PRICE), mi.PRICE, events))
+    baseline_rmsle = metrics.rmsle(prices, category_median_baseline(train_events, train_prices, events))
     assert model_rmsle <= 0.85 * baseline_rmsle, (
         f"price RMSLE on fresh data {model_rmsle:.4f} vs category-median baseline {baseline_rmsle:.4f} "
         f"(ratio {model_rmsle / baseline_rmsle:.3f}; must be <= 0.85)"
@@ -136,7 +137,7 @@ def test_quality_file_records_the_training_parameters(model_dir):
     for name in ("fraud", "price"):
         quality = _quality(model_dir, name)
         assert quality["model"] == name and quality["version"] == 1 and quality["seed"] == 0
-        assert quality["n_train"] + quality["n_test"] == quality["n"] == train.DEFAULT_N[name]
+        assert quality["n_train"] + quality["n_test"] == quality["n"] == trainer.RECIPES[name].default_n
 
 
 def test_fraud_model_scores_a_textbook_scam_above_an_established_sellers_listing(model_dir, tf):

@@ -16,8 +16,8 @@ from localdev.pubsub_emulator import free_port
 from localdev.streaming import StreamingRun
 from localdev.traffic import make_traffic
 from model_handlers.interface import FRAUD
-from transforms.dead_letter import DeadLetter, dead_letter_json
-from transforms.events import RawEvent
+from transforms.dead_letter import dead_letter_json
+from transforms.messages import DeadLetter, RawEvent
 
 
 def replay(*args: str) -> subprocess.CompletedProcess:

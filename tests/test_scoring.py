@@ -4,6 +4,7 @@ import base64
 import json
 
 import apache_beam as beam
+import pytest
 from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -14,8 +15,8 @@ from pipelines.fraud_detection import is_fraud
 from reference import direct_outputs
 from test_handler import PoisonedHandler
 from training.data import generate
-from transforms.dead_letter import DeadLetter, dead_letter_json, dead_letter_message, original_message
-from transforms.events import EventRef, RawEvent
+from transforms.dead_letter import dead_letter_json, dead_letter_message, original_message
+from transforms.messages import DeadLetter, EventRef, RawEvent, Reason
 from transforms.predictions import format_prediction, rfc3339
 from transforms.scoring import DUPLICATES, DeduplicatePredictions, Score
 
@@ -44,21 +45,24 @@ def test_fraud_threshold_decides_is_fraud_inclusively():
 
 def test_dead_letter_file_line_carries_original_bytes_attributes_stage_and_reason():
     raw = RawEvent(b"\xff\x00not json", {"source": "app"})
-    body = json.loads(dead_letter_json(DeadLetter(raw, "parse", "payload is not UTF-8", "permanent"), "fraud"))
+    letter = DeadLetter(raw, "parse", "payload is not UTF-8", "permanent", reason=Reason.NOT_UTF8)
+    body = json.loads(dead_letter_json(letter, "fraud"))
     assert base64.b64decode(body["payload"]) == raw.payload
     assert body == {
-        "payload": body["payload"], "attributes": {"source": "app"}, "stage": "parse",
+        "payload": body["payload"], "attributes": {"source": "app"}, "stage": "parse", "reason": "not_utf8",
         "error": "payload is not UTF-8", "error_type": "permanent", "event_id": None, "model": "fraud",
     }
 
 
 def test_pubsub_dead_letter_is_the_original_message_with_the_reason_in_attributes():
     raw = RawEvent(b"\xff\x00not json", {"source": "app"}, "ack-1")
-    message = dead_letter_message(DeadLetter(raw, "validate", "bad", "permanent", "e-1"), "fraud", "projects/p/topics/dl")
+    letter = DeadLetter(raw, "validate", "bad", "permanent", "e-1", Reason.WRONG_TYPE)
+    message = dead_letter_message(letter, "fraud", "projects/p/topics/dl")
     assert message.data == raw.payload and message.ack_id == "ack-1"
     assert message.attributes == {
         "source": "app", "dead_letter_stage": "validate", "dead_letter_error_type": "permanent",
         "dead_letter_model": "fraud", "dead_letter_error": "bad", "dead_letter_event_id": "e-1",
+        "dead_letter_reason": "wrong_type",
     }
     assert original_message(message.data, message.attributes) == (raw.payload, raw.attributes)
 
@@ -147,3 +151,18 @@ def test_deduplicate_keeps_the_first_prediction_of_each_event_id_and_returns_the
         assert_that(
             deduplicated[DUPLICATES] | beam.Map(lambda raw: raw.payload), equal_to([b"1", b"1", b"2"]), label="dropped"
         )
+
+
+def test_a_miswired_pipeline_fails_when_it_is_built_not_when_it_runs(model_dir, tmp_path):
+    from apache_beam.typehints.decorators import TypeCheckError
+
+    from transforms.files import WriteDeadLetters, WriteMessageBodies
+
+    pipeline = TestPipeline()
+    scored = pipeline | beam.Create([RawEvent(b"{}", {})]) | Score(SavedModelHandler(FRAUD, str(model_dir)))
+    with pytest.raises(TypeCheckError, match="DeadLetter"):
+        _ = scored.predictions | "Swapped1" >> WriteDeadLetters(str(tmp_path / "dead"), "fraud")
+    with pytest.raises(TypeCheckError, match="OutputMessage"):
+        _ = scored.dead_letters | "Swapped2" >> WriteMessageBodies(str(tmp_path / "out"))
+    with pytest.raises(TypeCheckError, match="RawEvent"):
+        _ = scored.predictions | "Rescored" >> Score(SavedModelHandler(FRAUD, str(model_dir)))

@@ -6,7 +6,7 @@ import pytest
 from localdev.streaming import StreamingRun
 from localdev.traffic import MALFORMED_KINDS, make_traffic
 from model_handlers.interface import FRAUD, PRICE
-from reference import check_every_event_accounted_for
+from reference import publish_and_account
 
 INTERFACES = {"fraud": FRAUD, "price": PRICE}
 # price also proves event time from an attribute: --timestamp_attribute reads published_at (ms since epoch).
@@ -28,12 +28,7 @@ def test_streaming_predicts_every_valid_event_once_and_dead_letters_every_malfor
         where, args = model_dir, []
     prefix = f"t-{model}-{inference}-"
     with StreamingRun(emulator, model, where, tmp_path, args + EXTRA_ARGS[model], prefix=prefix) as run:
-        arrived, predictions, dead_letters = run.publish_and_collect(messages, timeout_secs=240)
-    assert arrived, f"only {len(predictions)} predictions and {len(dead_letters)} dead letters for {len(messages)} events"
-
-    check_every_event_accounted_for(
-        messages, [p.body for p in predictions], [d.body for d in dead_letters], interface, model_dir
-    )
+        predictions, dead_letters = publish_and_account(run, messages, interface, model_dir)
     by_id = {m.event_id: m for m in messages if m.malformed is None}
     for prediction in predictions:
         sent = by_id[prediction.body["event_id"]]

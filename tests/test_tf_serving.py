@@ -16,9 +16,10 @@ from localdev.model_server import ModelServerProcess
 from localdev.pubsub_emulator import free_port
 from localdev.streaming import StreamingRun
 from localdev.traffic import make_traffic
-from model_handlers.base import RETRYABLE, InferenceFailure
+from model_handlers.base import InferenceFailure
+from transforms.messages import ErrorType
 from model_handlers.interface import FRAUD, PRICE, Feature
-from model_handlers.saved_model import SignatureMismatchError
+from model_handlers.errors import SignatureMismatchError
 from model_handlers.tf_serving import TFServingClient, TFServingHandler
 from pipelines import fraud_detection, price_suggestion
 from reference import assert_close, direct_outputs
@@ -101,7 +102,7 @@ def test_a_server_slower_than_the_deadline_is_cut_off_at_the_deadline(serving_re
         results = list(handler.run_inference(features_of(events), client))
         elapsed = time.monotonic() - started
     failures = [r.inference for r in results]
-    assert all(isinstance(f, InferenceFailure) and f.error_type == RETRYABLE for f in failures)
+    assert all(isinstance(f, InferenceFailure) and f.error_type == ErrorType.RETRYABLE for f in failures)
     assert failures[0].error == "DEADLINE_EXCEEDED: Deadline Exceeded"
     # Attempts cut at their 0.5 s deadline within the 1 s budget rather than waiting out the server's 3 s, and the
     # batch not split.

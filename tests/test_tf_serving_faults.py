@@ -16,7 +16,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from localdev.fault_proxy import FaultProxy
 from localdev.model_server import ModelServerProcess
 from localdev.pubsub_emulator import free_port
-from model_handlers.base import PERMANENT, RETRYABLE, InferenceFailure
+from model_handlers.base import InferenceFailure
+from transforms.messages import ErrorType
 from model_handlers.interface import FRAUD
 from model_handlers.tf_serving import RetryBudgetSpent, TFServingClient, TFServingHandler, error_type
 from reference import assert_close, direct_outputs
@@ -31,22 +32,22 @@ BUDGET = "until the budget is spent"
 # Every status TF Serving (or the network between) can answer with: the dead letter's error_type, and how many
 # requests the handler sends for a batch of three. A permanent batch is rescored element by element (1 + 3).
 STATUSES = [
-    (S.CANCELLED, RETRYABLE, 3),
-    (S.UNKNOWN, RETRYABLE, 3),
-    (S.INVALID_ARGUMENT, PERMANENT, 4),
-    (S.DEADLINE_EXCEEDED, RETRYABLE, BUDGET),
-    (S.NOT_FOUND, RETRYABLE, 1),
-    (S.ALREADY_EXISTS, RETRYABLE, 1),
-    (S.PERMISSION_DENIED, RETRYABLE, 1),
-    (S.RESOURCE_EXHAUSTED, RETRYABLE, BUDGET),
-    (S.FAILED_PRECONDITION, RETRYABLE, 1),
-    (S.ABORTED, RETRYABLE, BUDGET),
-    (S.OUT_OF_RANGE, PERMANENT, 4),
-    (S.UNIMPLEMENTED, RETRYABLE, 1),
-    (S.INTERNAL, RETRYABLE, 3),
-    (S.UNAVAILABLE, RETRYABLE, BUDGET),
-    (S.DATA_LOSS, RETRYABLE, 1),
-    (S.UNAUTHENTICATED, RETRYABLE, 1),
+    (S.CANCELLED, ErrorType.RETRYABLE, 3),
+    (S.UNKNOWN, ErrorType.RETRYABLE, 3),
+    (S.INVALID_ARGUMENT, ErrorType.PERMANENT, 4),
+    (S.DEADLINE_EXCEEDED, ErrorType.RETRYABLE, BUDGET),
+    (S.NOT_FOUND, ErrorType.RETRYABLE, 1),
+    (S.ALREADY_EXISTS, ErrorType.RETRYABLE, 1),
+    (S.PERMISSION_DENIED, ErrorType.RETRYABLE, 1),
+    (S.RESOURCE_EXHAUSTED, ErrorType.RETRYABLE, BUDGET),
+    (S.FAILED_PRECONDITION, ErrorType.RETRYABLE, 1),
+    (S.ABORTED, ErrorType.RETRYABLE, BUDGET),
+    (S.OUT_OF_RANGE, ErrorType.PERMANENT, 4),
+    (S.UNIMPLEMENTED, ErrorType.RETRYABLE, 1),
+    (S.INTERNAL, ErrorType.RETRYABLE, 3),
+    (S.UNAVAILABLE, ErrorType.RETRYABLE, BUDGET),
+    (S.DATA_LOSS, ErrorType.RETRYABLE, 1),
+    (S.UNAUTHENTICATED, ErrorType.RETRYABLE, 1),
 ]
 
 
@@ -82,8 +83,8 @@ def test_a_status_is_permanent_only_when_the_event_is_the_cause(code, expected, 
 
 
 def test_a_spent_budget_is_retryable_and_a_request_that_cannot_be_built_permanent():
-    assert error_type(RetryBudgetSpent("spent")) == RETRYABLE
-    assert error_type(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")) == PERMANENT
+    assert error_type(RetryBudgetSpent("spent")) == ErrorType.RETRYABLE
+    assert error_type(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")) == ErrorType.PERMANENT
 
 
 # --- every status, answered by a real gRPC server --------------------------------------------------------------
@@ -154,7 +155,7 @@ def test_a_stalled_network_fails_the_batch_as_retryable_within_the_budget_then_s
         stalled = list(handler.run_inference(features_of(events), client))
         elapsed = time.monotonic() - started
         outcomes = [(f.error_type, f.error.split(":")[0]) for f in failures(stalled)]
-        assert outcomes == [(RETRYABLE, "DEADLINE_EXCEEDED")] * 16
+        assert outcomes == [(ErrorType.RETRYABLE, "DEADLINE_EXCEEDED")] * 16
         assert elapsed < budget + SLACK_SECS, f"a stalled batch took {elapsed:.2f}s against a {budget}s budget"
 
         proxy.forward()
@@ -218,7 +219,7 @@ def test_a_request_the_server_rejects_is_permanent_and_isolated_to_its_event(mod
     handler = PoisonedHandler(FRAUD, model_server.target, model_version=1)
     results = list(handler.run_inference(batch, handler.load_model()))
     assert [isinstance(r.inference, InferenceFailure) for r in results] == [False] * 5 + [True] + [False] * 2
-    assert results[5].inference.error_type == PERMANENT
+    assert results[5].inference.error_type == ErrorType.PERMANENT
     assert results[5].inference.error.startswith("INVALID_ARGUMENT: input tensor alias not found in signature: poison.")
     expected = direct_outputs(model_dir, FRAUD, events)
     for i in (0, 1, 2, 3, 4, 6, 7):
@@ -239,10 +240,10 @@ def test_element_by_element_rescoring_stays_within_the_batch_budget(slow_server,
     client.close()
     assert elapsed < budget + SLACK_SECS, f"the isolation took {elapsed:.2f}s against a {budget}s budget"
     outcomes = [r.inference.error_type if isinstance(r.inference, InferenceFailure) else "scored" for r in results]
-    assert outcomes[0] == PERMANENT
+    assert outcomes[0] == ErrorType.PERMANENT
     assert outcomes[1] == "scored", outcomes
-    assert outcomes[-1] == RETRYABLE, "the elements the budget did not reach are left for a replay"
-    assert outcomes == [PERMANENT] + sorted(outcomes[1:], key=["scored", RETRYABLE].index), outcomes
+    assert outcomes[-1] == ErrorType.RETRYABLE, "the elements the budget did not reach are left for a replay"
+    assert outcomes == [ErrorType.PERMANENT] + sorted(outcomes[1:], key=["scored", ErrorType.RETRYABLE].index), outcomes
     assert results[-1].inference.error.startswith("RetryBudgetSpent: ")
     expected = direct_outputs(model_dir, FRAUD, events)
     for event, result in zip(events, results):

@@ -16,14 +16,16 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from model_handlers import interface as mi
 from model_handlers.interface import FRAUD, PRICE
-from model_handlers.saved_model import SavedModelHandler, SignatureMismatchError
+from model_handlers.errors import SignatureMismatchError
+from model_handlers.saved_model import SavedModelHandler
 from model_handlers.tf_serving import CLASSIFY_REGRESS, PREDICT, TFServingHandler
 from model_handlers.tfx_bsl_inference import TfxBslHandler
 from pipelines import fraud_detection, price_suggestion
 from pipelines.options import InferenceOptions
 from reference import direct_outputs
 from training.data import generate
-from transforms.events import InvalidEvent, RawEvent, parse_event, parse_example_event
+from transforms.events import InvalidEvent, parse_event, parse_example_event
+from transforms.messages import RawEvent
 
 PIPELINES = {"fraud": (FRAUD, fraud_detection), "price": (PRICE, price_suggestion)}
 TF_DTYPES = {"string": tf.string, "number": tf.float32, "integer": tf.int64}

@@ -4,14 +4,14 @@ Two forms (README, "Dead letters"):
 
 - **On Pub/Sub** the dead letter is the original message itself, as Pub/Sub's own dead-letter topics forward it:
   the original bytes as the body, unchanged, and the original attributes, plus attributes that say why
-  (`dead_letter_stage`, `dead_letter_error_type`, `dead_letter_error`, `dead_letter_model`, and
-  `dead_letter_event_id` when known). So a dead letter is never larger than its message by more than those few
+  (`dead_letter_stage`, `dead_letter_reason`, `dead_letter_error_type`, `dead_letter_error`, `dead_letter_model`,
+  and `dead_letter_event_id` when known). So a dead letter is never larger than its message by more than those few
   attributes, and it fits Pub/Sub's limits whatever arrived. Where the original attributes leave no room for these
   (Pub/Sub allows 100) or already use their names, the body is instead the original message as a serialized
   `google.pubsub.v1.PubsubMessage` (data and attributes), marked `dead_letter_format=pubsub_message`.
 - **In backfill files** (JSON Lines) a dead letter is a JSON object: `payload` (the original bytes, base64),
-  `attributes`, `stage` (parse | validate | infer | publish), `error`, `error_type` (permanent | retryable), and
-  `event_id` and `model` when known.
+  `attributes`, `stage` (parse | validate | infer | publish), `reason` (a code: transforms.messages.Reason),
+  `error`, `error_type` (permanent | retryable), and `event_id` and `model` when known.
 
 `original_message` reads either Pub/Sub form back, for the replay command.
 """
@@ -19,24 +19,15 @@ Two forms (README, "Dead letters"):
 from __future__ import annotations
 
 import base64
-import json
-from typing import Any, NamedTuple
 
-DEAD_LETTERS = "dead_letters"
-
-# One encoder for every message: json.dumps with non-default separators builds a new encoder on each call.
-COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
-
-PARSE = "parse"
-VALIDATE = "validate"
-INFER = "infer"
-PUBLISH = "publish"
+from transforms.messages import COMPACT_JSON, DeadLetter, OutputMessage
 
 # The dead-letter attributes on Pub/Sub.
 ATTRIBUTE_PREFIX = "dead_letter_"
 STAGE_ATTRIBUTE = "dead_letter_stage"
 ERROR_TYPE_ATTRIBUTE = "dead_letter_error_type"
 ERROR_ATTRIBUTE = "dead_letter_error"
+REASON_ATTRIBUTE = "dead_letter_reason"
 MODEL_ATTRIBUTE = "dead_letter_model"
 EVENT_ID_ATTRIBUTE = "dead_letter_event_id"
 FORMAT_ATTRIBUTE = "dead_letter_format"
@@ -58,32 +49,12 @@ DEAD_LETTER_HEADROOM_BYTES = 1024
 _REQUEST_OVERHEAD_BYTES = 4096
 
 
-class DeadLetter(NamedTuple):
-    raw: Any  # transforms.events.RawEvent
-    stage: str
-    error: str
-    error_type: str
-    event_id: str | None = None
-
-
-class OutputMessage(NamedTuple):
-    """What a sink receives for one event: a body, the Pub/Sub attributes to send with it, and the message it came
-    from (a RawEvent: a dead letter at `publish` carries it, and its ack id is acknowledged once this is out)."""
-
-    data: bytes
-    attributes: dict[str, str]
-    raw: Any = None
-
-    @property
-    def ack_id(self) -> str | None:
-        return self.raw.ack_id if self.raw is not None else None
-
-
-def _record(payload: bytes, attributes: dict, stage, error, error_type, event_id, model) -> dict:
+def _record(payload: bytes, attributes: dict, stage, error, error_type, event_id, model, reason) -> dict:
     return {
         "payload": base64.b64encode(payload).decode("ascii"),
         "attributes": dict(attributes),
         "stage": stage,
+        "reason": reason,
         "error": error,
         "error_type": error_type,
         "event_id": event_id,
@@ -95,7 +66,7 @@ def dead_letter_json(dead_letter: DeadLetter, model: str) -> bytes:
     """The backfill form: one JSON object (README, "Dead letters"), ASCII whatever the input."""
     raw = dead_letter.raw
     body = _record(raw.payload, raw.attributes, dead_letter.stage, dead_letter.error, dead_letter.error_type,
-                   dead_letter.event_id, model)
+                   dead_letter.event_id, model, dead_letter.reason)
     return COMPACT_JSON.encode(body).encode("ascii")
 
 
@@ -115,6 +86,8 @@ def _reason_attributes(dead_letter: DeadLetter, model: str, error_bytes: int) ->
         MODEL_ATTRIBUTE: model,
         ERROR_ATTRIBUTE: _attribute_text(dead_letter.error, error_bytes),
     }
+    if dead_letter.reason:
+        attributes[REASON_ATTRIBUTE] = dead_letter.reason
     if dead_letter.event_id:
         attributes[EVENT_ID_ATTRIBUTE] = _attribute_text(dead_letter.event_id)
     return attributes
@@ -188,6 +161,7 @@ def dead_letter_record(data: bytes, attributes: dict[str, str]) -> dict:
     return _record(
         payload, original, attributes.get(STAGE_ATTRIBUTE), attributes.get(ERROR_ATTRIBUTE),
         attributes.get(ERROR_TYPE_ATTRIBUTE), attributes.get(EVENT_ID_ATTRIBUTE), attributes.get(MODEL_ATTRIBUTE),
+        attributes.get(REASON_ATTRIBUTE),
     )
 
 

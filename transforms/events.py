@@ -19,45 +19,31 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
-from model_handlers.base import PERMANENT
-from model_handlers.interface import (
-    EVENT_ID, EVENT_ID_MAX_LENGTH, EXAMPLE_KINDS, FLOAT, INT, STRING, ModelInterface,
-)
-from transforms.dead_letter import DEAD_LETTERS, PARSE, VALIDATE, DeadLetter, attribute_problem
+from model_handlers.interface import EVENT_ID, EVENT_ID_MAX_LENGTH, FEATURE_TYPES, INT, STRING, ModelInterface
+from transforms.dead_letter import attribute_problem
+from transforms.messages import DEAD_LETTERS, DeadLetter, ErrorType, EventRef, Format, RawEvent, Reason, Stage
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 # Pub/Sub allows 100 attributes a message, and a prediction adds 4 (event_id, model, model_version, scored_at).
 MAX_INPUT_ATTRIBUTES = 96
 
-JSONL = "jsonl"
-TFRECORD = "tfrecord"
-
-
-class RawEvent(NamedTuple):
-    """One message as it arrived: its bytes and Pub/Sub attributes (none from files), and, when the pipeline itself
-    pulled it, the ack id that the publishing step acknowledges once the message's output is published."""
-
-    payload: bytes
-    attributes: dict[str, str]
-    ack_id: str | None = None
-
-
-class EventRef(NamedTuple):
-    """The key an event travels under through RunInference: its id, plus what formatting needs afterwards."""
-
-    event_id: str
-    raw: RawEvent
-
-
 class InvalidEvent(ValueError):
-    def __init__(self, stage: str, reason: str, event_id: str | None = None):
+    """Why an event cannot be scored: the stage, a code for the cause and the text that says the details."""
+
+    def __init__(self, stage: Stage, code: Reason, reason: str, event_id: str | None = None):
         super().__init__(reason)
         self.stage = stage
+        self.code = code
         self.reason = reason
         self.event_id = event_id
 
+    def dead_letter(self, raw: RawEvent, event_id: str | None = None) -> DeadLetter:
+        """The event's dead letter: permanent, since the same bytes would fail the same way again."""
+        return DeadLetter(raw, self.stage, self.reason, ErrorType.PERMANENT, self.event_id or event_id, self.code)
 
-_JSON_TYPE_NAMES = {STRING: "a string", FLOAT: "a number", INT: "an integer"}
+
+# A check's verdict on one value: (the value as the model takes it, None) or (None, (cause, text)).
+Problem = tuple[Reason, str]
 
 
 class _Mistyped(NamedTuple):
@@ -92,43 +78,46 @@ def _not_text(value: str) -> str | None:
     return None
 
 
-def _string_check(feature) -> Callable[[Any], tuple[Any, str | None]]:
+def _string_check(feature) -> Callable[[Any], tuple[Any, Problem | None]]:
     name, max_length = feature.name, feature.max_length
 
     def check(value):
         if not isinstance(value, str):
-            return None, f"feature {name!r} must be a string, got {_json_type(value)}"
+            return None, (Reason.WRONG_TYPE, f"feature {name!r} must be a string, got {_json_type(value)}")
         if len(value) > max_length:
-            return None, f"feature {name!r} has {len(value)} characters, more than the maximum {max_length}"
+            return None, (
+                Reason.TOO_LONG, f"feature {name!r} has {len(value)} characters, more than the maximum {max_length}"
+            )
         problem = _not_text(value)
         if problem:
-            return None, f"feature {name!r} {problem}"
+            return None, (Reason.NOT_TEXT, f"feature {name!r} {problem}")
         return value, None
 
     return check
 
 
-def _number_check(feature) -> Callable[[Any], tuple[Any, str | None]]:
+def _number_check(feature) -> Callable[[Any], tuple[Any, Problem | None]]:
     name, minimum, maximum = feature.name, feature.minimum, feature.maximum
     integer = feature.dtype == INT
+    expected = FEATURE_TYPES[feature.dtype].described
 
     def check(value):
         kind = type(value)
         if kind is float:
             if math.isnan(value):
-                return None, f"feature {name!r} is NaN"
+                return None, (Reason.NOT_FINITE, f"feature {name!r} is NaN")
             if math.isinf(value):
-                return None, f"feature {name!r} is infinite"
+                return None, (Reason.NOT_FINITE, f"feature {name!r} is infinite")
             # JSON Schema's "integer" admits 3.0 as well as 3; so do we.
             if integer and not value.is_integer():
-                return None, f"feature {name!r} must be an integer, got {value!r}"
+                return None, (Reason.WRONG_TYPE, f"feature {name!r} must be an integer, got {value!r}")
         elif kind is not int:  # bool is an int subclass, and not a number here
-            return None, f"feature {name!r} must be {_JSON_TYPE_NAMES[feature.dtype]}, got {_json_type(value)}"
+            return None, (Reason.WRONG_TYPE, f"feature {name!r} must be {expected}, got {_json_type(value)}")
         # Bounds first, on the exact value: JSON integers are unbounded, and float(10**400) would raise.
         if value < minimum:
-            return None, f"feature {name!r} is {value!r}, below the minimum {minimum}"
+            return None, (Reason.OUT_OF_BOUNDS, f"feature {name!r} is {value!r}, below the minimum {minimum}")
         if value > maximum:
-            return None, f"feature {name!r} is {value!r}, above the maximum {maximum}"
+            return None, (Reason.OUT_OF_BOUNDS, f"feature {name!r} is {value!r}, above the maximum {maximum}")
         return (int(value) if integer else float(value)), None
 
     return check
@@ -144,9 +133,12 @@ def _bounded_payload(raw: RawEvent, max_event_bytes: int) -> bytes:
     """The payload, unread, if it is neither empty nor over the size limit."""
     payload = raw.payload
     if not payload:
-        raise InvalidEvent(PARSE, "empty payload")
+        raise InvalidEvent(Stage.PARSE, Reason.EMPTY_PAYLOAD, "empty payload")
     if len(payload) > max_event_bytes:
-        raise InvalidEvent(PARSE, f"payload of {len(payload)} bytes exceeds the limit of {max_event_bytes} bytes")
+        raise InvalidEvent(
+            Stage.PARSE, Reason.TOO_LARGE,
+            f"payload of {len(payload)} bytes exceeds the limit of {max_event_bytes} bytes",
+        )
     return payload
 
 
@@ -158,13 +150,13 @@ def parse_event(
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InvalidEvent(PARSE, f"payload is not UTF-8: {error}") from None
+        raise InvalidEvent(Stage.PARSE, Reason.NOT_UTF8, f"payload is not UTF-8: {error}") from None
     try:
         event = json.loads(text)
     except (ValueError, RecursionError) as error:
-        raise InvalidEvent(PARSE, f"payload is not JSON: {error}") from None
+        raise InvalidEvent(Stage.PARSE, Reason.NOT_JSON, f"payload is not JSON: {error}") from None
     if not isinstance(event, dict):
-        raise InvalidEvent(PARSE, f"expected a JSON object, got {_json_type(event)}")
+        raise InvalidEvent(Stage.PARSE, Reason.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type(event)}")
     return validate_event(event, raw, interface)
 
 
@@ -173,7 +165,7 @@ def _example_value(field, dtype: str) -> Any:
     which tf.io.parse_example also reads as absent."""
     kind = field.WhichOneof("kind")
     article = "an" if kind and kind[0] in "aeiou" else "a"
-    if kind != EXAMPLE_KINDS[dtype]:
+    if kind != FEATURE_TYPES[dtype].example_kind:
         return _Mistyped(f"{article} {kind}" if kind else "a feature with no value list")
     values = getattr(field, kind).value
     if not values:
@@ -192,7 +184,7 @@ def parse_example_event(
     raw: RawEvent, interface: ModelInterface, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
 ) -> tuple[str, dict[str, Any]]:
     """parse_event for a serialized tf.train.Example carrying an `event_id` bytes feature and the model's features,
-    each a one-value list of its type's kind (interface.EXAMPLE_KINDS)."""
+    each a one-value list of its type's kind (interface.FEATURE_TYPES)."""
     from google.protobuf.message import DecodeError
     from tensorflow.core.example import example_pb2
 
@@ -200,7 +192,7 @@ def parse_example_event(
     try:
         example = example_pb2.Example.FromString(payload)
     except DecodeError as error:
-        raise InvalidEvent(PARSE, f"payload is not a tf.train.Example: {error}") from None
+        raise InvalidEvent(Stage.PARSE, Reason.NOT_AN_EXAMPLE, f"payload is not a tf.train.Example: {error}") from None
     fields = example.features.feature
     event = {}
     for name, dtype in [(EVENT_ID, STRING)] + [(f.name, f.dtype) for f in interface.features]:
@@ -211,32 +203,24 @@ def parse_example_event(
     return validate_event(event, raw, interface)
 
 
-PARSERS = {JSONL: parse_event, TFRECORD: parse_example_event}
+PARSERS = {Format.JSONL: parse_event, Format.TFRECORD: parse_example_event}
 
 
 def validate_event(event: dict, raw: RawEvent, interface: ModelInterface) -> tuple[str, dict[str, Any]]:
     """The checks every decoded event goes through, whatever its format: (event_id, features) or InvalidEvent."""
-    event_id = event.get(EVENT_ID)
-    if EVENT_ID not in event:
-        raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} is missing")
-    if not isinstance(event_id, str):
-        raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} must be a string, got {_json_type(event_id)}")
-    if not event_id:
-        raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} is empty")
-    if len(event_id) > EVENT_ID_MAX_LENGTH:
-        raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} has {len(event_id)} characters, more than {EVENT_ID_MAX_LENGTH}")
-    problem = _not_text(event_id)
+    problem = _event_id_problem(event)
     if problem:
-        raise InvalidEvent(VALIDATE, f"{EVENT_ID!r} {problem}")
+        raise InvalidEvent(Stage.VALIDATE, Reason.BAD_EVENT_ID, problem)
+    event_id = event[EVENT_ID]
     problem = attributes_problem(raw.attributes)
     if problem:
-        raise InvalidEvent(VALIDATE, problem, event_id)
+        raise InvalidEvent(Stage.VALIDATE, Reason.BAD_ATTRIBUTES, problem, event_id)
 
     features, problems = {}, []
     for feature, check in _checks(interface):
         if feature.name not in event:
             if feature.required:
-                problems.append(f"required feature {feature.name!r} is missing")
+                problems.append((Reason.MISSING_FEATURE, f"required feature {feature.name!r} is missing"))
             else:
                 features[feature.name] = feature.default
             continue
@@ -246,8 +230,23 @@ def validate_event(event: dict, raw: RawEvent, interface: ModelInterface) -> tup
         else:
             features[feature.name] = value
     if problems:
-        raise InvalidEvent(VALIDATE, "; ".join(problems), event_id)
+        # Every problem is told; the first names the cause.
+        raise InvalidEvent(Stage.VALIDATE, problems[0][0], "; ".join(text for _code, text in problems), event_id)
     return event_id, features
+
+
+def _event_id_problem(event: dict) -> str | None:
+    if EVENT_ID not in event:
+        return f"{EVENT_ID!r} is missing"
+    event_id = event[EVENT_ID]
+    if not isinstance(event_id, str):
+        return f"{EVENT_ID!r} must be a string, got {_json_type(event_id)}"
+    if not event_id:
+        return f"{EVENT_ID!r} is empty"
+    if len(event_id) > EVENT_ID_MAX_LENGTH:
+        return f"{EVENT_ID!r} has {len(event_id)} characters, more than {EVENT_ID_MAX_LENGTH}"
+    problem = _not_text(event_id)
+    return f"{EVENT_ID!r} {problem}" if problem else None
 
 
 def attributes_problem(attributes: dict[str, str]) -> str | None:
@@ -280,7 +279,7 @@ def event_time(raw: RawEvent, attribute: str) -> Timestamp:
     acknowledged its messages: they would be lost."""
     value = raw.attributes.get(attribute)
     if value is None:
-        raise InvalidEvent(PARSE, f"timestamp attribute {attribute!r} is missing")
+        raise InvalidEvent(Stage.PARSE, Reason.BAD_TIMESTAMP, f"timestamp attribute {attribute!r} is missing")
     shown = value if len(value) <= 64 else value[:64] + "..."
     timestamp = None
     if _MILLIS_RE.fullmatch(value):
@@ -292,11 +291,13 @@ def event_time(raw: RawEvent, attribute: str) -> Timestamp:
             pass
     if timestamp is None:
         raise InvalidEvent(
-            PARSE, f"timestamp attribute {attribute!r} is {shown!r}: expected RFC 3339 or milliseconds since the epoch"
+            Stage.PARSE, Reason.BAD_TIMESTAMP,
+            f"timestamp attribute {attribute!r} is {shown!r}: expected RFC 3339 or milliseconds since the epoch",
         )
     if not _EARLIEST <= timestamp <= _LATEST:
         raise InvalidEvent(
-            PARSE, f"timestamp attribute {attribute!r} is {shown!r}, outside the times Beam can carry "
+            Stage.PARSE, Reason.BAD_TIMESTAMP,
+            f"timestamp attribute {attribute!r} is {shown!r}, outside the times Beam can carry "
             f"({_EARLIEST.micros // 1000} to {_LATEST.micros // 1000} ms since the epoch)"
         )
     if timestamp.precision() > Timestamp.MICROS_PRECISION:
@@ -322,7 +323,7 @@ class _ParseEventsFn(beam.DoFn):
         except InvalidEvent as invalid:
             self._invalid.inc()
             yield beam.pvalue.TaggedOutput(
-                DEAD_LETTERS, DeadLetter(raw, invalid.stage, invalid.reason, PERMANENT, invalid.event_id or event_id)
+                DEAD_LETTERS, invalid.dead_letter(raw, event_id)
             )
             return
         self._valid.inc()
@@ -330,6 +331,7 @@ class _ParseEventsFn(beam.DoFn):
         yield event if timestamp is None else beam.window.TimestampedValue(event, timestamp)
 
 
+@beam.typehints.with_input_types(RawEvent)
 class ParseEvents(beam.PTransform):
     """PCollection[RawEvent] -> tagged outputs: `events` (EventRef, features) and `dead_letters` (DeadLetter).
     Payloads are JSON objects, or serialized tf.train.Examples with `input_format=TFRECORD`. With
@@ -339,7 +341,7 @@ class ParseEvents(beam.PTransform):
         self,
         interface: ModelInterface,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        input_format: str = JSONL,
+        input_format: Format = Format.JSONL,
         timestamp_attribute: str | None = None,
     ):
         super().__init__()

@@ -13,23 +13,23 @@ from apache_beam.io import ReadFromText, ReadFromTFRecord, WriteToText, WriteToT
 from apache_beam.io.filesystem import CompressionTypes
 
 from transforms.dead_letter import dead_letter_json
-from transforms.events import JSONL, TFRECORD, RawEvent
-from transforms.predictions import PREDICTION_LOG
+from transforms.messages import DeadLetter, Format, OutputMessage, RawEvent
 
 
+@beam.typehints.with_output_types(RawEvent)
 class ReadEventFiles(beam.PTransform):
     """PBegin -> PCollection[RawEvent], one per line (JSONL) or per TFRecord record (TFRECORD), with no attributes.
     TFRecord files may be compressed: gzip or deflate, told by the file name's extension (.gz, .deflate)."""
 
-    def __init__(self, file_pattern: str, input_format: str = JSONL):
+    def __init__(self, file_pattern: str, input_format: Format = Format.JSONL):
         super().__init__()
-        if input_format not in (JSONL, TFRECORD):
-            raise ValueError(f"input_format must be {JSONL!r} or {TFRECORD!r}, got {input_format!r}")
+        if input_format not in (Format.JSONL, Format.TFRECORD):
+            raise ValueError(f"input_format must be {Format.JSONL!r} or {Format.TFRECORD!r}, got {input_format!r}")
         self._file_pattern = file_pattern
         self._input_format = input_format
 
     def expand(self, pbegin):
-        if self._input_format == TFRECORD:
+        if self._input_format == Format.TFRECORD:
             read = "ReadRecords" >> ReadFromTFRecord(
                 self._file_pattern, coder=coders.BytesCoder(), compression_type=CompressionTypes.AUTO
             )
@@ -42,27 +42,31 @@ def _write_lines(prefix: str):
     return WriteToText(prefix, file_name_suffix=".jsonl", coder=coders.BytesCoder())
 
 
+@beam.typehints.with_input_types(OutputMessage)
 class WriteMessageBodies(beam.PTransform):
     """PCollection[OutputMessage] -> files of the message bodies: JSON Lines, one a line
     (`<prefix>-SSSSS-of-NNNNN.jsonl`), or TFRecord, one a record (`.tfrecord`: PredictionLogs, readable by TFX and
     tf.data)."""
 
-    def __init__(self, prefix: str, output_format: str = JSONL):
+    def __init__(self, prefix: str, output_format: Format = Format.JSONL):
         super().__init__()
-        if output_format not in (JSONL, PREDICTION_LOG):
-            raise ValueError(f"output_format must be {JSONL!r} or {PREDICTION_LOG!r}, got {output_format!r}")
+        if output_format not in (Format.JSONL, Format.PREDICTION_LOG):
+            raise ValueError(
+                f"output_format must be {Format.JSONL!r} or {Format.PREDICTION_LOG!r}, got {output_format!r}"
+            )
         self._prefix = prefix
         self._output_format = output_format
 
     def expand(self, messages):
         bodies = messages | "ToBodies" >> beam.Map(lambda message: message.data)
-        if self._output_format == PREDICTION_LOG:
+        if self._output_format == Format.PREDICTION_LOG:
             return bodies | "WriteRecords" >> WriteToTFRecord(
                 self._prefix, coder=coders.BytesCoder(), file_name_suffix=".tfrecord"
             )
         return bodies | "WriteLines" >> _write_lines(self._prefix)
 
 
+@beam.typehints.with_input_types(DeadLetter)
 class WriteDeadLetters(beam.PTransform):
     """PCollection[DeadLetter] -> JSON Lines files (`<prefix>-SSSSS-of-NNNNN.jsonl`), one JSON object a line."""
 

@@ -4,7 +4,7 @@ Contract (README, "Predictions"): a JSON object with `event_id`, `model`, `model
 outputs (plus what the pipeline derives from them, e.g. `is_fraud`). The input attributes are carried over;
 `event_id`, `model`, `model_version` and `scored_at` are set as attributes too.
 
-With `output_format=PREDICTION_LOG` (backfills) the body is instead a serialized TF Serving PredictionLog, as
+With `output_format=Format.PREDICTION_LOG` (backfills) the body is instead a serialized TF Serving PredictionLog, as
 TFX's BulkInferrer writes them: a classify_log or regress_log whose request holds the event as a tf.Example (with
 its `event_id` feature) and whose response holds the model's answer and version.
 """
@@ -19,10 +19,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult
 
 from model_handlers.interface import CLASSIFY, ModelInterface
-from transforms.dead_letter import COMPACT_JSON, OutputMessage
-
-JSONL = "jsonl"
-PREDICTION_LOG = "prediction_log"
+from transforms.messages import COMPACT_JSON, OutputMessage
 
 # Derives extra prediction fields from the model's outputs, e.g. is_fraud from fraud_probability.
 Decorate = Callable[[Mapping[str, float]], Mapping[str, Any]]

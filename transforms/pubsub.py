@@ -1,32 +1,34 @@
-"""The streaming source: ReadEvents from a Pub/Sub subscription, on each runner. (The sink is
-transforms.pubsub_publish.)
+"""The streaming source: ReadEvents from a Pub/Sub subscription, with the reader the pipeline was built for. (The
+sink is transforms.pubsub_publish.)
 
-On the DirectRunner it is Beam's own Pub/Sub read, with attributes; it reaches the emulator through
-PUBSUB_EMULATOR_HOST and real Pub/Sub through Application Default Credentials, with the same flags. It acknowledges
-what it pulls before the pipeline processes it (at-most-once), which is why the DirectRunner is for local work.
-On Flink, Beam's native read does not run (apache/beam#27443): ReadEvents picks transforms.pubsub_pull there, by
-runner, which hands each message on with its ack id for the publishing step to acknowledge.
+`Reader.BEAM` is Beam's own Pub/Sub read, with attributes; it reaches the emulator through PUBSUB_EMULATOR_HOST and
+real Pub/Sub through Application Default Credentials, with the same flags. It acknowledges what it pulls before the
+pipeline processes it (at-most-once), which is why the DirectRunner is for local work.
+On Flink, Beam's native read does not run (apache/beam#27443): `Reader.PULL` (transforms.pubsub_pull) pulls instead,
+and hands each message on with its ack id for the publishing step to acknowledge.
 """
 
 from __future__ import annotations
 
+import enum
+
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub
-from apache_beam.options.pipeline_options import StandardOptions
 
-from transforms.events import RawEvent
+from transforms.messages import RawEvent
 from transforms.pubsub_pull import UNREACHABLE_AFTER_SECS, PullFromPubSub
+
+
+class Reader(enum.StrEnum):
+    BEAM = "beam"  # Beam's ReadFromPubSub: acknowledged on pull
+    PULL = "pull"  # the project's pull, acknowledged once the message's output is published
 
 
 def _to_raw_event(message: PubsubMessage) -> RawEvent:
     return RawEvent(message.data or b"", dict(message.attributes or {}))
 
 
-def is_flink(options) -> bool:
-    runner = options.view_as(StandardOptions).runner if options is not None else None
-    return runner is not None and "flink" in str(runner).lower()
-
-
+@beam.typehints.with_output_types(RawEvent)
 class ReadEvents(beam.PTransform):
     """PBegin -> PCollection[RawEvent] from `projects/<p>/subscriptions/<s>`, timestamped with the publish time.
 
@@ -34,15 +36,20 @@ class ReadEvents(beam.PTransform):
     whose attribute is missing or malformed. ParseEvents reads it, and dead-letters such a message instead."""
 
     def __init__(
-        self, subscription: str, emulator_host: str | None = None, unreachable_secs: float = UNREACHABLE_AFTER_SECS
+        self,
+        subscription: str,
+        reader: Reader,
+        emulator_host: str | None = None,
+        unreachable_secs: float = UNREACHABLE_AFTER_SECS,
     ):
         super().__init__()
         self._subscription = subscription
+        self._reader = Reader(reader)
         self._emulator_host = emulator_host
         self._unreachable_secs = unreachable_secs
 
     def expand(self, pbegin):
-        if is_flink(pbegin.pipeline.options):
+        if self._reader == Reader.PULL:
             return pbegin | "PullFromPubSub" >> PullFromPubSub(
                 self._subscription, self._emulator_host, unreachable_secs=self._unreachable_secs
             )

@@ -36,8 +36,8 @@ from typing import Iterable, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from model_handlers.base import PERMANENT, RETRYABLE
-from transforms.dead_letter import PUBLISH, DeadLetter, OutputMessage, dead_letter_message
+from transforms.dead_letter import dead_letter_message
+from transforms.messages import DeadLetter, ErrorType, OutputMessage, RawEvent, Reason, Stage
 from transforms.pubsub_clients import is_transient, publisher_client, subscriber_client
 
 _LOGGER = logging.getLogger(__name__)
@@ -197,8 +197,9 @@ class _PublishFn(beam.DoFn):
             if isinstance(element, OutputMessage) and not is_transient(error):
                 refused = _message_refused(error)
                 letter = DeadLetter(
-                    element.raw, PUBLISH, f"publishing the prediction failed: {type(error).__name__}: {error}",
-                    PERMANENT if refused else RETRYABLE, element.attributes.get("event_id"),
+                    element.raw, Stage.PUBLISH, f"publishing the prediction failed: {type(error).__name__}: {error}",
+                    ErrorType.PERMANENT if refused else ErrorType.RETRYABLE, element.attributes.get("event_id"),
+                    Reason.PUBLISH_REFUSED,
                 )
                 self._publish_dead_letters.inc()
                 self._publish(self._destination.dead_letter_topic, self._dead_letter(letter), letter)
@@ -269,6 +270,7 @@ def _message_refused(error: BaseException) -> bool:
     return isinstance(error, (exceptions.InvalidArgument, MessageTooLargeError, ValueError, TypeError))
 
 
+@beam.typehints.with_input_types(OutputMessage, DeadLetter)
 class PublishOutcomes(beam.PTransform):
     """(predictions, dead_letters) -> Pub/Sub: predictions (OutputMessage) to the output topic, dead letters
     (DeadLetter) to the dead-letter topic; each input message acknowledged once its outcome is published."""
@@ -284,6 +286,7 @@ class PublishOutcomes(beam.PTransform):
         return beam.pvalue.PDone(predictions.pipeline)
 
 
+@beam.typehints.with_input_types(RawEvent)
 class AcknowledgeDuplicates(beam.PTransform):
     """PCollection[RawEvent] (repeats dropped by --deduplicate) -> acknowledged, nothing published."""
 

@@ -28,7 +28,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.events import RawEvent
+from transforms.messages import RawEvent
 from transforms.pubsub_clients import subscriber_client
 
 _LOGGER = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ class _PullFn(beam.DoFn):
         self._backoff = min(self._backoff * 2, MAX_ERROR_BACKOFF_SECS)
 
 
+@beam.typehints.with_output_types(RawEvent)
 class PullFromPubSub(beam.PTransform):
     """PBegin -> PCollection[RawEvent] from `projects/<p>/subscriptions/<s>`, timestamped with the publish time and
     carrying their ack ids. Flink only (its streaming impulse drives the pulls); one reader per source subtask

@@ -21,10 +21,10 @@ from apache_beam import coders
 from apache_beam.transforms import userstate
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from model_handlers.base import RETRYABLE, InferenceFailure, IsolatingModelHandler
-from transforms.dead_letter import DEAD_LETTERS, INFER, DeadLetter
-from transforms.events import DEFAULT_MAX_EVENT_BYTES, JSONL, ParseEvents
-from transforms.predictions import PREDICTION_LOG, Decorate, FormatPredictionLogsFn, FormatPredictionsFn
+from model_handlers.base import InferenceFailure, IsolatingModelHandler
+from transforms.events import DEFAULT_MAX_EVENT_BYTES, ParseEvents
+from transforms.messages import DEAD_LETTERS, DeadLetter, ErrorType, Format, OutputMessage, RawEvent, Reason, Stage
+from transforms.predictions import Decorate, FormatPredictionLogsFn, FormatPredictionsFn
 
 
 DUPLICATES = "duplicates"
@@ -42,7 +42,8 @@ class _SplitInferenceFailures(beam.DoFn):
         if isinstance(result.inference, InferenceFailure):
             failure = result.inference
             yield beam.pvalue.TaggedOutput(
-                DEAD_LETTERS, DeadLetter(ref.raw, INFER, failure.error, failure.error_type, ref.event_id)
+                DEAD_LETTERS,
+                DeadLetter(ref.raw, Stage.INFER, failure.error, failure.error_type, ref.event_id, failure.reason),
             )
         else:
             yield keyed_result
@@ -54,7 +55,10 @@ def _failed_batch_to_dead_letters(failed):
     # Retryable: the batch failed outside the per-element scoring (model process lost, timeout), so nothing
     # says these events are bad.
     for ref, _features in batch:
-        yield DeadLetter(ref.raw, INFER, f"{error_class.__name__}: {error_repr}", RETRYABLE, ref.event_id)
+        yield DeadLetter(
+            ref.raw, Stage.INFER, f"{error_class.__name__}: {error_repr}", ErrorType.RETRYABLE, ref.event_id,
+            Reason.BATCH_FAILED,
+        )
 
 
 class EventKeyedHandler(KeyedModelHandler):
@@ -115,11 +119,12 @@ class DeduplicatePredictions(beam.PTransform):
         )
 
 
+@beam.typehints.with_input_types(RawEvent)
 class Score(beam.PTransform):
     """PCollection[RawEvent] -> ScoringOutputs(predictions: OutputMessage, dead_letters: DeadLetter,
     duplicates: RawEvent).
 
-    `input_format`: payloads are JSON objects (JSONL) or serialized tf.train.Examples (TFRECORD).
+    `input_format`: payloads are JSON objects (Format.JSONL) or serialized tf.train.Examples (Format.TFRECORD).
     `output_format`: prediction bodies are JSON (JSONL) or serialized PredictionLogs (PREDICTION_LOG); dead
     letters are JSON either way.
     `timestamp_attribute`: the message attribute an event's time is taken from (streaming).
@@ -133,8 +138,8 @@ class Score(beam.PTransform):
         *,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         decorate: Decorate | None = None,
-        input_format: str = JSONL,
-        output_format: str = JSONL,
+        input_format: Format = Format.JSONL,
+        output_format: Format = Format.JSONL,
         timestamp_attribute: str | None = None,
         deduplicate_ttl_secs: int | None = None,
     ):
@@ -167,12 +172,13 @@ class Score(beam.PTransform):
             scored, duplicates = deduplicated.kept, deduplicated[DUPLICATES]
         else:
             duplicates = None
-        if self._output_format == PREDICTION_LOG:
+        if self._output_format == Format.PREDICTION_LOG:
             format_fn = FormatPredictionLogsFn(interface)
         else:
             format_fn = FormatPredictionsFn(interface, self._decorate)
-        predictions = scored | "FormatPredictions" >> beam.ParDo(format_fn)
+        predictions = scored | "FormatPredictions" >> beam.ParDo(format_fn).with_output_types(OutputMessage)
         dead_letters = (
-            (parsed.dead_letters, split.dead_letters, failed_batches) | "CollectDeadLetters" >> beam.Flatten()
+            (parsed.dead_letters, split.dead_letters, failed_batches)
+            | "CollectDeadLetters" >> beam.Flatten().with_output_types(DeadLetter)
         )
         return ScoringOutputs(predictions, dead_letters, duplicates)
