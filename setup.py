@@ -43,9 +43,7 @@ setuptools.setup(
     version="0.1.0",
     description="Streaming and backfill ML inference for marketplace events on Apache Beam",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(
-        include=[f"{top}{sub}" for top in PACKAGES for sub in ("", ".*")]
-    ),
+    packages=setuptools.find_packages(include=[f"{top}{sub}" for top in PACKAGES for sub in ("", ".*")]),
     package_data={"localdev.flink": ["pom.xml"]},
     install_requires=REQUIRED,
     extras_require=EXTRAS,

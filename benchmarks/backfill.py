@@ -56,18 +56,31 @@ def count_records(prefix: Path) -> int:
 
 
 def run_once(
-    model: str, input_path: Path, n_events: int, model_dir: str | None, workdir: Path, label: str, extra_args=(),
-    timeout: float = 300, profile_out: Path | None = None,
+    model: str,
+    input_path: Path,
+    n_events: int,
+    model_dir: str | None,
+    workdir: Path,
+    label: str,
+    extra_args=(),
+    timeout: float = 300,
+    profile_out: Path | None = None,
 ) -> dict:
     out_dir = workdir / f"out-{label}"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     json_out = workdir / f"{label}.json"
     command = python_module(
-        "benchmarks.backfill_worker", f"--model={model}", f"--json_out={json_out}",
-        *([f"--profile_out={profile_out}"] if profile_out else []), "--",
-        f"--input={input_path}", f"--output={out_dir}/predictions", f"--dead_letter_output={out_dir}/dead-letters",
-        *([f"--model_dir={model_dir}"] if model_dir else []), *extra_args,  # None: extra_args say where the model is
+        "benchmarks.backfill_worker",
+        f"--model={model}",
+        f"--json_out={json_out}",
+        *([f"--profile_out={profile_out}"] if profile_out else []),
+        "--",
+        f"--input={input_path}",
+        f"--output={out_dir}/predictions",
+        f"--dead_letter_output={out_dir}/dead-letters",
+        *([f"--model_dir={model_dir}"] if model_dir else []),
+        *extra_args,  # None: extra_args say where the model is
     )
     t0 = time.perf_counter()
     result = run_json_child(command, workdir / "logs" / f"{label}.log", json_out, timeout)
@@ -139,16 +152,23 @@ def run_variants(model: str, model_dir: str, workdir: Path, n_small: int, n_big:
     results = {}
     for name, extra in VARIANTS.items():
         try:
-            small = run_once(model, paths[n_small], n_small, model_dir, workdir, f"variant-{model}-{name}-{n_small}", extra)
+            small = run_once(
+                model, paths[n_small], n_small, model_dir, workdir, f"variant-{model}-{name}-{n_small}", extra
+            )
             big = run_once(model, paths[n_big], n_big, model_dir, workdir, f"variant-{model}-{name}-{n_big}", extra)
             steady, fixed = steady_state(n_small, small["run_wait_secs"], n_big, big["run_wait_secs"])
             result = {
-                "extra_args": extra, "samples": {"small": [small], "big": [big]},
-                "events_per_sec": big["events_per_sec"], "steady_events_per_sec": steady, "fixed_secs": fixed,
+                "extra_args": extra,
+                "samples": {"small": [small], "big": [big]},
+                "events_per_sec": big["events_per_sec"],
+                "steady_events_per_sec": steady,
+                "fixed_secs": fixed,
             }
-            log(f"backfill {model} variant {name}: N={n_big:,} run+wait {big['run_wait_secs']:.2f}s "
+            log(
+                f"backfill {model} variant {name}: N={n_big:,} run+wait {big['run_wait_secs']:.2f}s "
                 f"({big['events_per_sec']:,.0f} events/s end to end), fixed {_fmt(fixed, '.1f')}s, "
-                f"steady {_fmt(steady, ',.0f')} events/s, outputs verified")
+                f"steady {_fmt(steady, ',.0f')} events/s, outputs verified"
+            )
         except (ChildError, OutputMismatch) as error:  # a variant that fails is recorded, not fatal
             result = {"error": str(error)[-2000:], "extra_args": extra}
             log(f"backfill {model} variant {name}: FAILED ({str(error).splitlines()[0]})")

@@ -69,8 +69,12 @@ def _distributions(result, namespace: str) -> dict:
     for entry in result.metrics().query(MetricsFilter().with_namespace(namespace))["distributions"]:
         value = entry.committed
         if value is not None and value.count:
-            found[entry.key.metric.name] = {"count": value.count, "mean": value.sum / value.count,
-                                            "min": value.min, "max": value.max}
+            found[entry.key.metric.name] = {
+                "count": value.count,
+                "mean": value.sum / value.count,
+                "min": value.min,
+                "max": value.max,
+            }
     return found
 
 

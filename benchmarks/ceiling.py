@@ -9,8 +9,9 @@ one RunInference batch costs at least: events/s = batch size / median call laten
 
 Stage costs (microseconds per event, median of a few passes over 2,560 valid events, batches of 256): the
 project's own functions as the pipeline calls them, without Beam: parse_event, predict_rows (to_columns +
-LoadedSavedModel.predict + one output dict per row, as the handler does), the keyed handler's get_num_bytes (RunInference calls it per batch for its metrics) and
-format_prediction. Their sum against the pipeline's steady-state cost per event shows what the runner adds.
+LoadedSavedModel.predict + one output dict per row, as the handler does), the keyed handler's get_num_bytes
+(RunInference calls it per batch for its metrics) and format_prediction. Their sum against the pipeline's
+steady-state cost per event shows what the runner adds.
 """
 
 from __future__ import annotations
@@ -42,11 +43,10 @@ def stage_costs(interface, handler, model, passes: int = 5, batch_size: int = 25
 
     from apache_beam.ml.inference.base import PredictionResult
 
-    from transforms.scoring import EventKeyedHandler
-
     from transforms.events import parse_event
     from transforms.messages import EventRef, RawEvent
     from transforms.predictions import format_prediction
+    from transforms.scoring import EventKeyedHandler
 
     decorate = None
     if interface.name == "fraud":
@@ -61,13 +61,19 @@ def stage_costs(interface, handler, model, passes: int = 5, batch_size: int = 25
         outputs = model.predict(interface.to_columns(batch))
         return [dict(zip(names, row)) for row in zip(*(outputs[name].tolist() for name in names))]
 
-    samples = {"parse_event": [], "to_columns": [], "signature": [], "predict_rows": [],
-               "keyed_get_num_bytes": [], "format_prediction": []}
+    samples = {
+        "parse_event": [],
+        "to_columns": [],
+        "signature": [],
+        "predict_rows": [],
+        "keyed_get_num_bytes": [],
+        "format_prediction": [],
+    }
     for _ in range(passes):
         t0 = time.perf_counter()
         parsed = [parse_event(raw, interface) for raw in raws]
         samples["parse_event"].append(time.perf_counter() - t0)
-        batches = [parsed[i:i + batch_size] for i in range(0, len(parsed), batch_size)]
+        batches = [parsed[i : i + batch_size] for i in range(0, len(parsed), batch_size)]
         rows = [[features for _, features in batch] for batch in batches]
         t0 = time.perf_counter()
         columns = [interface.to_columns(r) for r in rows]
@@ -79,8 +85,13 @@ def stage_costs(interface, handler, model, passes: int = 5, batch_size: int = 25
         t0 = time.perf_counter()
         outputs = [predict_rows(r) for r in rows]
         samples["predict_rows"].append(time.perf_counter() - t0)
-        refs = [[(EventRef(event_id, raw), features) for (event_id, features), raw in
-                 zip(batch, raws[i * batch_size:(i + 1) * batch_size])] for i, batch in enumerate(batches)]
+        refs = [
+            [
+                (EventRef(event_id, raw), features)
+                for (event_id, features), raw in zip(batch, raws[i * batch_size : (i + 1) * batch_size])
+            ]
+            for i, batch in enumerate(batches)
+        ]
         t0 = time.perf_counter()
         for batch in refs:
             keyed.get_num_bytes(batch)
@@ -93,7 +104,9 @@ def stage_costs(interface, handler, model, passes: int = 5, batch_size: int = 25
         samples["format_prediction"].append(time.perf_counter() - t0)
     n = len(raws)
     us = {name: statistics.median(values) / n * 1e6 for name, values in samples.items()}
-    us["total_outside_beam"] = us["parse_event"] + us["predict_rows"] + us["keyed_get_num_bytes"] + us["format_prediction"]
+    us["total_outside_beam"] = (
+        us["parse_event"] + us["predict_rows"] + us["keyed_get_num_bytes"] + us["format_prediction"]
+    )
     return {"us_per_event": us, "events": n, "passes": passes}
 
 
@@ -133,12 +146,18 @@ def main(argv=None) -> None:
                 "calls": len(latencies),
                 "latencies_ms": [round(x * 1000, 4) for x in latencies],
             }
-            print(f"{name} batch {batch_size}: {med * 1000:.2f} ms median, {batch_size / med:,.0f} events/s", flush=True)
+            print(
+                f"{name} batch {batch_size}: {med * 1000:.2f} ms median, {batch_size / med:,.0f} events/s", flush=True
+            )
         stages = stage_costs(interface, handler, model)
-        print(f"{name} stages (us/event): " + ", ".join(f"{k} {v:.1f}" for k, v in stages["us_per_event"].items()),
-              flush=True)
+        print(
+            f"{name} stages (us/event): " + ", ".join(f"{k} {v:.1f}" for k, v in stages["us_per_event"].items()),
+            flush=True,
+        )
         results[name] = {
-            "model_version": handler.model_version, "load_secs_incl_tf_import": load_secs, "by_batch": by_batch,
+            "model_version": handler.model_version,
+            "load_secs_incl_tf_import": load_secs,
+            "by_batch": by_batch,
             "stages": stages,
         }
     with open(args.json_out, "w") as f:

@@ -11,8 +11,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from plumbing.process import ManagedProcess
 
@@ -78,7 +78,7 @@ def machine_facts() -> dict:
         "tensorflow": _version("tensorflow"),
         "google_cloud_pubsub": _version("google-cloud-pubsub"),
         "numpy": _version("numpy"),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 

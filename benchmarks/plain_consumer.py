@@ -131,7 +131,13 @@ class PlainConsumer:
                 event_id, features = parse_event(raw, interface)
             except InvalidEvent as invalid:
                 dead = invalid.dead_letter(raw)
-                outputs.append((message, self._dead_letter_topic, dead_letter_message(dead, interface.name, self._dead_letter_topic)))
+                outputs.append(
+                    (
+                        message,
+                        self._dead_letter_topic,
+                        dead_letter_message(dead, interface.name, self._dead_letter_topic),
+                    )
+                )
                 continue
             valid.append((message, EventRef(event_id, raw), features))
         if valid:
@@ -139,13 +145,28 @@ class PlainConsumer:
             for (message, ref, features), result in zip(valid, self._predict([v[2] for v in valid])):
                 if isinstance(result, Exception):
                     dead = DeadLetter(
-                        ref.raw, Stage.INFER, f"{type(result).__name__}: {result}", ErrorType.PERMANENT, ref.event_id,
+                        ref.raw,
+                        Stage.INFER,
+                        f"{type(result).__name__}: {result}",
+                        ErrorType.PERMANENT,
+                        ref.event_id,
                         Reason.MODEL_REJECTED,
                     )
-                    outputs.append((message, self._dead_letter_topic, dead_letter_message(dead, interface.name, self._dead_letter_topic)))
+                    outputs.append(
+                        (
+                            message,
+                            self._dead_letter_topic,
+                            dead_letter_message(dead, interface.name, self._dead_letter_topic),
+                        )
+                    )
                 else:
-                    prediction = format_prediction(ref, PredictionResult(features, result, self._model_version), interface,
-                                                   self._decorate, scored_at)
+                    prediction = format_prediction(
+                        ref,
+                        PredictionResult(features, result, self._model_version),
+                        interface,
+                        self._decorate,
+                        scored_at,
+                    )
                     outputs.append((message, self._output_topic, prediction))
         for message, topic, output in outputs:
             if topic == self._output_topic:
@@ -188,7 +209,8 @@ def _ack_when_published(message, future) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.plain_consumer", description=__doc__,
+        prog="python -m benchmarks.plain_consumer",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, choices=sorted(MODELS))
@@ -214,8 +236,15 @@ def main(argv=None) -> None:
 
         decorate = functools.partial(is_fraud, threshold=args.fraud_threshold)
     consumer = PlainConsumer(
-        interface, model, handler.model_version, args.input_subscription, args.output_topic, args.dead_letter_topic,
-        decorate=decorate, max_batch_size=args.max_batch_size, max_batch_wait_secs=args.max_batch_wait_ms / 1000,
+        interface,
+        model,
+        handler.model_version,
+        args.input_subscription,
+        args.output_topic,
+        args.dead_letter_topic,
+        decorate=decorate,
+        max_batch_size=args.max_batch_size,
+        max_batch_wait_secs=args.max_batch_wait_ms / 1000,
         max_outstanding_messages=args.max_outstanding_messages,
     )
 
@@ -229,8 +258,13 @@ def main(argv=None) -> None:
         done = consumer.scored + consumer.dead_lettered
         rate = (done - last[1]) / (time.monotonic() - last[0])
         last = (time.monotonic(), done)
-        _LOGGER.info("%d scored, %d dead-lettered, %d batches, %.0f events/s",
-                     consumer.scored, consumer.dead_lettered, consumer.batches, rate)
+        _LOGGER.info(
+            "%d scored, %d dead-lettered, %d batches, %.0f events/s",
+            consumer.scored,
+            consumer.dead_lettered,
+            consumer.batches,
+            rate,
+        )
         if consumer._pull_future.done():  # pylint: disable=protected-access
             consumer.wait()  # raises the streaming pull's error
     _LOGGER.info("stopping")

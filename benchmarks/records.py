@@ -45,7 +45,7 @@ def dump_present(record) -> dict:
     return {k: v for k, v in dump(record).items() if v is not None}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(cls: type) -> dict:
     return typing.get_type_hints(cls)
 

@@ -52,19 +52,29 @@ def summarize(results: dict) -> dict:
     r: dict = {}
     for model in ("fraud", "price"):
         ceiling = s[f"ceiling_{model}_b256_events_per_sec"]
-        r[f"backfill_{model}_end_to_end_over_ceiling"] = ratio(s[f"backfill_{model}_end_to_end_events_per_sec"], ceiling)
+        r[f"backfill_{model}_end_to_end_over_ceiling"] = ratio(
+            s[f"backfill_{model}_end_to_end_events_per_sec"], ceiling
+        )
         r[f"backfill_{model}_steady_over_ceiling"] = ratio(s[f"backfill_{model}_steady_events_per_sec"], ceiling)
     for name in ("multi_processing_2", "multi_threading_2"):
         r[f"backfill_fraud_{name}_over_default"] = ratio(
             s[f"backfill_fraud_{name}_events_per_sec"], s["backfill_fraud_end_to_end_events_per_sec"]
         )
     beam, plain = "streaming_beam_direct_runner", "streaming_plain_consumer"
-    r["streaming_beam_over_plain_consumer_throughput"] = ratio(s[f"{beam}_events_per_sec"], s[f"{plain}_events_per_sec"])
+    r["streaming_beam_over_plain_consumer_throughput"] = ratio(
+        s[f"{beam}_events_per_sec"], s[f"{plain}_events_per_sec"]
+    )
     r["streaming_beam_over_plain_consumer_p50"] = ratio(s[f"{beam}_p50_ms"], s[f"{plain}_p50_ms"])
     r["streaming_beam_over_plain_consumer_p99"] = ratio(s[f"{beam}_p99_ms"], s[f"{plain}_p99_ms"])
-    r["streaming_beam_over_plain_consumer_p50_same_rate"] = ratio(s[f"{beam}_p50_ms"], s[f"{plain}_p50_ms_at_beam_rate"])
-    r["streaming_beam_over_plain_consumer_p99_same_rate"] = ratio(s[f"{beam}_p99_ms"], s[f"{plain}_p99_ms_at_beam_rate"])
-    r["streaming_beam_over_backfill_steady"] = ratio(s[f"{beam}_events_per_sec"], s["backfill_fraud_steady_events_per_sec"])
+    r["streaming_beam_over_plain_consumer_p50_same_rate"] = ratio(
+        s[f"{beam}_p50_ms"], s[f"{plain}_p50_ms_at_beam_rate"]
+    )
+    r["streaming_beam_over_plain_consumer_p99_same_rate"] = ratio(
+        s[f"{beam}_p99_ms"], s[f"{plain}_p99_ms_at_beam_rate"]
+    )
+    r["streaming_beam_over_backfill_steady"] = ratio(
+        s[f"{beam}_events_per_sec"], s["backfill_fraud_steady_events_per_sec"]
+    )
     r["plain_consumer_over_ceiling"] = ratio(s[f"{plain}_events_per_sec"], s["ceiling_fraud_b256_events_per_sec"])
 
     e2e, steady = s["backfill_fraud_end_to_end_events_per_sec"], s["backfill_fraud_steady_events_per_sec"]
@@ -77,7 +87,8 @@ def summarize(results: dict) -> dict:
         "met_steady_state": None if steady is None else steady >= TARGET_EVENTS_PER_SEC,
         "large_backfill_events_per_sec": s["backfill_fraud_large_events_per_sec"],
         "met_large_backfill_end_to_end": (
-            None if s["backfill_fraud_large_events_per_sec"] is None
+            None
+            if s["backfill_fraud_large_events_per_sec"] is None
             else s["backfill_fraud_large_events_per_sec"] >= TARGET_EVENTS_PER_SEC
         ),
     }
@@ -99,46 +110,143 @@ def _fmt(value, unit: str = "") -> str:
 def table(results: dict) -> str:
     s, r, t = results["summary"]["figures"], results["summary"]["ratios"], results["summary"]["target"]
     rows = [("figure", "fraud", "price")]
-    rows.append(("signature ceiling, batch 1 (events/s)", _fmt(s["ceiling_fraud_b1_events_per_sec"]), _fmt(s["ceiling_price_b1_events_per_sec"])))
-    rows.append(("signature ceiling, batch 32 (events/s)", _fmt(s["ceiling_fraud_b32_events_per_sec"]), _fmt(s["ceiling_price_b32_events_per_sec"])))
-    rows.append(("signature ceiling, batch 256 (events/s)", _fmt(s["ceiling_fraud_b256_events_per_sec"]), _fmt(s["ceiling_price_b256_events_per_sec"])))
+    rows.append(
+        (
+            "signature ceiling, batch 1 (events/s)",
+            _fmt(s["ceiling_fraud_b1_events_per_sec"]),
+            _fmt(s["ceiling_price_b1_events_per_sec"]),
+        )
+    )
+    rows.append(
+        (
+            "signature ceiling, batch 32 (events/s)",
+            _fmt(s["ceiling_fraud_b32_events_per_sec"]),
+            _fmt(s["ceiling_price_b32_events_per_sec"]),
+        )
+    )
+    rows.append(
+        (
+            "signature ceiling, batch 256 (events/s)",
+            _fmt(s["ceiling_fraud_b256_events_per_sec"]),
+            _fmt(s["ceiling_price_b256_events_per_sec"]),
+        )
+    )
     n_big = s["backfill_fraud_n_big"] or s["backfill_price_n_big"]
-    rows.append((f"backfill end to end, N={_fmt(n_big)} (events/s)", _fmt(s["backfill_fraud_end_to_end_events_per_sec"]), _fmt(s["backfill_price_end_to_end_events_per_sec"])))
-    rows.append(("backfill steady state (events/s)", _fmt(s["backfill_fraud_steady_events_per_sec"]), _fmt(s["backfill_price_steady_events_per_sec"])))
-    rows.append((f"large backfill, N={_fmt(s['backfill_fraud_large_n'])}, 2 worker processes, end to end (events/s)",
-                 _fmt(s["backfill_fraud_large_events_per_sec"]), "-"))
+    rows.append(
+        (
+            f"backfill end to end, N={_fmt(n_big)} (events/s)",
+            _fmt(s["backfill_fraud_end_to_end_events_per_sec"]),
+            _fmt(s["backfill_price_end_to_end_events_per_sec"]),
+        )
+    )
+    rows.append(
+        (
+            "backfill steady state (events/s)",
+            _fmt(s["backfill_fraud_steady_events_per_sec"]),
+            _fmt(s["backfill_price_steady_events_per_sec"]),
+        )
+    )
+    rows.append(
+        (
+            f"large backfill, N={_fmt(s['backfill_fraud_large_n'])}, 2 worker processes, end to end (events/s)",
+            _fmt(s["backfill_fraud_large_events_per_sec"]),
+            "-",
+        )
+    )
     rows.append(("backfill fixed cost (s)", _fmt(s["backfill_fraud_fixed_secs"]), _fmt(s["backfill_price_fixed_secs"])))
-    rows.append(("per event: pipeline steady state (us)", _fmt(s["backfill_fraud_us_per_event_steady"]), _fmt(s["backfill_price_us_per_event_steady"])))
-    rows.append(("per event: project code outside Beam (us)", _fmt(s["fraud_us_per_event_outside_beam"]), _fmt(s["price_us_per_event_outside_beam"])))
-    rows.append(("per event: the rest, Beam runner + IO (us)", _fmt(s["backfill_fraud_us_per_event_runner_overhead"]), _fmt(s["backfill_price_us_per_event_runner_overhead"])))
-    rows.append(("backfill / ceiling (end to end)", _fmt(r["backfill_fraud_end_to_end_over_ceiling"], "x"), _fmt(r["backfill_price_end_to_end_over_ceiling"], "x")))
-    rows.append(("backfill / ceiling (steady)", _fmt(r["backfill_fraud_steady_over_ceiling"], "x"), _fmt(r["backfill_price_steady_over_ceiling"], "x")))
+    rows.append(
+        (
+            "per event: pipeline steady state (us)",
+            _fmt(s["backfill_fraud_us_per_event_steady"]),
+            _fmt(s["backfill_price_us_per_event_steady"]),
+        )
+    )
+    rows.append(
+        (
+            "per event: project code outside Beam (us)",
+            _fmt(s["fraud_us_per_event_outside_beam"]),
+            _fmt(s["price_us_per_event_outside_beam"]),
+        )
+    )
+    rows.append(
+        (
+            "per event: the rest, Beam runner + IO (us)",
+            _fmt(s["backfill_fraud_us_per_event_runner_overhead"]),
+            _fmt(s["backfill_price_us_per_event_runner_overhead"]),
+        )
+    )
+    rows.append(
+        (
+            "backfill / ceiling (end to end)",
+            _fmt(r["backfill_fraud_end_to_end_over_ceiling"], "x"),
+            _fmt(r["backfill_price_end_to_end_over_ceiling"], "x"),
+        )
+    )
+    rows.append(
+        (
+            "backfill / ceiling (steady)",
+            _fmt(r["backfill_fraud_steady_over_ceiling"], "x"),
+            _fmt(r["backfill_price_steady_over_ceiling"], "x"),
+        )
+    )
     for name, label in (("multi_processing_2", "multi_processing"), ("multi_threading_2", "multi_threading")):
-        rows.append((
-            f"backfill, 2 workers {label}: e2e / steady* (events/s)",
-            f"{_fmt(s[f'backfill_fraud_{name}_events_per_sec'])} / {_fmt(s[f'backfill_fraud_{name}_steady_events_per_sec'])}",
-            "",
-        ))
+        rows.append(
+            (
+                f"backfill, 2 workers {label}: e2e / steady* (events/s)",
+                f"{_fmt(s[f'backfill_fraud_{name}_events_per_sec'])} / {_fmt(s[f'backfill_fraud_{name}_steady_events_per_sec'])}",
+                "",
+            )
+        )
         rows.append((f"backfill, 2 workers {label}: fixed cost (s)", _fmt(s[f"backfill_fraud_{name}_fixed_secs"]), ""))
-    for system, name in (("beam_direct_runner", "Beam streaming (DirectRunner)"), ("plain_consumer", "plain Pub/Sub consumer")):
+    for system, name in (
+        ("beam_direct_runner", "Beam streaming (DirectRunner)"),
+        ("plain_consumer", "plain Pub/Sub consumer"),
+    ):
         rows.append((f"{name}: sustained (events/s)", _fmt(s[f"streaming_{system}_events_per_sec"]), ""))
-        rows.append((
-            f"{name}: p50 / p99 at {_fmt(s[f'streaming_{system}_latency_rate_per_sec'])}/s (ms)",
-            f"{_fmt(s[f'streaming_{system}_p50_ms'])} / {_fmt(s[f'streaming_{system}_p99_ms'])}", "",
-        ))
-    rows.append((
-        f"plain Pub/Sub consumer: p50 / p99 at {_fmt(s['streaming_beam_direct_runner_latency_rate_per_sec'])}/s (ms)",
-        f"{_fmt(s['streaming_plain_consumer_p50_ms_at_beam_rate'])} / {_fmt(s['streaming_plain_consumer_p99_ms_at_beam_rate'])}", "",
-    ))
-    rows.append(("streaming Beam / plain consumer (throughput)", _fmt(r["streaming_beam_over_plain_consumer_throughput"], "x"), ""))
-    rows.append(("streaming Beam / plain consumer (p50, p99; each at half its rate)",
-                 f"{_fmt(r['streaming_beam_over_plain_consumer_p50'], 'x')}, {_fmt(r['streaming_beam_over_plain_consumer_p99'], 'x')}", ""))
-    rows.append(("streaming Beam / plain consumer (p50, p99; same rate)",
-                 f"{_fmt(r['streaming_beam_over_plain_consumer_p50_same_rate'], 'x')}, "
-                 f"{_fmt(r['streaming_beam_over_plain_consumer_p99_same_rate'], 'x')}", ""))
+        rows.append(
+            (
+                f"{name}: p50 / p99 at {_fmt(s[f'streaming_{system}_latency_rate_per_sec'])}/s (ms)",
+                f"{_fmt(s[f'streaming_{system}_p50_ms'])} / {_fmt(s[f'streaming_{system}_p99_ms'])}",
+                "",
+            )
+        )
+    rows.append(
+        (
+            f"plain Pub/Sub consumer: p50 / p99 at {_fmt(s['streaming_beam_direct_runner_latency_rate_per_sec'])}/s (ms)",
+            f"{_fmt(s['streaming_plain_consumer_p50_ms_at_beam_rate'])} / {_fmt(s['streaming_plain_consumer_p99_ms_at_beam_rate'])}",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "streaming Beam / plain consumer (throughput)",
+            _fmt(r["streaming_beam_over_plain_consumer_throughput"], "x"),
+            "",
+        )
+    )
+    rows.append(
+        (
+            "streaming Beam / plain consumer (p50, p99; each at half its rate)",
+            f"{_fmt(r['streaming_beam_over_plain_consumer_p50'], 'x')}, {_fmt(r['streaming_beam_over_plain_consumer_p99'], 'x')}",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "streaming Beam / plain consumer (p50, p99; same rate)",
+            f"{_fmt(r['streaming_beam_over_plain_consumer_p50_same_rate'], 'x')}, "
+            f"{_fmt(r['streaming_beam_over_plain_consumer_p99_same_rate'], 'x')}",
+            "",
+        )
+    )
     rows.append(("plain consumer / ceiling", _fmt(r["plain_consumer_over_ceiling"], "x"), ""))
-    rows.append((f"target >= {TARGET_EVENTS_PER_SEC:,}/s met: end to end, steady",
-                 f"{_fmt(t['met_end_to_end'])}, {_fmt(t['met_steady_state'])}", ""))
+    rows.append(
+        (
+            f"target >= {TARGET_EVENTS_PER_SEC:,}/s met: end to end, steady",
+            f"{_fmt(t['met_end_to_end'])}, {_fmt(t['met_steady_state'])}",
+            "",
+        )
+    )
     rows.append(("* variants: one sample each; their fixed cost varies (worker start, TF imports in parallel)", "", ""))
     widths = [max(len(row[i]) for row in rows[:-1]) for i in range(3)]
     lines = []
@@ -181,7 +289,9 @@ def plot(results: dict, path: Path) -> None:
         ax1.set_xticks(list(xs), [b[0] for b in bars], fontsize=8)
     ax1.set_yscale("log")
     ax1.set_ylim(10, max([b[1] for b in bars] + [TARGET_EVENTS_PER_SEC]) * 2.5)
-    ax1.axhline(TARGET_EVENTS_PER_SEC, color="black", linestyle="--", linewidth=1, label=f"target {TARGET_EVENTS_PER_SEC:,}/s")
+    ax1.axhline(
+        TARGET_EVENTS_PER_SEC, color="black", linestyle="--", linewidth=1, label=f"target {TARGET_EVENTS_PER_SEC:,}/s"
+    )
     ax1.legend(loc="upper right", fontsize=8)
     ax1.set_ylabel("events/s (log scale)")
     ax1.set_title("Throughput (medians)")
@@ -189,13 +299,16 @@ def plot(results: dict, path: Path) -> None:
     systems = [("Beam streaming\n(DirectRunner)", "beam_direct_runner"), ("plain Pub/Sub\nconsumer", "plain_consumer")]
     systems = [
         (f"{label}\nat {s[f'streaming_{key}_latency_rate_per_sec']:,.0f} events/s", f"streaming_{key}_{{q}}_ms")
-        for label, key in systems if s[f"streaming_{key}_p50_ms"] is not None
+        for label, key in systems
+        if s[f"streaming_{key}_p50_ms"] is not None
     ]
     if s["streaming_plain_consumer_p50_ms_at_beam_rate"] is not None:
-        systems.append((
-            f"plain Pub/Sub\nconsumer\nat {s['streaming_beam_direct_runner_latency_rate_per_sec']:,.0f} events/s",
-            "streaming_plain_consumer_{q}_ms_at_beam_rate",
-        ))
+        systems.append(
+            (
+                f"plain Pub/Sub\nconsumer\nat {s['streaming_beam_direct_runner_latency_rate_per_sec']:,.0f} events/s",
+                "streaming_plain_consumer_{q}_ms_at_beam_rate",
+            )
+        )
     width = 0.38
     for i, (quantile, color) in enumerate((("p50", "#4c72b0"), ("p99", "#dd8452"))):
         values = [s[key.format(q=quantile)] for _, key in systems]

@@ -61,15 +61,30 @@ _PROFILE_VALUES = {
     "flink_plain_events": (10_000, 3_000),
     "flink_latency_secs": (40, 8),
     "flink_repeats": (3, 1),
-    "flink_configs": (("default", "beam_defaults", "no_flush_limit", "flush_1ms", "parallelism_1", "bundle_50ms",
-                       "bundle_1000ms", "checkpoint_1s", "checkpoint_30s", "batch_1000"), ("default",)),
+    "flink_configs": (
+        (
+            "default",
+            "beam_defaults",
+            "no_flush_limit",
+            "flush_1ms",
+            "parallelism_1",
+            "bundle_50ms",
+            "bundle_1000ms",
+            "checkpoint_1s",
+            "checkpoint_30s",
+            "batch_1000",
+        ),
+        ("default",),
+    ),
     "flink_backfill_n_small": (2_000, 1_000),
     "flink_backfill_n_big": (100_000, 10_000),
     "flink_backfill_repeats": (2, 1),
     "flink_variants": (True, False),
     "flink_pyspy_secs": (8, 4),
 }
-PROFILES = {name: {knob: values[i] for knob, values in _PROFILE_VALUES.items()} for i, name in enumerate(("full", "quick"))}
+PROFILES = {
+    name: {knob: values[i] for knob, values in _PROFILE_VALUES.items()} for i, name in enumerate(("full", "quick"))
+}
 SECTIONS = ("ceiling", "backfill", "variants", "large", "streaming", "grpc", "tfx", "flink")
 # flink needs Java and Maven (the local cluster) and takes a while (full: about 25 min): asked for by name.
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "flink")
@@ -88,15 +103,27 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="benchmarks/results", help="where results.json, results.png, logs/ go")
     parser.add_argument("--quick", action="store_true", help="smaller inputs, one repeat, no variants (~2 min)")
     parser.add_argument(
-        "--only", default=",".join(DEFAULT_SECTIONS),
+        "--only",
+        default=",".join(DEFAULT_SECTIONS),
         help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all but flink)",
     )
-    parser.add_argument("--flink_state_dir", help="flink: the local cluster's state directory (default: "
-                        "build/flink); a new one reuses build/flink's installed Flink and job server")
-    parser.add_argument("--flink_port_offset", type=int, default=0, help="flink: added to every port of the "
-                        "local cluster (8081, 6123, 8099, 8098, 8097, 50000), to run beside another one")
-    parser.add_argument("--flink_configs", help="flink: comma-separated runner settings to measure, of "
-                        f"{','.join(flink.CONFIGS)} (default: the profile's)")
+    parser.add_argument(
+        "--flink_state_dir",
+        help="flink: the local cluster's state directory (default: "
+        "build/flink); a new one reuses build/flink's installed Flink and job server",
+    )
+    parser.add_argument(
+        "--flink_port_offset",
+        type=int,
+        default=0,
+        help="flink: added to every port of the "
+        "local cluster (8081, 6123, 8099, 8098, 8097, 50000), to run beside another one",
+    )
+    parser.add_argument(
+        "--flink_configs",
+        help="flink: comma-separated runner settings to measure, of "
+        f"{','.join(flink.CONFIGS)} (default: the profile's)",
+    )
     parser.add_argument("--keep_workdir", action="store_true", help="keep the generated inputs (printed path)")
     args = parser.parse_args(argv)
     sections = [s for s in args.only.split(",") if s]
@@ -110,8 +137,10 @@ def main(argv=None) -> int:
     try:
         versions = {name: resolve_version(model_dir, name) for name in ("fraud", "price")}
     except ModelNotFoundError as error:
-        print(f"error: {error}\nbuild the demo models first: python -m training.train --model_dir={args.model_dir}",
-              file=sys.stderr)
+        print(
+            f"error: {error}\nbuild the demo models first: python -m training.train --model_dir={args.model_dir}",
+            file=sys.stderr,
+        )
         return 2
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -130,12 +159,19 @@ def main(argv=None) -> int:
 
     started = time.monotonic()
     results: dict = {
-        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            [Path(sys.executable).name, "-m", "benchmarks.run", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "quick": args.quick,
         "sections": sections,
         "machine": machine_facts(),
-        "config": {**profile, "model_dir": model_dir, "model_versions": versions, "max_batch_size": 256,
-                   "runner": "DirectRunner (batch: FnApiRunner; streaming: BundleBasedDirectRunner)"},
+        "config": {
+            **profile,
+            "model_dir": model_dir,
+            "model_versions": versions,
+            "max_batch_size": 256,
+            "runner": "DirectRunner (batch: FnApiRunner; streaming: BundleBasedDirectRunner)",
+        },
         "notes": [
             "backfill end to end = N_big / median(run+wait of N_big); steady = (N_big - N_small) / "
             "(median t_big - median t_small); fixed = median t_small - N_small / steady",
@@ -148,39 +184,60 @@ def main(argv=None) -> int:
             "the benchmark's own publisher and collectors, the emulator (JVM) and the system under test share the cores",
         ],
     }
-    log(f"benchmarks ({'quick' if args.quick else 'full'}), models {versions} from {model_dir}; "
-        f"{results['machine']['nproc']} cores, load {results['machine']['loadavg_at_start']}; logs in {logs}")
+    log(
+        f"benchmarks ({'quick' if args.quick else 'full'}), models {versions} from {model_dir}; "
+        f"{results['machine']['nproc']} cores, load {results['machine']['loadavg_at_start']}; logs in {logs}"
+    )
     status = 0
     try:
         if "ceiling" in sections:
             log("signature ceiling (fresh process: TF import, load with warm-up, batches 1/32/256)")
             results["ceiling"] = run_json_child(
                 python_module(
-                    "benchmarks.ceiling", f"--model_dir={model_dir}", f"--json_out={workdir / 'ceiling.json'}",
-                    f"--min_secs={profile['ceiling_min_secs']}", f"--min_calls={profile['ceiling_min_calls']}",
+                    "benchmarks.ceiling",
+                    f"--model_dir={model_dir}",
+                    f"--json_out={workdir / 'ceiling.json'}",
+                    f"--min_secs={profile['ceiling_min_secs']}",
+                    f"--min_calls={profile['ceiling_min_calls']}",
                 ),
-                logs / "ceiling.log", workdir / "ceiling.json", timeout=300,
+                logs / "ceiling.log",
+                workdir / "ceiling.json",
+                timeout=300,
             )
             for model, r in results["ceiling"].items():
-                log(f"ceiling {model}: " + ", ".join(
-                    f"b{b['batch_size']} {b['median_latency_ms']:.2f} ms = {b['events_per_sec']:,.0f}/s"
-                    for b in r["by_batch"].values()))
+                log(
+                    f"ceiling {model}: "
+                    + ", ".join(
+                        f"b{b['batch_size']} {b['median_latency_ms']:.2f} ms = {b['events_per_sec']:,.0f}/s"
+                        for b in r["by_batch"].values()
+                    )
+                )
         if "backfill" in sections or "variants" in sections:
             results["backfill"] = {}
         if "backfill" in sections:
             for model in ("fraud", "price"):
-                log(f"backfill {model}: N={profile['backfill_n_small']:,} and N={profile['backfill_n_big']:,}, "
-                    f"{profile['backfill_repeats']} repeat(s), each a fresh process")
+                log(
+                    f"backfill {model}: N={profile['backfill_n_small']:,} and N={profile['backfill_n_big']:,}, "
+                    f"{profile['backfill_repeats']} repeat(s), each a fresh process"
+                )
                 suite = backfill.run_suite(
-                    model, model_dir, workdir, profile["backfill_n_small"], profile["backfill_n_big"],
+                    model,
+                    model_dir,
+                    workdir,
+                    profile["backfill_n_small"],
+                    profile["backfill_n_big"],
                     profile["backfill_repeats"],
                 )
                 results["backfill"][model] = suite
-                log(f"backfill {model}: {suite['end_to_end_events_per_sec']:,.0f} events/s end to end, fixed "
-                    f"{_num(suite['fixed_secs'], '.1f')}s, steady {_num(suite['steady_events_per_sec'], ',.0f')} events/s")
+                log(
+                    f"backfill {model}: {suite['end_to_end_events_per_sec']:,.0f} events/s end to end, fixed "
+                    f"{_num(suite['fixed_secs'], '.1f')}s, steady {_num(suite['steady_events_per_sec'], ',.0f')} events/s"
+                )
         if "variants" in sections and profile["variants"]:
-            log("backfill fraud variants, once each at both sizes: --direct_num_workers=2 with multi_processing, "
-                "then multi_threading")
+            log(
+                "backfill fraud variants, once each at both sizes: --direct_num_workers=2 with multi_processing, "
+                "then multi_threading"
+            )
             results["backfill"]["variants"] = backfill.run_variants(
                 "fraud", model_dir, workdir, profile["backfill_n_small"], profile["backfill_n_big"]
             )
@@ -194,8 +251,12 @@ def main(argv=None) -> int:
             log("streaming through the Pub/Sub emulator: Beam pipeline on the DirectRunner, then the plain consumer")
             results["streaming"] = {}  # filled as each system finishes, so an interruption keeps what was measured
             streaming.run_streaming(
-                model_dir, workdir, profile["stream_beam_events"], profile["stream_plain_events"],
-                profile["latency_secs"], results=results["streaming"],
+                model_dir,
+                workdir,
+                profile["stream_beam_events"],
+                profile["stream_plain_events"],
+                profile["latency_secs"],
+                results=results["streaming"],
             )
         if "grpc" in sections:
             log("TF Serving over gRPC vs in-process: batch 1/32/256, 1 and 4 batches in flight (fresh process)")
@@ -204,12 +265,18 @@ def main(argv=None) -> int:
             log("TFX interop: JSON Lines + project handler vs TFRecord + tfx-bsl, same events, fresh processes")
             results["tfx"] = tfx.run(model_dir, workdir, profile["tfx_n_small"], profile["tfx_n_big"])
         if "flink" in sections:
-            log("Flink: streaming drain + latency per runner setting, the plain consumer, backfill on Flink vs "
-                "the DirectRunner, and where the time goes")
+            log(
+                "Flink: streaming drain + latency per runner setting, the plain consumer, backfill on Flink vs "
+                "the DirectRunner, and where the time goes"
+            )
             results["flink"] = {}  # filled as it goes, so an interruption keeps what was measured
             flink.run(
-                model_dir, workdir, profile, flink.FlinkSetup(args.flink_state_dir, args.flink_port_offset),
-                results["flink"], configs=args.flink_configs.split(",") if args.flink_configs else None,
+                model_dir,
+                workdir,
+                profile,
+                flink.FlinkSetup(args.flink_state_dir, args.flink_port_offset),
+                results["flink"],
+                configs=args.flink_configs.split(",") if args.flink_configs else None,
                 ceiling=results.get("ceiling"),
             )
     except KeyboardInterrupt:
@@ -230,7 +297,8 @@ def main(argv=None) -> int:
     results["total_wall_secs"] = time.monotonic() - started
     if "flink" in results:
         results["flink"]["summary"] = flink.summarize(
-            results["flink"], flink.direct_streaming_figures(results, out)).to_json()
+            results["flink"], flink.direct_streaming_figures(results, out)
+        ).to_json()
         for key in ("error", "traceback"):
             if key in results:
                 results["flink"][key] = results[key]
@@ -267,10 +335,12 @@ def main(argv=None) -> int:
         print(flink.table(results["flink"]))
     print()
     target = results["summary"]["target"]
-    print(f"target {target['what']}: end to end {_verdict(target['met_end_to_end'], target['end_to_end_events_per_sec'])}"
-          f"; steady state {_verdict(target['met_steady_state'], target['steady_events_per_sec'])}"
-          f"; large backfill, 2 worker processes, end to end "
-          f"{_verdict(target['met_large_backfill_end_to_end'], target['large_backfill_events_per_sec'])}")
+    print(
+        f"target {target['what']}: end to end {_verdict(target['met_end_to_end'], target['end_to_end_events_per_sec'])}"
+        f"; steady state {_verdict(target['met_steady_state'], target['steady_events_per_sec'])}"
+        f"; large backfill, 2 worker processes, end to end "
+        f"{_verdict(target['met_large_backfill_end_to_end'], target['large_backfill_events_per_sec'])}"
+    )
     print(f"total {results['total_wall_secs']:.0f}s; wrote {out / 'results.json'} and {out / 'results.png'}")
     if status == 1:
         print(f"\nFAILED: {results['error']}\n{results['traceback']}", file=sys.stderr)

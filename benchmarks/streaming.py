@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from benchmarks.common import log, percentile
 from localdev.pubsub_emulator import PubsubEmulator
@@ -32,7 +32,10 @@ class PlainConsumerRun(StreamingRun):
     def command(self) -> list[str]:
         em = self.emulator
         return [
-            sys.executable, "-m", "benchmarks.plain_consumer", f"--model={self.model}",
+            sys.executable,
+            "-m",
+            "benchmarks.plain_consumer",
+            f"--model={self.model}",
             f"--input_subscription={em.subscription_path(self.input_subscription)}",
             f"--output_topic={em.topic_path(self.predictions_topic)}",
             f"--dead_letter_topic={em.topic_path(self.dead_letters_topic)}",
@@ -42,8 +45,15 @@ class PlainConsumerRun(StreamingRun):
 
 
 def wait_for_outputs(
-    run: StreamingRun, label: str, n: int, *, stall_secs: float, max_secs: float, base: int = 0,
-    on_first: Callable[[], None] | None = None, poll_secs: float = 0.1,
+    run: StreamingRun,
+    label: str,
+    n: int,
+    *,
+    stall_secs: float,
+    max_secs: float,
+    base: int = 0,
+    on_first: Callable[[], None] | None = None,
+    poll_secs: float = 0.1,
 ) -> None:
     """Until `n` outputs beyond `base`, no new output for `stall_secs`, or `max_secs`; progress every 5 s.
 
@@ -64,8 +74,13 @@ def wait_for_outputs(
 
     try:
         poll_until(
-            done, timeout=max_secs, interval=poll_secs, what=f"{n:,} outputs", progress=run.outputs,
-            stall=stall_secs, stall_after_first_change=on_first is not None,
+            done,
+            timeout=max_secs,
+            interval=poll_secs,
+            what=f"{n:,} outputs",
+            progress=run.outputs,
+            stall=stall_secs,
+            stall_after_first_change=on_first is not None,
             report=lambda: log(f"{label}: {run.outputs() - base:,} of {n:,} outputs"),
         )
     except PollTimeout:
@@ -73,7 +88,7 @@ def wait_for_outputs(
 
 
 def _phase_outputs(run: StreamingRun, base: tuple[int, int]) -> tuple[list[Received], list[Received]]:
-    return run.predictions[base[0]:], run.dead_letters[base[1]:]
+    return run.predictions[base[0] :], run.dead_letters[base[1] :]
 
 
 def latency_stats(predictions: Sequence[Received]) -> dict:
@@ -126,8 +141,14 @@ def measure(
     run.publish(sustained)
     publish_secs = time.time() - first_publish
     log(f"{label}: published {len(sustained):,} events in {publish_secs:.2f}s, waiting for outputs")
-    wait_for_outputs(run, f"{label} sustained", len(sustained), base=sum(base), stall_secs=30,
-                     max_secs=max(60.0, len(sustained) / 15))
+    wait_for_outputs(
+        run,
+        f"{label} sustained",
+        len(sustained),
+        base=sum(base),
+        stall_secs=30,
+        max_secs=max(60.0, len(sustained) / 15),
+    )
     predictions, dead = _phase_outputs(run, base)
     outputs = len(predictions) + len(dead)
     last_output = max((r.received_at for r in (*predictions, *dead)), default=first_publish)
@@ -146,8 +167,10 @@ def measure(
         "latency_under_overload": latency_stats(predictions),
         "latencies_ms": [round(p.latency_secs * 1000, 2) for p in predictions if p.latency_secs is not None],
     }
-    log(f"{label}: sustained {outputs:,}/{len(sustained):,} outputs, "
-        + (f"{throughput:,.0f} events/s" if throughput else "no throughput"))
+    log(
+        f"{label}: sustained {outputs:,}/{len(sustained):,} outputs, "
+        + (f"{throughput:,.0f} events/s" if throughput else "no throughput")
+    )
 
     # --- latency below capacity ------------------------------------------------------------------------
     rate = max(1.0, (throughput or 2.0) / 2)
@@ -186,8 +209,10 @@ def latency_phase(
         **latency_stats(predictions),
         "latencies_ms": [round(p.latency_secs * 1000, 2) for p in predictions if p.latency_secs is not None],
     }
-    log(f"{label}: at {rate:,.0f}/s latency p50 {_num(result['p50_ms'])} ms, p99 {_num(result['p99_ms'])} ms "
-        f"over {result['count']:,} predictions")
+    log(
+        f"{label}: at {rate:,.0f}/s latency p50 {_num(result['p50_ms'])} ms, p99 {_num(result['p99_ms'])} ms "
+        f"over {result['count']:,} predictions"
+    )
     return result
 
 
@@ -196,7 +221,12 @@ def _num(value) -> str:
 
 
 def run_streaming(
-    model_dir: str, workdir: Path, beam_events: int, plain_events: int, latency_secs: float, model: str = "fraud",
+    model_dir: str,
+    workdir: Path,
+    beam_events: int,
+    plain_events: int,
+    latency_secs: float,
+    model: str = "fraud",
     results: dict | None = None,
 ) -> dict:
     """Both systems against one emulator, one after the other; everything started here stops on the way out.
@@ -217,8 +247,12 @@ def run_streaming(
             log(f"plain consumer (benchmarks.plain_consumer) starting; log {run.log_path}")
             beam_rate = (results["beam_direct_runner"]["latency"] or {}).get("rate_per_sec")
             results["plain_consumer"] = measure(
-                run, "plain consumer", traffic[:plain_events], latency_secs,
-                extra_latency_rate=beam_rate, extra_latency_secs=latency_secs / 2,
+                run,
+                "plain consumer",
+                traffic[:plain_events],
+                latency_secs,
+                extra_latency_rate=beam_rate,
+                extra_latency_secs=latency_secs / 2,
             )
     return results
 

@@ -53,8 +53,12 @@ def _measure(handler, model, batches: list, in_flight: int, secs: float) -> dict
     elapsed = time.perf_counter() - started
     flat = [x for per_thread in latencies for x in per_thread]
     return {
-        "events": sum(events), "secs": elapsed, "events_per_sec": sum(events) / elapsed, "batches": len(flat),
-        "batch_latency_p50_ms": percentile(flat, 50) * 1000, "batch_latency_p99_ms": percentile(flat, 99) * 1000,
+        "events": sum(events),
+        "secs": elapsed,
+        "events_per_sec": sum(events) / elapsed,
+        "batches": len(flat),
+        "batch_latency_p50_ms": percentile(flat, 50) * 1000,
+        "batch_latency_p99_ms": percentile(flat, 99) * 1000,
     }
 
 
@@ -84,14 +88,21 @@ def main(argv=None) -> None:
             for path, handler in handlers.items():
                 model = handler.load_model()
                 for batch_size in BATCH_SIZES:
-                    batches = [rows[i:i + batch_size] for i in range(0, len(rows) - batch_size + 1, batch_size)]
+                    batches = [rows[i : i + batch_size] for i in range(0, len(rows) - batch_size + 1, batch_size)]
                     handler.run_inference(batches[0], model)  # first call outside the clock
-                    cell = {"model": name, "path": path, "batch_size": batch_size, "in_flight": in_flight,
-                            **_measure(handler, model, batches, in_flight, args.secs)}
+                    cell = {
+                        "model": name,
+                        "path": path,
+                        "batch_size": batch_size,
+                        "in_flight": in_flight,
+                        **_measure(handler, model, batches, in_flight, args.secs),
+                    }
                     cells.append(cell)
-                    log(f"  {name} {path:10s} batch {batch_size:3d} in flight {in_flight}: "
+                    log(
+                        f"  {name} {path:10s} batch {batch_size:3d} in flight {in_flight}: "
                         f"{cell['events_per_sec']:9,.0f} events/s, batch p50 {cell['batch_latency_p50_ms']:.1f} ms, "
-                        f"p99 {cell['batch_latency_p99_ms']:.1f} ms")
+                        f"p99 {cell['batch_latency_p99_ms']:.1f} ms"
+                    )
     Path(args.json_out).write_text(json.dumps({"cells": cells, "secs_per_cell": args.secs}))
 
 
@@ -102,9 +113,16 @@ def run_grid(model_dir: str, workdir: Path, secs: float) -> dict:
 
     with ModelServerProcess(model_dir, free_port(), workdir / "logs" / "model-server.log") as server:
         grid = run_json_child(
-            python_module("benchmarks.tf_serving", f"--model_dir={model_dir}", f"--target={server.target}",
-                          f"--json_out={workdir / 'tf_serving.json'}", f"--secs={secs}"),
-            workdir / "logs" / "tf_serving.log", workdir / "tf_serving.json", timeout=900,
+            python_module(
+                "benchmarks.tf_serving",
+                f"--model_dir={model_dir}",
+                f"--target={server.target}",
+                f"--json_out={workdir / 'tf_serving.json'}",
+                f"--secs={secs}",
+            ),
+            workdir / "logs" / "tf_serving.log",
+            workdir / "tf_serving.json",
+            timeout=900,
         )
     grid["ratios"] = ratios(grid["cells"])
     return grid
@@ -116,7 +134,8 @@ def ratios(cells: list[dict]) -> dict:
     for (model, path, batch, in_flight), value in rate.items():
         if path == "tf_serving":
             out[f"{model}_b{batch}_k{in_flight}_tf_serving_over_in_process"] = ratio(
-                value, rate.get((model, "in_process", batch, in_flight)))
+                value, rate.get((model, "in_process", batch, in_flight))
+            )
         if in_flight == IN_FLIGHT[-1]:
             out[f"{model}_{path}_b{batch}_k{in_flight}_over_k1"] = ratio(value, rate.get((model, path, batch, 1)))
         if batch == BATCH_SIZES[-1]:
@@ -133,16 +152,20 @@ def table(grid: dict) -> str:
     for model in sorted({c["model"] for c in grid["cells"]}):
         for batch in BATCH_SIZES:
             for in_flight in IN_FLIGHT:
-                local, remote = by.get((model, "in_process", batch, in_flight)), by.get((model, "tf_serving", batch, in_flight))
+                local, remote = (
+                    by.get((model, "in_process", batch, in_flight)),
+                    by.get((model, "tf_serving", batch, in_flight)),
+                )
                 if local and remote:
-                    lines.append(f"  {model:6s} {batch:5d} {in_flight:9d} {_cell(local):>28s} {_cell(remote):>28s} "
-                                 f"{remote['events_per_sec'] / local['events_per_sec']:9.2f}x")
+                    lines.append(
+                        f"  {model:6s} {batch:5d} {in_flight:9d} {_cell(local):>28s} {_cell(remote):>28s} "
+                        f"{remote['events_per_sec'] / local['events_per_sec']:9.2f}x"
+                    )
     return "\n".join(lines)
 
 
 def _cell(cell: dict) -> str:
-    return (f"{cell['events_per_sec']:,.0f} ({cell['batch_latency_p50_ms']:.1f} / "
-            f"{cell['batch_latency_p99_ms']:.1f})")
+    return f"{cell['events_per_sec']:,.0f} ({cell['batch_latency_p50_ms']:.1f} / {cell['batch_latency_p99_ms']:.1f})"
 
 
 def plot(grid: dict, path: Path) -> None:
@@ -156,12 +179,20 @@ def plot(grid: dict, path: Path) -> None:
     for ax, model in zip(axes[0], models):
         for path_name, marker in (("in_process", "o"), ("tf_serving", "s")):
             for in_flight, style in zip(IN_FLIGHT, ("-", "--")):
-                points = sorted((c["batch_size"], c["events_per_sec"]) for c in grid["cells"]
-                                if c["model"] == model and c["path"] == path_name and c["in_flight"] == in_flight)
+                points = sorted(
+                    (c["batch_size"], c["events_per_sec"])
+                    for c in grid["cells"]
+                    if c["model"] == model and c["path"] == path_name and c["in_flight"] == in_flight
+                )
                 if points:
                     ax.plot(*zip(*points), style, marker=marker, label=f"{path_name}, {in_flight} in flight")
-        ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="events/s",
-               title=f"{model}: path to the model, events/s")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="batch size",
+            ylabel="events/s",
+            title=f"{model}: path to the model, events/s",
+        )
         ax.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

@@ -54,31 +54,42 @@ def run(model_dir: str, workdir: Path, n_small: int, n_big: int, models=("fraud"
             )
             steady, fixed = steady_state(n_small, small["run_wait_secs"], n_big, big["run_wait_secs"])
             per_model[name] = {
-                "end_to_end_events_per_sec": big["events_per_sec"], "steady_events_per_sec": steady,
-                "fixed_secs": fixed, "samples": {"small": small, "big": big},
+                "end_to_end_events_per_sec": big["events_per_sec"],
+                "steady_events_per_sec": steady,
+                "fixed_secs": fixed,
+                "samples": {"small": small, "big": big},
             }
-            log(f"tfx {model} {name}: N={n_big:,} {big['events_per_sec']:,.0f} events/s end to end, fixed "
-                f"{_fmt(fixed, '.1f')}s, steady {_fmt(steady, ',.0f')} events/s, outputs verified")
+            log(
+                f"tfx {model} {name}: N={n_big:,} {big['events_per_sec']:,.0f} events/s end to end, fixed "
+                f"{_fmt(fixed, '.1f')}s, steady {_fmt(steady, ',.0f')} events/s, outputs verified"
+            )
         base, tfx = per_model["jsonl_in_process"], per_model["tfrecord_tfx_bsl"]
         per_model["ratio_end_to_end"] = tfx["end_to_end_events_per_sec"] / base["end_to_end_events_per_sec"]
         per_model["ratio_steady"] = (
             tfx["steady_events_per_sec"] / base["steady_events_per_sec"]
-            if tfx["steady_events_per_sec"] and base["steady_events_per_sec"] else None
+            if tfx["steady_events_per_sec"] and base["steady_events_per_sec"]
+            else None
         )
         results["models"][model] = per_model
     return results
 
 
 def table(results: dict) -> str:
-    lines = [f"backfill, N={results['n_big']:,}: JSON Lines + project handler vs TFRecord + tfx-bsl (events/s)",
-             f"{'model':<7}{'path':<20}{'end to end':>12}{'steady':>10}{'fixed s':>9}"]
+    lines = [
+        f"backfill, N={results['n_big']:,}: JSON Lines + project handler vs TFRecord + tfx-bsl (events/s)",
+        f"{'model':<7}{'path':<20}{'end to end':>12}{'steady':>10}{'fixed s':>9}",
+    ]
     for model, per_model in results["models"].items():
         for name in PATHS:
             r = per_model[name]
-            lines.append(f"{model:<7}{name:<20}{r['end_to_end_events_per_sec']:>12,.0f}"
-                         f"{_fmt(r['steady_events_per_sec'], ',.0f'):>10}{_fmt(r['fixed_secs'], '.1f'):>9}")
-        lines.append(f"{model:<7}{'ratio tfx/handler':<20}{per_model['ratio_end_to_end']:>12.2f}"
-                     f"{_fmt(per_model['ratio_steady'], '.2f'):>10}")
+            lines.append(
+                f"{model:<7}{name:<20}{r['end_to_end_events_per_sec']:>12,.0f}"
+                f"{_fmt(r['steady_events_per_sec'], ',.0f'):>10}{_fmt(r['fixed_secs'], '.1f'):>9}"
+            )
+        lines.append(
+            f"{model:<7}{'ratio tfx/handler':<20}{per_model['ratio_end_to_end']:>12.2f}"
+            f"{_fmt(per_model['ratio_steady'], '.2f'):>10}"
+        )
     return "\n".join(lines)
 
 

@@ -75,7 +75,9 @@ def cmd_apply(args) -> int:
 def _http(core, namespace: str):
     from deploy.cluster import http_via_portforward
 
-    return lambda pod, port, method, path, body=None: http_via_portforward(core, namespace, pod, port, method, path, body)
+    return lambda pod, port, method, path, body=None: http_via_portforward(
+        core, namespace, pod, port, method, path, body
+    )
 
 
 def cmd_status(args) -> int:
@@ -86,8 +88,10 @@ def cmd_status(args) -> int:
     dyn, core = _kube(args.context)
     http = _http(core, args.namespace)
     cluster = flink_status(dyn, args.namespace, args.flink_deployment)
-    print(f"FlinkDeployment {args.flink_deployment}: lifecycle {cluster['lifecycleState']}, JobManager "
-          f"{cluster['jobManagerDeploymentStatus']}, Flink {cluster['flinkVersion']}")
+    print(
+        f"FlinkDeployment {args.flink_deployment}: lifecycle {cluster['lifecycleState']}, JobManager "
+        f"{cluster['jobManagerDeploymentStatus']}, Flink {cluster['flinkVersion']}"
+    )
     if cluster["error"]:
         print(f"  error: {cluster['error']}")
     healthy = cluster["lifecycleState"] == "STABLE"
@@ -129,8 +133,10 @@ def cmd_stop_pipeline(args) -> int:
     except submit.SubmitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"{args.job_name} stopped at savepoint {location}\n"
-          f"To start it from there: RESTORE_FROM={location} in base/pipelines/<pipeline>/restore.env, then apply.")
+    print(
+        f"{args.job_name} stopped at savepoint {location}\n"
+        f"To start it from there: RESTORE_FROM={location} in base/pipelines/<pipeline>/restore.env, then apply."
+    )
     return 0
 
 
@@ -148,14 +154,22 @@ def cmd_rollout_model(args) -> int:
     def states(model: str, version: int) -> dict[str, str]:
         by_pod = {}
         for pod in ready_pods(core, args.namespace, "app.kubernetes.io/name=tf-serving"):
-            found = [v["state"] for v in model_status(http, pod, TF_SERVING_REST_PORT, model) if v["version"] == version]
+            found = [
+                v["state"] for v in model_status(http, pod, TF_SERVING_REST_PORT, model) if v["version"] == version
+            ]
             by_pod[pod] = found[0] if found else "NOT LOADED"
         return by_pod
 
     try:
         text = rollout.rollout(
-            core, args.namespace, args.model, args.version, label=args.label, rollback=args.rollback,
-            states=None if args.no_wait else states, timeout_s=args.timeout,
+            core,
+            args.namespace,
+            args.model,
+            args.version,
+            label=args.label,
+            rollback=args.rollback,
+            states=None if args.no_wait else states,
+            timeout_s=args.timeout,
         )
     except rollout.RolloutError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -167,8 +181,9 @@ def cmd_rollout_model(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m deploy", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = argparse.ArgumentParser(
+        prog="python -m deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
     def command(name, handler, help_text, cluster=False):
@@ -186,25 +201,41 @@ def parser() -> argparse.ArgumentParser:
     apply = command("apply", cmd_apply, "validate, then server-side apply an overlay", cluster=True)
     apply.add_argument("--overlay", choices=OVERLAYS, required=True)
     apply.add_argument("--dry-run", action="store_true", help="let the API server check everything, change nothing")
-    apply.add_argument("--force-conflicts", action="store_true",
-                       help="take over fields another manager owns (e.g. reset a live rollout to the manifests)")
+    apply.add_argument(
+        "--force-conflicts",
+        action="store_true",
+        help="take over fields another manager owns (e.g. reset a live rollout to the manifests)",
+    )
     status = command("status", cmd_status, "Flink cluster and job states, TF Serving model versions", cluster=True)
     status.add_argument("--flink-deployment", default="inference")
-    stop = command("stop-pipeline", cmd_stop_pipeline,
-                   "stop a pipeline's Flink job with a savepoint (before replacing the session cluster)", cluster=True)
+    stop = command(
+        "stop-pipeline",
+        cmd_stop_pipeline,
+        "stop a pipeline's Flink job with a savepoint (before replacing the session cluster)",
+        cluster=True,
+    )
     stop.add_argument("--job-name", required=True, help="the pipeline's --job_name, e.g. fraud-detection")
     stop.add_argument("--timeout", type=float, default=900, help="seconds to wait for the savepoint")
-    rollout = command("rollout-model", cmd_rollout_model,
-                      "move a version label in TF Serving's models.config (blue-green), or roll it back", cluster=True)
+    rollout = command(
+        "rollout-model",
+        cmd_rollout_model,
+        "move a version label in TF Serving's models.config (blue-green), or roll it back",
+        cluster=True,
+    )
     rollout.add_argument("--model", required=True, help="fraud or price")
     rollout.add_argument("--version", type=int, help="the version to label")
     rollout.add_argument("--label", default="stable", choices=("stable", "canary"))
     rollout.add_argument("--rollback", action="store_true", help="stable back to previous (or withdraw the canary)")
-    rollout.add_argument("--no-wait", action="store_true", help="do not wait for the version to load: only for a version already loaded (TF Serving refuses a "
-                         "label on a version it is still loading)")
+    rollout.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="do not wait for the version to load: only for a version already loaded (TF Serving refuses a "
+        "label on a version it is still loading)",
+    )
     rollout.add_argument("--timeout", type=float, default=600, help="seconds to wait for the version to load")
-    rollout.add_argument("--no-write-back", dest="write_back", action="store_false",
-                         help="leave base/tf-serving/models.config as it is")
+    rollout.add_argument(
+        "--no-write-back", dest="write_back", action="store_false", help="leave base/tf-serving/models.config as it is"
+    )
     return root
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from deploy.config_connector import is_config_connector
 from plumbing.flink_rest import FlinkRest
@@ -21,9 +21,22 @@ FIELD_MANAGER = "marketplace-deploy"
 # so that nothing ever runs unprotected; the submission Jobs last, once the cluster they submit to exists. The
 # Google Cloud resources (Config Connector) come early, so that Config Connector creates them while the rest starts.
 APPLY_ORDER = (
-    "Namespace", "ServiceIdentity", "PubSubTopic", "PubSubSubscription", "IAMPolicyMember",
-    "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "ConfigMap", "Service",
-    "PodDisruptionBudget", "Deployment", "HorizontalPodAutoscaler", "FlinkDeployment", "Job",
+    "Namespace",
+    "ServiceIdentity",
+    "PubSubTopic",
+    "PubSubSubscription",
+    "IAMPolicyMember",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "NetworkPolicy",
+    "ConfigMap",
+    "Service",
+    "PodDisruptionBudget",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "FlinkDeployment",
+    "Job",
 )
 
 
@@ -68,9 +81,16 @@ def _status(error: Exception) -> int | None:
     return getattr(error, "status", None)
 
 
-def apply(dyn, steps: list[ApplyStep], *, dry_run: bool, force_conflicts: bool = False, log=print,
-          wait_deleted: Callable[[object, ApplyStep], None] | None = None,
-          wait_ready: Callable[[object, list[ApplyStep]], list[str]] | None = None) -> list[str]:
+def apply(
+    dyn,
+    steps: list[ApplyStep],
+    *,
+    dry_run: bool,
+    force_conflicts: bool = False,
+    log=print,
+    wait_deleted: Callable[[object, ApplyStep], None] | None = None,
+    wait_ready: Callable[[object, list[ApplyStep]], list[str]] | None = None,
+) -> list[str]:
     """Server-side applies every step in order; returns the problems (empty when all went through).
 
     A submission Job whose pod template changed (its options ConfigMap has a new hashed name) cannot be updated:
@@ -125,7 +145,8 @@ def _summary(error: Exception) -> str:
 
 
 def ready_condition(obj: dict) -> dict:
-    """A Config Connector object's Ready condition ({} until it has one): status "True" once its resource is in place."""
+    """A Config Connector object's Ready condition ({} until it has one): status "True" once its resource is in
+    place."""
     return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
 
 
@@ -140,8 +161,11 @@ def _wait_ready(dyn, steps: list[ApplyStep], timeout_s: float = 600, interval_s:
 
     with contextlib.suppress(PollTimeout):
         poll_until(all_ready, timeout=timeout_s, interval=interval_s, what="Config Connector's resources")
-    return [f"{step}: not Ready after {timeout_s:.0f} s ({condition.get('reason', 'no status yet')}"
-            f"{': ' + condition['message'] if condition.get('message') else ''})" for step, condition in pending]
+    return [
+        f"{step}: not Ready after {timeout_s:.0f} s ({condition.get('reason', 'no status yet')}"
+        f"{': ' + condition['message'] if condition.get('message') else ''})"
+        for step, condition in pending
+    ]
 
 
 def _ready(dyn, step: ApplyStep) -> dict:
@@ -175,6 +199,7 @@ def _wait_deleted(resource, step: ApplyStep, timeout_s: float = 120) -> None:
 # Port-forwarding enters the pod's own network namespace, so it works under the default-deny NetworkPolicies
 # without opening TF Serving or Flink's REST API to anyone else.
 
+
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
@@ -203,8 +228,9 @@ def parse_http_response(raw: bytes) -> HttpResponse:
     return HttpResponse(int(parts[1]), body)
 
 
-def http_via_portforward(core, namespace: str, pod: str, port: int, method: str, path: str,
-                         body: dict | None = None, timeout_s: float = 30) -> HttpResponse:
+def http_via_portforward(
+    core, namespace: str, pod: str, port: int, method: str, path: str, body: dict | None = None, timeout_s: float = 30
+) -> HttpResponse:
     from kubernetes.stream import portforward
 
     forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
@@ -279,4 +305,6 @@ def model_status(http: HttpCall, pod: str, port: int, model: str) -> list[dict]:
     response = http(pod, port, "GET", f"/v1/models/{model}")
     if response.status != 200:
         return [{"version": None, "state": f"HTTP {response.status}: {response.body[:200].decode(errors='replace')}"}]
-    return [{"version": int(v["version"]), "state": v["state"]} for v in response.json().get("model_version_status", [])]
+    return [
+        {"version": int(v["version"]), "state": v["state"]} for v in response.json().get("model_version_status", [])
+    ]

@@ -32,14 +32,18 @@ def _object(required=(), **properties) -> dict:
 
 # A reference is to an object in the manifests (name) or to a resource by its path (external), never both.
 REF = {"oneOf": [_object(["name"], name=STRING, namespace=STRING), _object(["external"], external=STRING)]}
-RESOURCE_REF = {"oneOf": [
-    _object(["kind", "name"], apiVersion=STRING, kind=STRING, name=STRING, namespace=STRING),
-    _object(["kind", "external"], apiVersion=STRING, kind=STRING, external=STRING),
-]}
+RESOURCE_REF = {
+    "oneOf": [
+        _object(["kind", "name"], apiVersion=STRING, kind=STRING, name=STRING, namespace=STRING),
+        _object(["kind", "external"], apiVersion=STRING, kind=STRING, external=STRING),
+    ]
+}
 
 SPECS = {
     ("pubsub.cnrm.cloud.google.com/v1beta1", "PubSubTopic"): _object(
-        resourceID=STRING, messageRetentionDuration=DURATION, kmsKeyRef=REF,
+        resourceID=STRING,
+        messageRetentionDuration=DURATION,
+        kmsKeyRef=REF,
     ),
     ("pubsub.cnrm.cloud.google.com/v1beta1", "PubSubSubscription"): _object(
         ["topicRef"],
@@ -69,10 +73,12 @@ SPECS = {
     ("serviceusage.cnrm.cloud.google.com/v1beta1", "ServiceIdentity"): _object(
         ["projectRef"],
         resourceID=STRING,
-        projectRef={"oneOf": [
-            _object(["name"], name=STRING, namespace=STRING, kind={"enum": ["Project"]}),
-            _object(["external"], external=STRING),
-        ]},
+        projectRef={
+            "oneOf": [
+                _object(["name"], name=STRING, namespace=STRING, kind={"enum": ["Project"]}),
+                _object(["external"], external=STRING),
+            ]
+        },
     ),
 }
 
@@ -88,8 +94,10 @@ def validate(doc: dict) -> list[str]:
     spec_schema = SPECS.get((doc["apiVersion"], doc["kind"]))
     if spec_schema is None:
         known = ", ".join(f"{kind} ({api})" for api, kind in SPECS)
-        return [f"{doc['apiVersion']} {doc['kind']} is not a Config Connector kind these checks know: {known}; add "
-                "its fields to deploy/config_connector.py from its CRD"]
+        return [
+            f"{doc['apiVersion']} {doc['kind']} is not a Config Connector kind these checks know: {known}; add "
+            "its fields to deploy/config_connector.py from its CRD"
+        ]
     # A kind whose spec has required fields requires the spec itself (a PubSubTopic may have none).
     required = ["apiVersion", "kind", "metadata"] + (["spec"] if spec_schema["required"] else [])
     schema = _object(required, apiVersion=STRING, kind=STRING, metadata={"type": "object"}, spec=spec_schema)
@@ -122,7 +130,8 @@ class PubSub:
         self.subscriptions = {self.path(d): d for d in docs if d["kind"] == "PubSubSubscription"}
 
     def project(self, doc: dict) -> str:
-        """Config Connector's project of an object: its own annotation, else its namespace's, else the namespace's name."""
+        """Config Connector's project of an object: its own annotation, else its namespace's, else the namespace's
+        name."""
         namespace = doc["metadata"].get("namespace", "")
         for metadata in (doc["metadata"], self._namespaces.get(namespace, {}).get("metadata", {})):
             if metadata.get("annotations", {}).get(PROJECT_ANNOTATION):
@@ -147,13 +156,17 @@ class PubSub:
 
     def agent_granted(self, role: str, target: dict) -> bool:
         """Whether Pub/Sub's service agent holds `role` on `target` (a PubSubTopic or PubSubSubscription)."""
-        identities = {d["metadata"]["name"] for d in self._docs
-                      if d["kind"] == "ServiceIdentity" and d.get("spec", {}).get("resourceID") == PUBSUB_SERVICE}
+        identities = {
+            d["metadata"]["name"]
+            for d in self._docs
+            if d["kind"] == "ServiceIdentity" and d.get("spec", {}).get("resourceID") == PUBSUB_SERVICE
+        }
         for grant in (d for d in self._docs if d["kind"] == "IAMPolicyMember"):
             spec = grant.get("spec", {})
             on = spec.get("resourceRef", {})
-            agent = (spec.get("memberFrom", {}).get("serviceIdentityRef", {}).get("name") in identities
-                     or PUBSUB_AGENT_MEMBER.fullmatch(spec.get("member", "")))
+            agent = spec.get("memberFrom", {}).get("serviceIdentityRef", {}).get(
+                "name"
+            ) in identities or PUBSUB_AGENT_MEMBER.fullmatch(spec.get("member", ""))
             same_target = (on.get("kind"), on.get("name")) == (target["kind"], target["metadata"]["name"])
             if agent and spec.get("role") == role and same_target:
                 return True

@@ -38,7 +38,12 @@ def operator_api_jar(cache_dir: Path = CACHE_DIR) -> Path:
         )
     cache_dir.mkdir(parents=True, exist_ok=True)
     command = [
-        mvn, "-q", "-B", f"{DEPENDENCY_PLUGIN}:copy", f"-Dartifact={OPERATOR_API_ARTIFACT}", f"-DoutputDirectory={cache_dir}",
+        mvn,
+        "-q",
+        "-B",
+        f"{DEPENDENCY_PLUGIN}:copy",
+        f"-Dartifact={OPERATOR_API_ARTIFACT}",
+        f"-DoutputDirectory={cache_dir}",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     if completed.returncode != 0 or not jar.is_file():
@@ -47,7 +52,7 @@ def operator_api_jar(cache_dir: Path = CACHE_DIR) -> Path:
     return jar
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def flink_deployment_crd() -> dict:
     import yaml
 

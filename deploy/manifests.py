@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from deploy import MANIFESTS_DIR, OVERLAYS
 
@@ -39,7 +39,7 @@ def overlay_dir(overlay: str):
     return MANIFESTS_DIR / "overlays" / overlay
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def render_yaml(overlay: str) -> str:
     """The overlay as `kubectl kustomize` renders it: a multi-document YAML string."""
     completed = subprocess.run(
@@ -136,13 +136,14 @@ def config_map_file(docs: list[dict], pod: Pod, container: dict, path: str) -> s
         volume = volumes.get(mount["name"], {})
         if "configMap" not in volume:
             continue
-        key = path[len(prefix):]
+        key = path[len(prefix) :]
         for config_map in find(docs, "ConfigMap", volume["configMap"]["name"]):
             return config_map.get("data", {}).get(key)
     return None
 
 
 # Lookups several checks share (deploy/validation/): each names what the deployment is made of, once.
+
 
 def flink_deployment(docs: list[dict]) -> dict:
     return one(docs, "FlinkDeployment")

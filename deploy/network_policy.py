@@ -90,11 +90,15 @@ def _port_matches(rule: dict, port: int, protocol: str) -> bool:
     return False
 
 
-def _allowed_one_way(policies: list[dict], subject: Peer, other: Peer, port: int, protocol: str, direction: str) -> bool:
+def _allowed_one_way(
+    policies: list[dict], subject: Peer, other: Peer, port: int, protocol: str, direction: str
+) -> bool:
     """Whether `subject` (a pod in the namespace) may send (Egress) to / receive (Ingress) from `other`."""
     selecting = [
-        p for p in policies
-        if direction in p["spec"].get("policyTypes", ["Ingress"]) and _selects(p["spec"]["podSelector"], subject.label_dict)
+        p
+        for p in policies
+        if direction in p["spec"].get("policyTypes", ["Ingress"])
+        and _selects(p["spec"]["podSelector"], subject.label_dict)
     ]
     if not selecting:
         return True
@@ -102,8 +106,9 @@ def _allowed_one_way(policies: list[dict], subject: Peer, other: Peer, port: int
     for policy in selecting:
         for rule in policy["spec"].get(key, []):
             rule_peers = rule.get(peers)
-            if (not rule_peers or any(_peer_matches(rp, policy["metadata"]["namespace"], other) for rp in rule_peers)) \
-                    and _port_matches(rule, port, protocol):
+            if (
+                not rule_peers or any(_peer_matches(rp, policy["metadata"]["namespace"], other) for rp in rule_peers)
+            ) and _port_matches(rule, port, protocol):
                 return True
     return False
 
@@ -114,6 +119,8 @@ def allowed(docs: list[dict], source: Peer, destination: Peer, port: int, protoc
     policies = find(docs, "NetworkPolicy")
     if source.namespace == NAMESPACE and not _allowed_one_way(policies, source, destination, port, protocol, "Egress"):
         return False
-    if destination.namespace == NAMESPACE and not _allowed_one_way(policies, destination, source, port, protocol, "Ingress"):
+    if destination.namespace == NAMESPACE and not _allowed_one_way(
+        policies, destination, source, port, protocol, "Ingress"
+    ):
         return False
     return True

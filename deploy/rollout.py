@@ -16,7 +16,7 @@ concurrent edit fails instead of being overwritten. TF Serving re-reads the file
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from deploy import MANIFESTS_DIR
 
@@ -136,8 +136,11 @@ def read(core, namespace: str) -> tuple[str, str]:
 def write(core, namespace: str, text: str, resource_version: str) -> str:
     try:
         updated = core.patch_namespaced_config_map(
-            CONFIG_MAP, namespace, patch_body(text, resource_version),
-            field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json",
+            CONFIG_MAP,
+            namespace,
+            patch_body(text, resource_version),
+            field_manager=FIELD_MANAGER,
+            _content_type="application/merge-patch+json",
         )
     except Exception as error:
         if getattr(error, "status", None) == 409:
@@ -149,8 +152,9 @@ def write(core, namespace: str, text: str, resource_version: str) -> str:
 VersionState = Callable[[str, int], dict[str, str]]  # (model, version) -> {pod: state}
 
 
-def wait_available(states: VersionState, name: str, version: int, timeout_s: float, interval_s: float = 10,
-                   sleep=time.sleep, log=print) -> None:
+def wait_available(
+    states: VersionState, name: str, version: int, timeout_s: float, interval_s: float = 10, sleep=time.sleep, log=print
+) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         by_pod = states(name, version)
@@ -166,9 +170,20 @@ def wait_available(states: VersionState, name: str, version: int, timeout_s: flo
         sleep(interval_s)
 
 
-def rollout(core, namespace: str, name: str, version: int | None, *, label: str = "stable", rollback: bool = False,
-            states: VersionState | None = None, timeout_s: float = 600, interval_s: float = 10, sleep=time.sleep,
-            log=print) -> str:
+def rollout(
+    core,
+    namespace: str,
+    name: str,
+    version: int | None,
+    *,
+    label: str = "stable",
+    rollback: bool = False,
+    states: VersionState | None = None,
+    timeout_s: float = 600,
+    interval_s: float = 10,
+    sleep=time.sleep,
+    log=print,
+) -> str:
     """Runs a rollout (or rollback) against the live ConfigMap; returns the final models.config text."""
     text, resource_version = read(core, namespace)
     header = header_of(text)
@@ -181,7 +196,9 @@ def rollout(core, namespace: str, name: str, version: int | None, *, label: str 
     loaded = with_version_loaded(config, name, version)
     if loaded != config:
         resource_version = write(core, namespace, render(loaded, header), resource_version)
-        log(f"{name}: loading version {version} beside {sorted(_model(config, name).model_version_policy.specific.versions)}")
+        log(
+            f"{name}: loading version {version} beside {sorted(_model(config, name).model_version_policy.specific.versions)}"
+        )
     if states is not None:
         wait_available(states, name, version, timeout_s, interval_s, sleep, log)
     final = with_label(loaded, name, label, version)

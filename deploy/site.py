@@ -16,8 +16,12 @@ GPU = "nvidia.com/gpu"
 
 # Ports, each stated once here and checked against every place the manifests use it.
 FLINK_REST_PORT = 8081
-FLINK_INTERNAL_PORTS = {"taskmanager.data.port": 6121, "taskmanager.rpc.port": 6122, "jobmanager.rpc.port": 6123,
-                        "blob.server.port": 6124}
+FLINK_INTERNAL_PORTS = {
+    "taskmanager.data.port": 6121,
+    "taskmanager.rpc.port": 6122,
+    "jobmanager.rpc.port": 6123,
+    "blob.server.port": 6124,
+}
 FLINK_METRICS_PORT = 9249
 BEAM_WORKER_POOL_PORT = 50000  # fixed by the SDK image's boot --worker_pool
 TF_SERVING_GRPC_PORT = 8500

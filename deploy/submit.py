@@ -26,8 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from plumbing.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError, Unreachable, active_jobs, rest_url
 from plumbing.polling import PollTimeout, poll_until
@@ -162,7 +162,9 @@ def submit(
             print(f"[wait] Flink REST API not answering yet: {error}", flush=True)
             return None
 
-    running = active_jobs(wait_for(f"the Flink REST API at {plan.rest}", list_jobs, start_timeout_s, interval_s, sleep), plan.job_name)
+    running = active_jobs(
+        wait_for(f"the Flink REST API at {plan.rest}", list_jobs, start_timeout_s, interval_s, sleep), plan.job_name
+    )
     if len(running) > 1:
         ids = ", ".join(job["jid"] for job in running)
         raise SubmitError(f"{len(running)} jobs are named {plan.job_name!r} ({ids}); cancel all but one, then re-run")
@@ -173,12 +175,21 @@ def submit(
         savepoint = take_savepoint(flink, running[0], savepoint_timeout_s, interval_s, sleep)
 
     # From here on a failure must say where the state is: the old job is gone.
-    hint = (f" The previous job stopped at savepoint {savepoint}: set RESTORE_FROM={savepoint} (restore.env) and apply "
-            "again, or start the previous version from it.") if running else ""
+    hint = (
+        (
+            f" The previous job stopped at savepoint {savepoint}: set RESTORE_FROM={savepoint} (restore.env) and apply "
+            "again, or start the previous version from it."
+        )
+        if running
+        else ""
+    )
     jar_id = flink.upload_jar(jar_path)
     try:
         job_id = flink.run_jar(jar_id, savepoint)
-        print(f"[start] job {plan.job_name!r} started as {job_id}" + (f" from {savepoint}" if savepoint else ""), flush=True)
+        print(
+            f"[start] job {plan.job_name!r} started as {job_id}" + (f" from {savepoint}" if savepoint else ""),
+            flush=True,
+        )
         job = wait_until_running(flink, job_id, start_timeout_s, interval_s, sleep)
     except SubmitError as error:
         raise SubmitError(f"{error}.{hint}") from error
@@ -200,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--module", required=True, help="the pipeline's entry point, e.g. pipelines.fraud_detection")
     parser.add_argument("--args-file", required=True, help="the pipeline's options, one argument per line")
     parser.add_argument(
-        "--restore-from", default=os.environ.get("RESTORE_FROM") or None,
+        "--restore-from",
+        default=os.environ.get("RESTORE_FROM") or None,
         help="start from this savepoint or checkpoint when no job of the name runs (default: $RESTORE_FROM)",
     )
     parser.add_argument("--build-timeout", type=float, default=900, help="seconds for building the job jar")

@@ -28,6 +28,7 @@ from model_handlers import repository
 from model_handlers.interface import MODELS
 from plumbing.polling import PollTimeout, poll_until
 
+
 def reason_label(dead_letter: dict) -> str:
     """A dead letter's group in the summary: its stage and reason code (transforms.messages.Reason)."""
     return f"{dead_letter['stage']}: {dead_letter['reason']}"
@@ -66,11 +67,15 @@ class Demo:
             m: make_traffic(MODELS[m], args.events, args.malformed_fraction, seed=args.seed) for m in self.models
         }
         with contextlib.ExitStack() as stack:
-            emulator = stack.enter_context(PubsubEmulator(project="demo-project", log_path=str(log_dir / "emulator.log")))
+            emulator = stack.enter_context(
+                PubsubEmulator(project="demo-project", log_path=str(log_dir / "emulator.log"))
+            )
             self.say(f"[2/5] Pub/Sub emulator on {emulator.host} (log {log_dir / 'emulator.log'})")
             model_dir, pipeline_args = args.model_dir, []
             if args.inference == "tf_serving":
-                server = stack.enter_context(ModelServerProcess(args.model_dir, free_port(), log_dir / "model-server.log"))
+                server = stack.enter_context(
+                    ModelServerProcess(args.model_dir, free_port(), log_dir / "model-server.log")
+                )
                 self.say(f"      TF Serving stand-in on {server.target} (log {log_dir / 'model-server.log'})")
                 model_dir, pipeline_args = None, ["--inference=tf_serving", f"--tf_serving_target={server.target}"]
             if args.runner == "flink":
@@ -84,13 +89,18 @@ class Demo:
                 return self._stream(traffic, started)
             finally:
                 stack.close()
-                self.say("stopped the pipelines, the emulator" + (" and the model server" if args.inference == "tf_serving" else "")
-                         + (" and the Flink cluster" if args.runner == "flink" else ""))
+                self.say(
+                    "stopped the pipelines, the emulator"
+                    + (" and the model server" if args.inference == "tf_serving" else "")
+                    + (" and the Flink cluster" if args.runner == "flink" else "")
+                )
 
     def _start_flink(self, stack: contextlib.ExitStack, emulator: PubsubEmulator) -> list[str]:
         flink = LocalFlink()
-        self.say("      starting a local Flink 1.20 cluster, Beam's job server and an SDK worker pool "
-                 "(the first time also installs them: about a minute)")
+        self.say(
+            "      starting a local Flink 1.20 cluster, Beam's job server and an SDK worker pool "
+            "(the first time also installs them: about a minute)"
+        )
         # The SDK workers pull and publish themselves: the emulator's address reaches them with the pipeline's
         # options (--pubsub_emulator_host, from the launcher's PUBSUB_EMULATOR_HOST).
         flink.start()
@@ -101,8 +111,10 @@ class Demo:
     def _stream(self, traffic, started: float) -> int:
         args = self.args
         runner = "a local Flink cluster" if args.runner == "flink" else "the DirectRunner"
-        self.say(f"[3/5] started the streaming pipelines on {runner}, inference {self.args.inference}: "
-                 + ", ".join(f"{m} (log {r.log_path})" for m, r in self.runs.items()))
+        self.say(
+            f"[3/5] started the streaming pipelines on {runner}, inference {self.args.inference}: "
+            + ", ".join(f"{m} (log {r.log_path})" for m, r in self.runs.items())
+        )
         # One probe event each: the stream starts once every pipeline has answered, so start-up is not latency.
         for model, run in self.runs.items():
             run.publish(traffic[model][:1])
@@ -113,8 +125,10 @@ class Demo:
                 return 1
         self.say(f"      ready after {time.monotonic() - started:.0f}s")
 
-        self.say(f"[4/5] publishing {args.events} events per model at {args.rate:g}/s each "
-                 f"({args.malformed_fraction:.0%} malformed)")
+        self.say(
+            f"[4/5] publishing {args.events} events per model at {args.rate:g}/s each "
+            f"({args.malformed_fraction:.0%} malformed)"
+        )
         stream_start, stream_start_wall = time.monotonic(), time.time()
         publishers = [
             threading.Thread(target=self._publish, args=(model, traffic[model][1:]), daemon=True) for model in self.runs
@@ -132,8 +146,11 @@ class Demo:
         # The summary says what is missing when the wait gives up.
         with contextlib.suppress(PollTimeout):
             poll_until(
-                all_accounted_for, timeout=args.events / args.rate + args.drain_timeout, interval=0.2,
-                what="every event's outcome", report=lambda: self.progress(stream_start),
+                all_accounted_for,
+                timeout=args.events / args.rate + args.drain_timeout,
+                interval=0.2,
+                what="every event's outcome",
+                report=lambda: self.progress(stream_start),
             )
         self.progress(stream_start)
         return self._summary(traffic, stream_start_wall)
@@ -169,14 +186,20 @@ class Demo:
                 self.say(f"      {count:>5}  {reason}")
             self.say(f"    accounted for       {out}/{sent}" + ("" if out == sent else "  <- INCOMPLETE"))
             if elapsed > 0:
-                self.say(f"    throughput          {len(stream_outputs) / elapsed:.1f} events/s "
-                         f"(offered {self.args.rate:g}/s)")
+                self.say(
+                    f"    throughput          {len(stream_outputs) / elapsed:.1f} events/s "
+                    f"(offered {self.args.rate:g}/s)"
+                )
             if latencies:
-                self.say(f"    latency p50 / p99   {percentile(latencies, 50) * 1000:.0f} ms / "
-                         f"{percentile(latencies, 99) * 1000:.0f} ms  (publish to prediction received)")
+                self.say(
+                    f"    latency p50 / p99   {percentile(latencies, 50) * 1000:.0f} ms / "
+                    f"{percentile(latencies, 99) * 1000:.0f} ms  (publish to prediction received)"
+                )
         if self.args.runner == "direct":
-            self.say("  note: the DirectRunner reads Pub/Sub through Beam's bundled reader (about 60 events/s here); "
-                     "throughput is won on Flink (RUNNER=flink).")
+            self.say(
+                "  note: the DirectRunner reads Pub/Sub through Beam's bundled reader (about 60 events/s here); "
+                "throughput is won on Flink (RUNNER=flink)."
+            )
         return 0 if complete else 1
 
 
@@ -185,11 +208,15 @@ def main(argv=None) -> int:
     parser.add_argument("--model_dir", default="models")
     parser.add_argument("--models", default="fraud,price", help="comma-separated: fraud, price")
     parser.add_argument(
-        "--inference", default="in_process", choices=["in_process", "tf_serving"],
+        "--inference",
+        default="in_process",
+        choices=["in_process", "tf_serving"],
         help="tf_serving: also start the local TF Serving stand-in and score through it over gRPC",
     )
     parser.add_argument(
-        "--runner", default="direct", choices=["direct", "flink"],
+        "--runner",
+        default="direct",
+        choices=["direct", "flink"],
         help="flink: start a local Flink cluster (localdev.flink) for the run and run both pipelines on it",
     )
     parser.add_argument("--events", type=int, default=1200, help="events per model")

@@ -25,7 +25,7 @@ import selectors
 import socket
 import struct
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 FORWARD = "forward"
 STALL = "stall"
@@ -87,7 +87,7 @@ class FaultProxy(contextlib.AbstractContextManager):
     def mode(self) -> str:
         return self._mode
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         self._family, _, _, _, self._target_address = socket.getaddrinfo(*self._target, type=socket.SOCK_STREAM)[0]
         self._listener = socket.create_server(("127.0.0.1", self._port), backlog=128)
         self._listener.setblocking(False)
@@ -128,7 +128,7 @@ class FaultProxy(contextlib.AbstractContextManager):
             sock.close()
         self._selector.close()
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:

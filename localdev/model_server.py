@@ -93,13 +93,17 @@ class ModelRepository:
         self._lock = threading.Lock()
         self.models: dict[str, ServedModel] = {}
         entries = (
-            [(c.name, Path(model_dir) / c.base_path if not os.path.isabs(c.base_path) else Path(c.base_path))
-             for c in config.model_config_list.config]
+            [
+                (c.name, Path(model_dir) / c.base_path if not os.path.isabs(c.base_path) else Path(c.base_path))
+                for c in config.model_config_list.config
+            ]
             if config is not None
             else [(p.name, p) for p in sorted(Path(model_dir).iterdir()) if p.is_dir()]
         )
         for name, base_path in entries:
-            numbers = sorted(int(p.name) for p in base_path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists())
+            numbers = sorted(
+                int(p.name) for p in base_path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()
+            )
             if not numbers:
                 if config is not None:
                     raise ValueError(f"model {name!r}: no versions under {base_path}")
@@ -230,7 +234,8 @@ class PredictionService:
             unknown = wanted_outputs - set(outputs)
             if unknown:
                 raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"output tensor alias not found in signature: {sorted(unknown)[0]}"
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"output tensor alias not found in signature: {sorted(unknown)[0]}",
                 )
             response = predict_pb2.PredictResponse()
             self._fill_spec(response.model_spec, model, version, name)
@@ -331,9 +336,7 @@ class ModelService:
             numbers = [request.model_spec.version.value]
         response = get_model_status_pb2.GetModelStatusResponse()
         for number in numbers:
-            response.model_version_status.add(
-                version=number, state=get_model_status_pb2.ModelVersionStatus.AVAILABLE
-            )
+            response.model_version_status.add(version=number, state=get_model_status_pb2.ModelVersionStatus.AVAILABLE)
         return response
 
     def HandleReloadConfigRequest(self, request, context):
@@ -353,33 +356,44 @@ def serve(args) -> None:
     repository = ModelRepository(args.model_dir, config)
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=args.threads),
-        options=[("grpc.max_receive_message_length", 256 * 1024 * 1024),
-                 ("grpc.max_send_message_length", 256 * 1024 * 1024)],
+        options=[
+            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+            ("grpc.max_send_message_length", 256 * 1024 * 1024),
+        ],
     )
     prediction = PredictionService(repository, args.delay_secs, args.max_concurrent_requests)
     # Register through the generated helpers, so method names and (de)serialisers are TF Serving's own.
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        type("Servicer", (prediction_service_pb2_grpc.PredictionServiceServicer,), {
-            name: getattr(prediction, name) for name in ("Predict", "GetModelMetadata", "Classify", "Regress")
-        })(), server,
+        type(
+            "Servicer",
+            (prediction_service_pb2_grpc.PredictionServiceServicer,),
+            {name: getattr(prediction, name) for name in ("Predict", "GetModelMetadata", "Classify", "Regress")},
+        )(),
+        server,
     )
     model_service = ModelService(repository)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        type("Servicer", (model_service_pb2_grpc.ModelServiceServicer,), {
-            name: getattr(model_service, name) for name in ("GetModelStatus", "HandleReloadConfigRequest")
-        })(), server,
+        type(
+            "Servicer",
+            (model_service_pb2_grpc.ModelServiceServicer,),
+            {name: getattr(model_service, name) for name in ("GetModelStatus", "HandleReloadConfigRequest")},
+        )(),
+        server,
     )
     address = f"{args.host}:{args.port}"
     if args.tls_cert_file:
-        credentials = grpc.ssl_server_credentials([(Path(args.tls_key_file).read_bytes(),
-                                                    Path(args.tls_cert_file).read_bytes())])
+        credentials = grpc.ssl_server_credentials(
+            [(Path(args.tls_key_file).read_bytes(), Path(args.tls_cert_file).read_bytes())]
+        )
         bound = server.add_secure_port(address, credentials)
     else:
         bound = server.add_insecure_port(address)
     if not bound:
         raise SystemExit(f"error: cannot listen on {address}")
     server.start()
-    models = ", ".join(f"{m.name} (versions {sorted(m.versions)}, labels {m.labels or {}})" for m in repository.models.values())
+    models = ", ".join(
+        f"{m.name} (versions {sorted(m.versions)}, labels {m.labels or {}})" for m in repository.models.values()
+    )
     print(f"{READY_LINE.decode()} {models} on {args.host}:{bound}", flush=True)
 
     stop = threading.Event()
@@ -421,17 +435,27 @@ class ModelServerProcess(contextlib.AbstractContextManager):
         self.target = f"127.0.0.1:{port}"
         self._process: ManagedProcess | None = None
 
-    def start(self, timeout_secs: float = 120) -> "ModelServerProcess":
+    def start(self, timeout_secs: float = 120) -> ModelServerProcess:
         # The log is appended to: a server killed and started again keeps one log with both runs.
         self._process = ManagedProcess(
-            [sys.executable, "-m", "localdev.model_server", f"--model_dir={self.model_dir}", f"--port={self.port}",
-             *self.args],
-            self.log_path, name=f"the model server on {self.target}", append=True, error=RuntimeError,
+            [
+                sys.executable,
+                "-m",
+                "localdev.model_server",
+                f"--model_dir={self.model_dir}",
+                f"--port={self.port}",
+                *self.args,
+            ],
+            self.log_path,
+            name=f"the model server on {self.target}",
+            append=True,
+            error=RuntimeError,
         ).start()
         try:
             # Ready once it prints that it serves (after the port is bound and every model is loaded).
-            self._process.wait_ready(lambda: self._process.logged(READY_LINE), timeout=timeout_secs,
-                                     what=f"its line {READY_LINE.decode()!r}")
+            self._process.wait_ready(
+                lambda: self._process.logged(READY_LINE), timeout=timeout_secs, what=f"its line {READY_LINE.decode()!r}"
+            )
         except BaseException:
             self.kill()
             raise
@@ -446,7 +470,7 @@ class ModelServerProcess(contextlib.AbstractContextManager):
         if self._process is not None:
             self._process.stop(grace=15)
 
-    def __enter__(self) -> "ModelServerProcess":
+    def __enter__(self) -> ModelServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -65,12 +65,13 @@ class PubsubEmulator(contextlib.AbstractContextManager):
         self._previous_env: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
-    def start(self) -> "PubsubEmulator":
+    def start(self) -> PubsubEmulator:
         if self._log_path is None:
             self._log_path = os.path.join(tempfile.mkdtemp(prefix="pubsub-emulator-"), "emulator.log")
         # Its own process group: stop() signals the launcher script and the JVM it starts together.
-        self._process = ManagedProcess(emulator_command(self.port), self._log_path, name="the Pub/Sub emulator",
-                                       error=EmulatorError).start()
+        self._process = ManagedProcess(
+            emulator_command(self.port), self._log_path, name="the Pub/Sub emulator", error=EmulatorError
+        ).start()
         self._previous_env = os.environ.get("PUBSUB_EMULATOR_HOST")
         os.environ["PUBSUB_EMULATOR_HOST"] = self.host
         try:
@@ -105,7 +106,7 @@ class PubsubEmulator(contextlib.AbstractContextManager):
             else:
                 os.environ["PUBSUB_EMULATOR_HOST"] = self._previous_env
 
-    def __enter__(self) -> "PubsubEmulator":
+    def __enter__(self) -> PubsubEmulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -12,8 +12,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 from localdev.pubsub_emulator import PubsubEmulator
 from localdev.traffic import Message
@@ -111,7 +112,9 @@ class StreamingRun(contextlib.AbstractContextManager):
         self.ack_deadline_secs = ack_deadline_secs
         name = f"{prefix}{model}"
         self.events_topic, self.predictions_topic, self.dead_letters_topic = (
-            f"{name}-events", f"{name}-predictions", f"{name}-dead-letters",
+            f"{name}-events",
+            f"{name}-predictions",
+            f"{name}-dead-letters",
         )
         self.input_subscription = f"{name}-events-pipeline"
         self._process: ManagedProcess | None = None
@@ -119,7 +122,7 @@ class StreamingRun(contextlib.AbstractContextManager):
         self._publisher = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
-    def start(self) -> "StreamingRun":
+    def start(self) -> StreamingRun:
         from google.cloud import pubsub_v1
 
         em = self.emulator
@@ -130,7 +133,10 @@ class StreamingRun(contextlib.AbstractContextManager):
         em.create_subscription(self.predictions_topic, f"{self.predictions_topic}-observer")
         em.create_subscription(self.dead_letters_topic, f"{self.dead_letters_topic}-observer")
         self._process = ManagedProcess(
-            self.command(), self.log_path, name=f"the {self.model} pipeline", error=PipelineDied,
+            self.command(),
+            self.log_path,
+            name=f"the {self.model} pipeline",
+            error=PipelineDied,
             env={**os.environ, "PUBSUB_EMULATOR_HOST": em.host},
         ).start()
         self._collectors = [
@@ -144,7 +150,9 @@ class StreamingRun(contextlib.AbstractContextManager):
         """The process that reads the events subscription and publishes to the two topics: the pipeline."""
         em = self.emulator
         return [
-            sys.executable, "-m", PIPELINE_MODULES[self.model],
+            sys.executable,
+            "-m",
+            PIPELINE_MODULES[self.model],
             f"--input_subscription={em.subscription_path(self.input_subscription)}",
             f"--output_topic={em.topic_path(self.predictions_topic)}",
             f"--dead_letter_topic={em.topic_path(self.dead_letters_topic)}",
@@ -159,7 +167,7 @@ class StreamingRun(contextlib.AbstractContextManager):
             collector.close()
         self._collectors = []
 
-    def __enter__(self) -> "StreamingRun":
+    def __enter__(self) -> StreamingRun:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -201,7 +209,10 @@ class StreamingRun(contextlib.AbstractContextManager):
         subscriber = subscriber_client(self.emulator.host)
         try:
             response = subscriber.pull(
-                request={"subscription": self.emulator.subscription_path(self.input_subscription), "max_messages": 1000},
+                request={
+                    "subscription": self.emulator.subscription_path(self.input_subscription),
+                    "max_messages": 1000,
+                },
                 timeout=timeout_secs,
             )
             return len(response.received_messages)
@@ -237,7 +248,13 @@ class StreamingRun(contextlib.AbstractContextManager):
             return None
 
         try:
-            return poll_until(arrived, timeout=timeout_secs, interval=0.2, what=f"{expected} outputs",
-                              report=on_progress, report_every=every_secs)
+            return poll_until(
+                arrived,
+                timeout=timeout_secs,
+                interval=0.2,
+                what=f"{expected} outputs",
+                report=on_progress,
+                report_every=every_secs,
+            )
         except PollTimeout:
             return self.outputs() >= expected

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from model_handlers.interface import FLOAT, INT, STRING, ModelInterface
 
@@ -101,7 +102,14 @@ def make_traffic(
         if i in bad_positions:
             kind = next(kinds)
             payload = malform(event, kind, interface, max_event_bytes)
-            has_id = kind not in ("empty_payload", "not_utf8", "not_json", "not_an_object", "oversized", "missing_event_id")
+            has_id = kind not in (
+                "empty_payload",
+                "not_utf8",
+                "not_json",
+                "not_an_object",
+                "oversized",
+                "missing_event_id",
+            )
             messages.append(Message(payload, attributes, event["event_id"] if has_id else None, kind))
         else:
             messages.append(Message(json.dumps(event).encode(), attributes, event["event_id"], None))

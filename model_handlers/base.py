@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
@@ -39,7 +40,6 @@ class InferenceFailure:
     error_type: ErrorType
     # Said beside the error, not part of what the failure is: two failures with the same text and type are equal.
     reason: Reason | None = dataclasses.field(default=None, compare=False)
-
 
 
 class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, Any]):
@@ -89,7 +89,9 @@ class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, An
             # Why one by one: a single poisonous element must not take the good ones down with it.
             _LOGGER.warning(
                 "%s: a batch of %d failed (%s); scoring its elements one by one",
-                self.get_metrics_namespace(), len(batch), batch_error,
+                self.get_metrics_namespace(),
+                len(batch),
+                batch_error,
             )
             Metrics.counter(self.get_metrics_namespace(), "batches_isolated").inc()
             return [self._predict_one(example, model) for example in batch]
@@ -109,7 +111,8 @@ class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, An
         for name, value in output.items():
             if not math.isfinite(value):
                 failure = self._failure(
-                    f"the model (version {model_version}) returned {value} for {name!r}", ErrorType.PERMANENT,
+                    f"the model (version {model_version}) returned {value} for {name!r}",
+                    ErrorType.PERMANENT,
                     reason=Reason.NON_FINITE_OUTPUT,
                 )
                 return PredictionResult(example, failure, None)

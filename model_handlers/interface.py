@@ -14,7 +14,8 @@ outputs, and the name of its directory in the model repository. Everything else 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,6 @@ EVENT_ID_MAX_LENGTH = 128
 STRING = "string"
 FLOAT = "float"
 INT = "int"
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,14 +119,20 @@ class ModelInterface:
 
     def __post_init__(self):
         if self.example_signature_name not in EXAMPLE_METHOD_NAMES:
-            raise ValueError(f"model {self.name!r}: example_signature_name must be one of "
-                             f"{sorted(EXAMPLE_METHOD_NAMES)}, got {self.example_signature_name!r}")
+            raise ValueError(
+                f"model {self.name!r}: example_signature_name must be one of "
+                f"{sorted(EXAMPLE_METHOD_NAMES)}, got {self.example_signature_name!r}"
+            )
         if len(self.outputs) != 1:
-            raise ValueError(f"model {self.name!r}: classify and regress signatures carry one output, "
-                             f"got {[o.name for o in self.outputs]}")
+            raise ValueError(
+                f"model {self.name!r}: classify and regress signatures carry one output, "
+                f"got {[o.name for o in self.outputs]}"
+            )
         if (self.example_signature_name == CLASSIFY) != (len(self.class_labels) == 2):
-            raise ValueError(f"model {self.name!r}: a classify model needs two class_labels (negative, positive) "
-                             f"and a regress model none, got {self.class_labels}")
+            raise ValueError(
+                f"model {self.name!r}: a classify model needs two class_labels (negative, positive) "
+                f"and a regress model none, got {self.class_labels}"
+            )
 
     @property
     def example_method_name(self) -> str:
@@ -232,21 +238,27 @@ class ModelInterface:
             negative, positive = self.class_labels
             result = classification_pb2.ClassificationResult()
             result.classifications.add().classes.extend(
-                [classification_pb2.Class(label=negative, score=1.0 - value),
-                 classification_pb2.Class(label=positive, score=value)]
+                [
+                    classification_pb2.Class(label=negative, score=1.0 - value),
+                    classification_pb2.Class(label=positive, score=value),
+                ]
             )
             return result
         result = regression_pb2.RegressionResult()
         result.regressions.add(value=value)
         return result
 
-    def example_signature_problems(self, inputs: Mapping[str, str], outputs: Sequence[str], method_name: str) -> list[str]:
+    def example_signature_problems(
+        self, inputs: Mapping[str, str], outputs: Sequence[str], method_name: str
+    ) -> list[str]:
         """What keeps a signature (input name -> TF dtype name, output names, method) from being this model's
         TF Serving classify or regress signature."""
         problems = []
         if dict(inputs) != {EXAMPLE_INPUTS: "string"}:
-            problems.append(f"inputs are {dict(sorted(inputs.items()))}, expected {{'{EXAMPLE_INPUTS}': 'string'}} "
-                            "(serialized tf.train.Examples)")
+            problems.append(
+                f"inputs are {dict(sorted(inputs.items()))}, expected {{'{EXAMPLE_INPUTS}': 'string'}} "
+                "(serialized tf.train.Examples)"
+            )
         if method_name != self.example_method_name:
             problems.append(f"method_name is {method_name!r}, expected {self.example_method_name!r}")
         wanted = (CLASSIFY_SCORES, CLASSIFY_CLASSES) if self.example_signature_name == CLASSIFY else (REGRESS_OUTPUTS,)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -101,7 +102,13 @@ class RepositoryModelHandler(IsolatingModelHandler):
     version that appears later is not picked up by a running pipeline, and every prediction names its version."""
 
     def __init__(
-        self, interface: ModelInterface, model_dir: str, *, model_version: int | None, warmup: bool, **model_handler_kwargs
+        self,
+        interface: ModelInterface,
+        model_dir: str,
+        *,
+        model_version: int | None,
+        warmup: bool,
+        **model_handler_kwargs,
     ):
         super().__init__(interface, **model_handler_kwargs)
         self._version = repository.resolve_version(model_dir, interface.name, model_version)
@@ -162,7 +169,12 @@ class SavedModelHandler(RepositoryModelHandler):
         warmed = warm_up(model, self._path) if self._warmup else 0
         _LOGGER.info(
             "loaded %s version %s in %.2fs, %d warm-up requests in %.2fs (pid %d)",
-            self.interface.name, self._version, loaded - start, warmed, time.perf_counter() - loaded, os.getpid(),
+            self.interface.name,
+            self._version,
+            loaded - start,
+            warmed,
+            time.perf_counter() - loaded,
+            os.getpid(),
         )
         return model
 
@@ -177,4 +189,3 @@ class SavedModelHandler(RepositoryModelHandler):
         if isinstance(error, (MemoryError, tf.errors.ResourceExhaustedError)):
             return ErrorType.RETRYABLE
         return ErrorType.PERMANENT
-

@@ -21,8 +21,9 @@ One `PredictionService/Predict` request per batch, on one channel and stub per w
 
 Before the pipeline starts (`preflight`, from the launcher), `GetModelMetadata` must answer within the retry
 budget with a signature that takes exactly the model's schema; a mismatch fails fast, naming the fields. Workers
-repeat the check on load, but tolerate an unreachable server there (see `load_model`). Predictions carry the version TF Serving reports in `PredictResponse.model_spec`, so a
-moved version label shows in the output the moment it takes effect.
+repeat the check on load, but tolerate an unreachable server there (see `load_model`). Predictions carry the
+version TF Serving reports in `PredictResponse.model_spec`, so a moved version label shows in the output the moment
+it takes effect.
 
 With `api=CLASSIFY_REGRESS` the batch goes as `tf.train.Example`s (`ModelInterface.to_example`) to
 `PredictionService/Classify` (fraud; fraud_probability is the positive class's score) or `Regress` (price) on the
@@ -40,7 +41,8 @@ import copy
 import logging
 import threading
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -48,9 +50,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import retry
 
 from model_handlers.base import IsolatingModelHandler, Scored
+from model_handlers.errors import SignatureMismatchError, TFServingRefused, TFServingUnreachable
 from model_handlers.interface import CLASSIFY, FEATURE_TYPES, STRING, ModelInterface
 from transforms.messages import ErrorType
-from model_handlers.errors import SignatureMismatchError, TFServingRefused, TFServingUnreachable
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,10 +64,14 @@ APIS = (PREDICT, CLASSIFY_REGRESS)
 # The event itself is the cause: sending it again fails again. The only statuses that make a dead letter permanent.
 PERMANENT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE})
 # A server away, overloaded or interrupted: retried for as long as the budget lasts.
-TRANSIENT_CODES = frozenset({
-    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-})
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
 # What a connection reset mid-request often surfaces as, but also what a deterministic server bug answers.
 SUSPECT_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED})
 SUSPECT_RETRIES = 2
@@ -137,7 +143,8 @@ def example_request(interface: ModelInterface, rows: Sequence[Mapping[str, Any]]
     from tensorflow_serving.apis import classification_pb2, regression_pb2
 
     request_type = (
-        classification_pb2.ClassificationRequest if interface.example_signature_name == CLASSIFY
+        classification_pb2.ClassificationRequest
+        if interface.example_signature_name == CLASSIFY
         else regression_pb2.RegressionRequest
     )
     request = request_type(model_spec=model_spec)
@@ -166,7 +173,7 @@ class TFServingClient:
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.in_flight = threading.BoundedSemaphore(max_in_flight)
 
-    def until(self, deadline: float) -> "TFServingClient":
+    def until(self, deadline: float) -> TFServingClient:
         bounded = copy.copy(self)
         bounded.deadline = deadline
         return bounded
@@ -252,8 +259,11 @@ class TFServingHandler(IsolatingModelHandler):
 
     def describe(self) -> str:
         pinned = (
-            f" version {self._model_version}" if self._model_version is not None
-            else f" label {self._version_label!r}" if self._version_label else " (latest version)"
+            f" version {self._model_version}"
+            if self._model_version is not None
+            else f" label {self._version_label!r}"
+            if self._version_label
+            else " (latest version)"
         )
         return f"model {self._model_name!r}{pinned} at {self._target}"
 
@@ -273,7 +283,9 @@ class TFServingHandler(IsolatingModelHandler):
         if self._root_certificates_file:
             with open(self._root_certificates_file, "rb") as f:
                 root_certificates = f.read()
-        return TFServingClient(self._target, tls=self._tls, root_certificates=root_certificates, max_in_flight=max_in_flight)
+        return TFServingClient(
+            self._target, tls=self._tls, root_certificates=root_certificates, max_in_flight=max_in_flight
+        )
 
     def load_model(self) -> TFServingClient:
         client = self._client(self._max_in_flight)
@@ -310,7 +322,9 @@ class TFServingHandler(IsolatingModelHandler):
             method = "Classify" if self.interface.example_signature_name == CLASSIFY else "Regress"
             response = self._call(model, method, example_request(self.interface, batch, self.model_spec()))
             result = response.result
-            results = result.classifications if self.interface.example_signature_name == CLASSIFY else result.regressions
+            results = (
+                result.classifications if self.interface.example_signature_name == CLASSIFY else result.regressions
+            )
             if len(results) != len(batch):
                 raise ValueError(f"{method} returned {len(results)} results for a batch of {len(batch)}")
             rows = self.interface.rows_from_example_results(results)
@@ -372,16 +386,21 @@ class TFServingHandler(IsolatingModelHandler):
                 f"the {name!r} signature of {self.describe()} does not match the {self.interface.name!r} "
                 "schema: " + "; ".join(problems)
             )
-        _LOGGER.info("TF Serving serves %s (version %s) with the expected signature",
-                     self.describe(), response.model_spec.version.value)
+        _LOGGER.info(
+            "TF Serving serves %s (version %s) with the expected signature",
+            self.describe(),
+            response.model_spec.version.value,
+        )
 
     def _call(self, client: TFServingClient, method: str, request):
         """`method` with its retries, all ended by the client's deadline (a batch's), else a budget from now."""
         namespace = self.get_metrics_namespace()
         deadline = client.deadline if client.deadline is not None else time.monotonic() + self._retry_budget_secs
-        delays = iter(retry.FuzzedExponentialIntervals(
-            self._initial_backoff_secs, num_retries=10_000, max_delay_secs=self._max_backoff_secs
-        ))
+        delays = iter(
+            retry.FuzzedExponentialIntervals(
+                self._initial_backoff_secs, num_retries=10_000, max_delay_secs=self._max_backoff_secs
+            )
+        )
         suspect_retries = 0
         try:
             while True:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from model_handlers.base import Scored
-from model_handlers.interface import CLASSIFY, ModelInterface
 from model_handlers.errors import SignatureMismatchError
+from model_handlers.interface import CLASSIFY, ModelInterface
 from model_handlers.saved_model import RepositoryModelHandler, warmup_logs
 
 _LOGGER = logging.getLogger(__name__)
@@ -122,8 +123,13 @@ class TfxBslHandler(RepositoryModelHandler):
                     warmed += 1
         _LOGGER.info(
             "tfx-bsl loaded %s version %s (%s signature) in %.2fs, %d warm-up requests in %.2fs (pid %d)",
-            self.interface.name, self._version, self.interface.example_signature_name, loaded - start, warmed,
-            time.perf_counter() - loaded, os.getpid(),
+            self.interface.name,
+            self._version,
+            self.interface.example_signature_name,
+            loaded - start,
+            warmed,
+            time.perf_counter() - loaded,
+            os.getpid(),
         )
         return model
 

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
@@ -175,7 +175,8 @@ def main(prog: str, run_fn: Callable, description: str, extra_options: type | No
     argv = sys.argv[1:]
     if "-h" in argv or "--help" in argv:
         parser = argparse.ArgumentParser(
-            prog=prog, description=description,
+            prog=prog,
+            description=description,
             formatter_class=argparse.RawDescriptionHelpFormatter,
             epilog="Beam's own flags (--runner, --streaming, --direct_num_workers, ...) are accepted too.",
         )

@@ -54,21 +54,26 @@ class InFlightBudget:
 
     def describe(self) -> str:
         parts = [
-            f"bundle {self.bundle:g}", f"batching {self.batching:g}", f"inference {self.inference:g}",
-            f"publish {self.publish:g}", f"margin {self.margin:g}",
+            f"bundle {self.bundle:g}",
+            f"batching {self.batching:g}",
+            f"inference {self.inference:g}",
+            f"publish {self.publish:g}",
+            f"margin {self.margin:g}",
         ]
         return f"{self.total:g} s ({' + '.join(parts)})"
 
 
 def in_flight_budget(pipeline_options) -> InFlightBudget:
     """The budget of a streaming pipeline, from its PipelineOptions (Beam's and the project's)."""
-    from pipelines.options import InferencePath, InferenceOptions
+    from pipelines.options import InferenceOptions, InferencePath
 
     options = pipeline_options.view_as(InferenceOptions)
     all_options = pipeline_options.get_all_options(retain_unknown_options=True)
     bundle_millis = all_options.get("max_bundle_time_mills")
     inference = (
-        options.tf_serving_retry_budget_secs if options.inference == InferencePath.TF_SERVING else IN_PROCESS_BATCH_ALLOWANCE_SECS
+        options.tf_serving_retry_budget_secs
+        if options.inference == InferencePath.TF_SERVING
+        else IN_PROCESS_BATCH_ALLOWANCE_SECS
     )
     return InFlightBudget(
         bundle=float(bundle_millis) / 1000 if bundle_millis else DEFAULT_BUNDLE_SECS,

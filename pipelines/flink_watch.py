@@ -31,7 +31,7 @@ class PubsubWatch:
         self.reason: str | None = None
         self._thread = threading.Thread(target=self._run, name="flink-pubsub-watch", daemon=True)
 
-    def start(self) -> "PubsubWatch":
+    def start(self) -> PubsubWatch:
         self._thread.start()
         return self
 

@@ -23,7 +23,6 @@ SUBSCRIPTION_RE = re.compile(r"^projects/[^/]+/subscriptions/[^/]{3,255}$")
 TOPIC_RE = re.compile(r"^projects/[^/]+/topics/[^/]{3,255}$")
 
 
-
 class Mode(enum.StrEnum):
     STREAMING = "streaming"  # Pub/Sub in, Pub/Sub out
     BACKFILL = "backfill"  # files in, files out, in batch mode
@@ -39,6 +38,7 @@ class InferencePath(enum.StrEnum):
     TF_SERVING = "tf_serving"
     TFX_BSL = "tfx_bsl"
 
+
 DEFAULT_MODEL_DIR = "models"
 # Publishing an output, with the client's retries, before the message is left for Pub/Sub to deliver again.
 DEFAULT_PUBLISH_TIMEOUT_SECS = 10.0
@@ -49,7 +49,11 @@ TARGET_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
 # silently ignored.
 IN_PROCESS_ONLY = ("model_dir", "share_model_across_processes", "model_copies")
 TF_SERVING_ONLY = (
-    "tf_serving_target", "model_version_label", "tf_serving_tls", "tf_serving_root_certificates", "tf_serving_api",
+    "tf_serving_target",
+    "model_version_label",
+    "tf_serving_tls",
+    "tf_serving_root_certificates",
+    "tf_serving_api",
 )
 # Flags each --inference does not take. tfx_bsl reads the model repository, but keeps one Session per process.
 NOT_FOR = {
@@ -82,7 +86,7 @@ class Plan:
     inference: InferencePath
 
     @classmethod
-    def of(cls, options: PipelineOptions) -> "Plan":
+    def of(cls, options: PipelineOptions) -> Plan:
         inference = options.view_as(InferenceOptions)
         return cls(inference.mode(), runner_of(options), InferencePath(inference.inference))
 
@@ -101,7 +105,9 @@ class InferenceOptions(PipelineOptions):
         streaming.add_argument("--output_topic", help="projects/<project>/topics/<id> for predictions")
         streaming.add_argument("--dead_letter_topic", help="projects/<project>/topics/<id> for dead letters")
         streaming.add_argument(
-            "--publish_timeout_secs", type=float, default=DEFAULT_PUBLISH_TIMEOUT_SECS,
+            "--publish_timeout_secs",
+            type=float,
+            default=DEFAULT_PUBLISH_TIMEOUT_SECS,
             help="how long publishing one output may take, with the client's retries; past it the input message is "
             "left unacknowledged for Pub/Sub to deliver again",
         )
@@ -111,7 +117,9 @@ class InferenceOptions(PipelineOptions):
             "PUBSUB_EMULATOR_HOST); without it, Google Cloud Pub/Sub",
         )
         streaming.add_argument(
-            "--pubsub_unreachable_secs", type=float, default=UNREACHABLE_AFTER_SECS,
+            "--pubsub_unreachable_secs",
+            type=float,
+            default=UNREACHABLE_AFTER_SECS,
             help="on Flink: a worker whose pulls have all failed for this long fails, with the reason, so that the "
             "job does not run reading nothing (transient errors are retried in place until then)",
         )
@@ -125,19 +133,28 @@ class InferenceOptions(PipelineOptions):
         backfill.add_argument("--output", help="path prefix for prediction files (<prefix>-SSSSS-of-NNNNN.<format>)")
         backfill.add_argument("--dead_letter_output", help="path prefix for dead-letter files (JSON Lines)")
         backfill.add_argument(
-            "--input_format", type=Format, default=Format.JSONL, choices=[Format.JSONL, Format.TFRECORD],
+            "--input_format",
+            type=Format,
+            default=Format.JSONL,
+            choices=[Format.JSONL, Format.TFRECORD],
             help="jsonl (one JSON event a line) or tfrecord (tf.train.Examples with an event_id bytes feature; "
             "gzip or deflate by extension)",
         )
         backfill.add_argument(
-            "--output_format", type=Format, default=Format.JSONL, choices=[Format.JSONL, Format.PREDICTION_LOG],
+            "--output_format",
+            type=Format,
+            default=Format.JSONL,
+            choices=[Format.JSONL, Format.PREDICTION_LOG],
             help="jsonl (one JSON prediction a line) or prediction_log (TFRecord of TF Serving PredictionLogs, as "
             "TFX's BulkInferrer writes)",
         )
 
         model = parser.add_argument_group("model")
         model.add_argument(
-            "--inference", type=InferencePath, default=InferencePath.IN_PROCESS, choices=list(InferencePath),
+            "--inference",
+            type=InferencePath,
+            default=InferencePath.IN_PROCESS,
+            choices=list(InferencePath),
             help="where the model runs: in_process (the SavedModel inside each Beam worker), tf_serving (gRPC) or "
             "tfx_bsl (in-process, tfx-bsl's model handler on the classify/regress signature)",
         )
@@ -147,21 +164,28 @@ class InferenceOptions(PipelineOptions):
         )
         model.add_argument("--model_version", type=int, help="pin a model version (default: the newest)")
         model.add_argument(
-            "--share_model_across_processes", action="store_true",
+            "--share_model_across_processes",
+            action="store_true",
             help="one model copy per machine, shared by all SDK worker processes (default: one per process)",
         )
-        model.add_argument("--model_copies", type=int, help="model copies per machine; implies sharing across processes")
+        model.add_argument(
+            "--model_copies", type=int, help="model copies per machine; implies sharing across processes"
+        )
         model.add_argument("--no_warmup", dest="warmup", action="store_false", help="skip the warm-up requests on load")
 
         serving = parser.add_argument_group("tf_serving")
         serving.add_argument("--tf_serving_target", help="TF Serving's gRPC address, host:port")
         serving.add_argument("--model_version_label", help="TF Serving version label to score with, e.g. stable")
         serving.add_argument(
-            "--tf_serving_timeout_secs", type=float, default=5.0,
+            "--tf_serving_timeout_secs",
+            type=float,
+            default=5.0,
             help="deadline of each request, cut to what is left of --tf_serving_retry_budget_secs",
         )
         serving.add_argument(
-            "--tf_serving_retry_budget_secs", type=float, default=30.0,
+            "--tf_serving_retry_budget_secs",
+            type=float,
+            default=30.0,
             help="the longest one batch's scoring may take, wall time: its requests, their retries and backoff, and "
             "the element-by-element rescoring of a batch that failed permanently; past it the rest of the batch is "
             "dead-lettered as retryable. The subscription's ack deadline must cover it",
@@ -170,7 +194,8 @@ class InferenceOptions(PipelineOptions):
             "--tf_serving_max_in_flight", type=int, default=4, help="requests in flight at once per worker process"
         )
         serving.add_argument(
-            "--tf_serving_api", choices=list(TF_SERVING_APIS),
+            "--tf_serving_api",
+            choices=list(TF_SERVING_APIS),
             help="predict (raw features to serving_default; the default) or classify_regress (tf.Examples to the "
             "classify/regress signature through Classify or Regress)",
         )
@@ -181,22 +206,28 @@ class InferenceOptions(PipelineOptions):
         batching.add_argument("--min_batch_size", type=int, default=1)
         batching.add_argument("--max_batch_size", type=int, default=256)
         batching.add_argument(
-            "--max_batch_duration_secs", type=int,
+            "--max_batch_duration_secs",
+            type=int,
             help="streaming: hold a batch at most this long across bundles (stateful batching); default: batch "
             "within a bundle",
         )
         parser.add_argument(
-            "--max_event_bytes", type=int, default=DEFAULT_MAX_EVENT_BYTES,
+            "--max_event_bytes",
+            type=int,
+            default=DEFAULT_MAX_EVENT_BYTES,
             help="payloads larger than this are dead-lettered unread",
         )
         parser.add_argument(
-            "--deduplicate", action="store_true",
+            "--deduplicate",
+            action="store_true",
             help="at most one prediction per event_id: a repeat of an event predicted within "
             "--deduplicate_ttl_secs is dropped after inference (keyed state; a failed event is never remembered, so "
             "its replay is scored)",
         )
         parser.add_argument(
-            "--deduplicate_ttl_secs", type=int, default=DEFAULT_DEDUPLICATE_TTL_SECS,
+            "--deduplicate_ttl_secs",
+            type=int,
+            default=DEFAULT_DEDUPLICATE_TTL_SECS,
             help="how long (processing time) an event_id is remembered with --deduplicate",
         )
 

@@ -28,7 +28,8 @@ import json
 import logging
 import os
 import sys
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from transforms.dead_letter import ERROR_TYPE_ATTRIBUTE, original_message
 from transforms.messages import ErrorType

@@ -12,7 +12,8 @@ Only the standard library and `requests` (imported when a client is made) are us
 from __future__ import annotations
 
 import os
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 # Flink job states after which a job no longer runs (Flink's JobStatus.isGloballyTerminalState). Any other state
 # holds the job's name: another job of that name must not be started beside it.
@@ -65,8 +66,9 @@ class FlinkRest:
             raise Unreachable(f"{method} {self._base}{path}: {error}") from error
         return response.status_code, response.content
 
-    def call(self, method: str, path: str, expected: Collection[int] = (200,), timeout: float | None = None,
-             **kwargs) -> Any:
+    def call(
+        self, method: str, path: str, expected: Collection[int] = (200,), timeout: float | None = None, **kwargs
+    ) -> Any:
         """The decoded JSON answer ({} for an empty one); Refused when the status is not one of `expected`."""
         import json
 

@@ -9,7 +9,8 @@ differences between them were only which of these they needed, so here they are 
 from __future__ import annotations
 
 import time
-from typing import Callable, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 T = TypeVar("T")
 

@@ -21,8 +21,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from plumbing.polling import PollTimeout, poll_until
 
@@ -41,7 +41,7 @@ def proc_stat(pid: int) -> list[str] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    return raw[raw.rindex(")") + 2:].split()
+    return raw[raw.rindex(")") + 2 :].split()
 
 
 def process_start_time(pid: int) -> str | None:
@@ -160,7 +160,7 @@ class ManagedProcess(contextlib.AbstractContextManager):
         return self.popen is not None and self.popen.poll() is None
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab" if self._append else "wb") as log:
             if self._append:
@@ -170,8 +170,13 @@ class ManagedProcess(contextlib.AbstractContextManager):
             # A new session: the child and all it starts form one process group that stop() signals together.
             # stdin from /dev/null: a background child never reads the terminal.
             self.popen = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self._env, cwd=self._cwd, start_new_session=True,
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self._env,
+                cwd=self._cwd,
+                start_new_session=True,
             )
         return self
 
@@ -182,7 +187,7 @@ class ManagedProcess(contextlib.AbstractContextManager):
         stop_group(self.popen.pid, sig=sig, grace=grace, reap=self.popen.poll, name=self.name, error=self._error)
         self.popen.poll()
 
-    def __enter__(self) -> "ManagedProcess":
+    def __enter__(self) -> ManagedProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -206,8 +211,9 @@ class ManagedProcess(contextlib.AbstractContextManager):
         try:
             poll_until(check, timeout=timeout, interval=interval, what=what)
         except PollTimeout:
-            raise self._error(f"{self.name} was not ready ({what}) within {timeout:.0f} s; log {self.log_path}:\n"
-                              f"{self.tail()}") from None
+            raise self._error(
+                f"{self.name} was not ready ({what}) within {timeout:.0f} s; log {self.log_path}:\n{self.tail()}"
+            ) from None
 
     def wait(self, timeout: float) -> int:
         """The exit code; past `timeout` seconds the process is stopped and the caller's error raised."""

@@ -89,5 +89,7 @@ def model_server(serving_repo, tmp_path_factory):
     from plumbing.ports import free_port
 
     log = tmp_path_factory.mktemp("model-server") / "server.log"
-    with ModelServerProcess(serving_repo, free_port(), log, [f"--model_config_file={serving_repo}/models.config"]) as server:
+    with ModelServerProcess(
+        serving_repo, free_port(), log, [f"--model_config_file={serving_repo}/models.config"]
+    ) as server:
         yield server

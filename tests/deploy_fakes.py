@@ -63,7 +63,9 @@ class FakeFlink:
             return self._handle(method, path, body, content_type)
 
     def _handle(self, method, path, body, content_type):
-        record = json.loads(body) if content_type.startswith("application/json") and body else (len(body) if body else None)
+        record = (
+            json.loads(body) if content_type.startswith("application/json") and body else (len(body) if body else None)
+        )
         self.requests.append((method, path, record))
         if method == "GET" and path == "/jobs/overview":
             return 200, {"jobs": [{"jid": j, "name": v["name"], "state": v["state"]} for j, v in self.jobs.items()]}
@@ -79,9 +81,15 @@ class FakeFlink:
             if state["polls"] < self.savepoint_polls:
                 return 200, {"status": {"id": "IN_PROGRESS"}}
             if self.savepoint_fails:
-                return 200, {"status": {"id": "COMPLETED"}, "operation": {"failure-cause": {"stack-trace": "disk full"}}}
+                return 200, {
+                    "status": {"id": "COMPLETED"},
+                    "operation": {"failure-cause": {"stack-trace": "disk full"}},
+                }
             self.jobs[jid]["state"] = "FINISHED"
-            return 200, {"status": {"id": "COMPLETED"}, "operation": {"location": f"gs://state/savepoints/savepoint-{jid[:6]}"}}
+            return 200, {
+                "status": {"id": "COMPLETED"},
+                "operation": {"location": f"gs://state/savepoints/savepoint-{jid[:6]}"},
+            }
         if method == "POST" and path == "/jars/upload":
             if not content_type.startswith("multipart/form-data") or b'name="jarfile"' not in body:
                 return 400, {"errors": ["expected a multipart jarfile"]}
@@ -97,8 +105,12 @@ class FakeFlink:
             return 200, {"jobid": jid}
         if method == "GET" and (match := re.fullmatch(r"/jobs/(\w+)", path)):
             job = self.jobs[match.group(1)]
-            return 200, {"jid": match.group(1), "name": job["name"], "state": job["state"],
-                         "vertices": [{"name": "Source", "status": job["state"]}, {"name": "Sink", "status": job["state"]}]}
+            return 200, {
+                "jid": match.group(1),
+                "name": job["name"],
+                "state": job["state"],
+                "vertices": [{"name": "Source", "status": job["state"]}, {"name": "Sink", "status": job["state"]}],
+            }
         if method == "DELETE" and (match := re.fullmatch(r"/jars/([\w.-]+)", path)):
             self.jars.pop(match.group(1), None)
             return 200, {}
@@ -219,8 +231,13 @@ class FakeCore:
         items = []
         for name, labels, ready in self.pods:
             if labels.get(key) == value:
-                items.append(SimpleNamespace(
-                    metadata=SimpleNamespace(name=name),
-                    status=SimpleNamespace(phase="Running", conditions=[SimpleNamespace(type="Ready", status="True" if ready else "False")]),
-                ))
+                items.append(
+                    SimpleNamespace(
+                        metadata=SimpleNamespace(name=name),
+                        status=SimpleNamespace(
+                            phase="Running",
+                            conditions=[SimpleNamespace(type="Ready", status="True" if ready else "False")],
+                        ),
+                    )
+                )
         return SimpleNamespace(items=items)

@@ -13,17 +13,23 @@ import json
 from hypothesis import strategies as st
 
 from localdev.traffic import Message
-from model_handlers.interface import FLOAT, INT, STRING, ModelInterface
+from model_handlers.interface import INT, STRING, ModelInterface
 from training.data import generate
 
 # Any code point, lone surrogates included: JSON's \uD800 escapes decode to them.
 ANY_TEXT = st.text(alphabet=st.characters(codec=None, categories=None), max_size=40)
 # What a JSON decoder can hand back, nested.
 JSON_SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), ANY_TEXT,
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    ANY_TEXT,
 )
 JSON_VALUES = st.recursive(
-    JSON_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4), max_leaves=12
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
+    max_leaves=12,
 )
 
 # Pub/Sub attributes: protobuf strings, so valid Unicode; sizes past Pub/Sub's own limits, which the emulator allows.
@@ -38,7 +44,8 @@ ATTRIBUTES = st.one_of(
 
 def _number(feature) -> st.SearchStrategy:
     inside = (
-        st.integers(int(feature.minimum), int(feature.maximum)) if feature.dtype == INT
+        st.integers(int(feature.minimum), int(feature.maximum))
+        if feature.dtype == INT
         else st.floats(feature.minimum, feature.maximum)
     )
     return st.one_of(inside, st.integers(), st.floats(allow_nan=True, allow_infinity=True))
@@ -80,12 +87,14 @@ def encode(event, ascii_only: bool) -> bytes:
 
 @st.composite
 def payloads(draw, interface: ModelInterface) -> bytes:
-    return draw(st.one_of(
-        st.builds(encode, json_events(interface), st.booleans()),
-        st.builds(encode, JSON_VALUES, st.booleans()),
-        st.binary(max_size=200),
-        st.binary(max_size=20).map(lambda b: b"{" + b),
-    ))
+    return draw(
+        st.one_of(
+            st.builds(encode, json_events(interface), st.booleans()),
+            st.builds(encode, JSON_VALUES, st.booleans()),
+            st.binary(max_size=200),
+            st.binary(max_size=20).map(lambda b: b"{" + b),
+        )
+    )
 
 
 @st.composite
@@ -104,6 +113,7 @@ def finite_or_not() -> st.SearchStrategy:
 
 def strict_json(data: bytes):
     """json.loads that refuses NaN and the infinities, which are not JSON (RFC 8259), as strict readers do."""
+
     def refuse(constant):
         raise ValueError(f"{constant} is not JSON")
 
@@ -154,9 +164,14 @@ def hostile_message(event: dict, kind: str, attributes: dict[str, str]) -> Messa
 
 # The stage each hostile kind is dead-lettered at.
 HOSTILE_STAGES = {
-    "surrogate_event_id": "validate", "surrogate_feature": "validate", "surrogate_raw_bytes": "parse",
-    "huge_integer": "parse", "deep_nesting": "parse", "attribute_too_long": "validate",
-    "too_many_attributes": "validate", "large_payload": "parse",
+    "surrogate_event_id": "validate",
+    "surrogate_feature": "validate",
+    "surrogate_raw_bytes": "parse",
+    "huge_integer": "parse",
+    "deep_nesting": "parse",
+    "attribute_too_long": "validate",
+    "too_many_attributes": "validate",
+    "large_payload": "parse",
 }
 
 

@@ -53,7 +53,9 @@ def check_every_event_accounted_for(messages, prediction_bodies, dead_letter_bod
     got = sorted((base64.b64decode(b["payload"]), b["stage"]) for b in dead_letter_bodies)
     want = sorted((m.payload, "parse" if m.malformed in PARSE_KINDS else "validate") for m in malformed)
     assert got == want, "dead letters do not match the malformed payloads one for one"
-    assert all(b["error"] and b["error_type"] == "permanent" and b["model"] == interface.name for b in dead_letter_bodies)
+    assert all(
+        b["error"] and b["error_type"] == "permanent" and b["model"] == interface.name for b in dead_letter_bodies
+    )
     assert all(b["reason"] in set(Reason) for b in dead_letter_bodies), "a dead letter without a known reason code"
     return len(prediction_bodies), len(dead_letter_bodies)
 
@@ -62,7 +64,9 @@ def publish_and_account(run, messages, interface, model_dir, timeout_secs: float
     """Publishes `messages` through a running localdev.streaming.StreamingRun, waits for every outcome, and checks
     that each event is accounted for (check_every_event_accounted_for); returns the predictions and dead letters."""
     arrived, predictions, dead_letters = run.publish_and_collect(messages, timeout_secs=timeout_secs)
-    assert arrived, f"only {len(predictions)} predictions and {len(dead_letters)} dead letters for {len(messages)} events"
+    assert arrived, (
+        f"only {len(predictions)} predictions and {len(dead_letters)} dead letters for {len(messages)} events"
+    )
     check_every_event_accounted_for(
         messages, [p.body for p in predictions], [d.body for d in dead_letters], interface, model_dir
     )

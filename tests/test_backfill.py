@@ -4,11 +4,11 @@ import glob
 import json
 
 import pytest
+from reference import check_every_event_accounted_for
 
 from localdev.traffic import MALFORMED_KINDS, make_traffic
 from model_handlers.interface import FRAUD, PRICE
 from pipelines import fraud_detection, price_suggestion
-from reference import check_every_event_accounted_for
 
 PIPELINES = {"fraud": (FRAUD, fraud_detection), "price": (PRICE, price_suggestion)}
 
@@ -27,10 +27,15 @@ def test_backfill_predicts_every_valid_event_once_and_dead_letters_every_malform
     events_file = tmp_path / "events.jsonl"
     events_file.write_bytes(b"".join(m.payload + b"\n" for m in messages))
 
-    pipeline.run([
-        f"--input={events_file}", f"--output={tmp_path}/out/predictions",
-        f"--dead_letter_output={tmp_path}/out/dead", f"--model_dir={model_dir}", "--max_batch_size=64",
-    ]).wait_until_finish()
+    pipeline.run(
+        [
+            f"--input={events_file}",
+            f"--output={tmp_path}/out/predictions",
+            f"--dead_letter_output={tmp_path}/out/dead",
+            f"--model_dir={model_dir}",
+            "--max_batch_size=64",
+        ]
+    ).wait_until_finish()
 
     predictions = read_json_lines(f"{tmp_path}/out/predictions")
     dead_letters = read_json_lines(f"{tmp_path}/out/dead")
@@ -44,8 +49,12 @@ def test_backfill_reads_a_glob_of_files(model_dir, tmp_path):
     messages = make_traffic(FRAUD, 60, malformed_fraction=0, seed=32)
     for part in range(3):
         (tmp_path / f"part-{part}.jsonl").write_bytes(b"".join(m.payload + b"\n" for m in messages[part::3]))
-    fraud_detection.run([
-        f"--input={tmp_path}/part-*.jsonl", f"--output={tmp_path}/out/p", f"--dead_letter_output={tmp_path}/out/d",
-        f"--model_dir={model_dir}",
-    ]).wait_until_finish()
+    fraud_detection.run(
+        [
+            f"--input={tmp_path}/part-*.jsonl",
+            f"--output={tmp_path}/out/p",
+            f"--dead_letter_output={tmp_path}/out/d",
+            f"--model_dir={model_dir}",
+        ]
+    ).wait_until_finish()
     assert sorted(p["event_id"] for p in read_json_lines(f"{tmp_path}/out/p")) == sorted(m.event_id for m in messages)

@@ -11,17 +11,27 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.delivery import ack_deadline_problem, in_flight_budget
 
 STREAMING = [
-    "--input_subscription=projects/p/subscriptions/events", "--output_topic=projects/p/topics/predictions",
+    "--input_subscription=projects/p/subscriptions/events",
+    "--output_topic=projects/p/topics/predictions",
     "--dead_letter_topic=projects/p/topics/dead-letters",
 ]
 
 
 def test_the_budget_adds_bundle_batching_inference_publish_and_a_margin():
     assert in_flight_budget(PipelineOptions(STREAMING)).total == 1 + 0 + 10 + 10 + 5
-    budget = in_flight_budget(PipelineOptions(STREAMING + [
-        "--max_bundle_time_mills=200", "--max_batch_duration_secs=3", "--inference=tf_serving",
-        "--tf_serving_target=h:1", "--tf_serving_retry_budget_secs=20", "--publish_timeout_secs=4",
-    ]))
+    budget = in_flight_budget(
+        PipelineOptions(
+            STREAMING
+            + [
+                "--max_bundle_time_mills=200",
+                "--max_batch_duration_secs=3",
+                "--inference=tf_serving",
+                "--tf_serving_target=h:1",
+                "--tf_serving_retry_budget_secs=20",
+                "--publish_timeout_secs=4",
+            ]
+        )
+    )
     assert (budget.bundle, budget.batching, budget.inference, budget.publish) == (0.2, 3, 20, 4)
     assert budget.ack_deadline_needed() == 33
 
@@ -35,22 +45,27 @@ def test_a_deadline_below_the_budget_is_a_problem_that_names_the_fix():
 
 
 def launch(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.fraud_detection", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.fraud_detection", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_launcher_refuses_a_short_ack_deadline_and_a_missing_topic_before_submitting(emulator, model_dir):
     emulator.create_topic("chk-events")
     emulator.create_topic("chk-predictions")
     emulator.create_subscription("chk-events", "chk-events-pipeline", ack_deadline_secs=10)
-    result = launch([
-        f"--input_subscription={emulator.subscription_path('chk-events-pipeline')}",
-        f"--output_topic={emulator.topic_path('chk-predictions')}",
-        f"--dead_letter_topic={emulator.topic_path('chk-missing')}",
-        f"--model_dir={model_dir}",
-        # Flink acknowledges after publishing, so the deadline matters; no cluster is reached before the checks.
-        "--runner=FlinkRunner", "--flink_master=localhost:1", "--job_endpoint=localhost:1",
-    ])
+    result = launch(
+        [
+            f"--input_subscription={emulator.subscription_path('chk-events-pipeline')}",
+            f"--output_topic={emulator.topic_path('chk-predictions')}",
+            f"--dead_letter_topic={emulator.topic_path('chk-missing')}",
+            f"--model_dir={model_dir}",
+            # Flink acknowledges after publishing, so the deadline matters; no cluster is reached before the checks.
+            "--runner=FlinkRunner",
+            "--flink_master=localhost:1",
+            "--job_endpoint=localhost:1",
+        ]
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "is 10 s, shorter than the longest a message can be in flight, 26 s" in result.stderr
     assert f"--dead_letter_topic {emulator.topic_path('chk-missing')} does not exist" in result.stderr

@@ -9,9 +9,19 @@ import pytest
 
 def run_demo(model_dir, tmp_path, events: int, *args) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "localdev.demo", f"--model_dir={model_dir}", f"--events={events}", "--rate=60",
-         f"--log_dir={tmp_path}", *args],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "localdev.demo",
+            f"--model_dir={model_dir}",
+            f"--events={events}",
+            "--rate=60",
+            f"--log_dir={tmp_path}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     counts = re.findall(r"accounted for\s+(\d+)/(\d+)", result.stdout)

@@ -21,7 +21,14 @@ import pytest
 
 from deploy import OVERLAYS, REPO_ROOT, crd, manifests, validation
 from deploy.manifests import args_dict, find, one, pods, ref
-from deploy.site import GPU, LAUNCHER_CONTAINER, NAMESPACE, TF_SERVING_CLIENT_LABEL, WORKER_POOL_CONTAINER, site_settings
+from deploy.site import (
+    GPU,
+    LAUNCHER_CONTAINER,
+    NAMESPACE,
+    TF_SERVING_CLIENT_LABEL,
+    WORKER_POOL_CONTAINER,
+    site_settings,
+)
 from deploy.validation import versions
 from deploy.validation.gpu import gpu_limit
 from deploy.validation.security import check_no_credentials
@@ -68,7 +75,9 @@ def assert_caught(check: str, mutate, expected: str, overlay: str = "cpu") -> No
 
 def cases(*pairs):
     """(mutation, expected problem) pairs as test parameters, named by the problem."""
-    return [pytest.param(mutate, expected, id=re.sub(r"\W+", "-", expected)[:70].strip("-")) for mutate, expected in pairs]
+    return [
+        pytest.param(mutate, expected, id=re.sub(r"\W+", "-", expected)[:70].strip("-")) for mutate, expected in pairs
+    ]
 
 
 def _replace_arg(container: dict, prefix: str, new: str) -> None:
@@ -94,13 +103,27 @@ def subscription(docs, name="fraud-events") -> dict:
 
 # --- rendering and the tools -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_offline_with_kubectl_kustomize(overlay):
     kinds = {d["kind"] for d in rendered(overlay)}
     assert kinds == {
-        "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service", "Deployment",
-        "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "FlinkDeployment", "Job",
-        "PubSubTopic", "PubSubSubscription", "IAMPolicyMember", "ServiceIdentity",
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "FlinkDeployment",
+        "Job",
+        "PubSubTopic",
+        "PubSubSubscription",
+        "IAMPolicyMember",
+        "ServiceIdentity",
     }
     # site.env is local configuration for replacements, never applied.
     assert not [cm for cm in find(rendered(overlay), "ConfigMap") if cm["metadata"]["name"] == "site"]
@@ -126,11 +149,14 @@ def test_flinkdeployment_schema_is_the_operators_own_fetched_by_maven_and_never_
     assert "v1_20" in crd.flink_deployment_schema()["properties"]["spec"]["properties"]["flinkVersion"]["enum"]
     ignored = subprocess.run(["git", "check-ignore", "-q", str(jar)], cwd=REPO_ROOT, check=False)
     assert ignored.returncode == 0, f"{jar} must be gitignored"
-    tracked = subprocess.run(["git", "ls-files", "build", "deploy"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    tracked = subprocess.run(
+        ["git", "ls-files", "build", "deploy"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
     assert not [f for f in tracked.stdout.split() if f.endswith(".jar") or "flinkdeployments.flink.apache.org" in f]
 
 
 # --- every check passes on both overlays -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("check", CHECKS)
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -140,8 +166,12 @@ def test_overlay_passes_check(overlay, check):
 
 def test_cli_validates_an_overlay_offline():
     completed = subprocess.run(
-        [sys.executable, "-m", "deploy", "validate", "--overlay", "gpu"], cwd=REPO_ROOT, capture_output=True, text=True,
-        timeout=300, check=False,
+        [sys.executable, "-m", "deploy", "validate", "--overlay", "gpu"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert completed.stdout.rstrip().endswith("all checks passed")
@@ -150,13 +180,18 @@ def test_cli_validates_an_overlay_offline():
 
 def test_cli_render_prints_what_kubectl_kustomize_renders():
     completed = subprocess.run(
-        [sys.executable, "-m", "deploy", "render", "--overlay", "gpu"], cwd=REPO_ROOT, capture_output=True, text=True,
-        timeout=120, check=True,
+        [sys.executable, "-m", "deploy", "render", "--overlay", "gpu"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     assert completed.stdout == manifests.render_yaml("gpu")
 
 
 # --- each check catches its mistake ------------------------------------------------------------------------------
+
 
 def test_misspelt_or_mistyped_fields_fail_the_kubernetes_schema():
     docs = rendered("cpu")
@@ -185,19 +220,44 @@ def test_flinkdeployment_mistakes_fail_the_operators_schema():
 @pytest.mark.parametrize(
     "mutate, expected",
     cases(
-        (lambda d: worker(d)["securityContext"].update(readOnlyRootFilesystem=False), "'beam-worker-pool': readOnlyRootFilesystem must be true"),
-        (lambda d: worker(d)["securityContext"].update(runAsUser=0), "'beam-worker-pool': runAsUser must be a non-root uid, got 0"),
-        (lambda d: worker(d)["securityContext"].update(allowPrivilegeEscalation=True), "allowPrivilegeEscalation must be false"),
+        (
+            lambda d: worker(d)["securityContext"].update(readOnlyRootFilesystem=False),
+            "'beam-worker-pool': readOnlyRootFilesystem must be true",
+        ),
+        (
+            lambda d: worker(d)["securityContext"].update(runAsUser=0),
+            "'beam-worker-pool': runAsUser must be a non-root uid, got 0",
+        ),
+        (
+            lambda d: worker(d)["securityContext"].update(allowPrivilegeEscalation=True),
+            "allowPrivilegeEscalation must be false",
+        ),
         (lambda d: worker(d)["securityContext"]["capabilities"].update(drop=[]), "capabilities must drop ALL"),
         (lambda d: worker(d)["resources"].pop("limits"), "'beam-worker-pool': resources.limits needs cpu, memory"),
-        (lambda d: launcher(d).update(volumeMounts=[m for m in launcher(d)["volumeMounts"] if m["mountPath"] != "/tmp"]),
-         "'launcher': /tmp must be an emptyDir mount"),
-        (lambda d: pod(d, "Deployment/tf-serving").spec["securityContext"].pop("seccompProfile"), "seccompProfile.type must be RuntimeDefault"),
-        (lambda d: pod(d, "Job/submit-fraud-detection").spec.update(automountServiceAccountToken=True),
-         "'pipeline-submitter' has no Role, so its pods must set automountServiceAccountToken: false"),
-        (lambda d: pod(d, "[jobManager]").container("flink-main-container").update(resources={"limits": {"cpu": "1"}}),
-         "leave resources to the FlinkDeployment's `resource` block"),
-        (lambda d: one(d, "FlinkDeployment")["spec"]["taskManager"]["resource"].pop("memory"), "`resource` needs memory"),
+        (
+            lambda d: launcher(d).update(
+                volumeMounts=[m for m in launcher(d)["volumeMounts"] if m["mountPath"] != "/tmp"]
+            ),
+            "'launcher': /tmp must be an emptyDir mount",
+        ),
+        (
+            lambda d: pod(d, "Deployment/tf-serving").spec["securityContext"].pop("seccompProfile"),
+            "seccompProfile.type must be RuntimeDefault",
+        ),
+        (
+            lambda d: pod(d, "Job/submit-fraud-detection").spec.update(automountServiceAccountToken=True),
+            "'pipeline-submitter' has no Role, so its pods must set automountServiceAccountToken: false",
+        ),
+        (
+            lambda d: (
+                pod(d, "[jobManager]").container("flink-main-container").update(resources={"limits": {"cpu": "1"}})
+            ),
+            "leave resources to the FlinkDeployment's `resource` block",
+        ),
+        (
+            lambda d: one(d, "FlinkDeployment")["spec"]["taskManager"]["resource"].pop("memory"),
+            "`resource` needs memory",
+        ),
     ),
 )
 def test_security_check_catches(mutate, expected):
@@ -220,11 +280,17 @@ def test_broken_references_and_leftover_placeholders_are_caught():
     docs = rendered("cpu")
     pod(docs, "Deployment/tf-serving").spec["volumes"][1]["configMap"]["name"] = "tf-serving-confg"
     one(docs, "Deployment", "tf-serving")["spec"]["replicas"] = 3
-    pod(docs, "Job/submit-price-suggestion").spec["volumes"][2]["csi"]["volumeAttributes"]["bucketName"] = "MODEL_BUCKET"
+    pod(docs, "Job/submit-price-suggestion").spec["volumes"][2]["csi"]["volumeAttributes"]["bucketName"] = (
+        "MODEL_BUCKET"
+    )
     found = problems_of("references", docs)
     assert any("names a missing ConfigMap tf-serving-confg" in p for p in found)
     assert any("leave Deployment/tf-serving.spec.replicas unset" in p for p in found)
-    assert any("Job/submit-price-suggestion: spec.template.spec.volumes[2].csi.volumeAttributes.bucketName still holds a site placeholder" in p for p in found)
+    assert any(
+        "Job/submit-price-suggestion: spec.template.spec.volumes[2].csi.volumeAttributes.bucketName still holds a site placeholder"
+        in p
+        for p in found
+    )
 
 
 def test_flink_check_catches_application_mode_wrong_ports_and_local_state():
@@ -244,26 +310,66 @@ def test_flink_check_catches_application_mode_wrong_ports_and_local_state():
 @pytest.mark.parametrize(
     "mutate, expected",
     cases(
-        (lambda d: _replace_arg(pod(d, "Deployment/tf-serving").container("tf-serving"), "--port=", "--port=9000"),
-         "--port must be 8500, got '9000'"),
-        (lambda d: one(d, "Service", "tf-serving")["spec"]["ports"][1].update(targetPort=8500), "port 8501 must reach container port 8501"),
-        (lambda d: pod(d, "Deployment/tf-serving").container("tf-serving")["readinessProbe"]["httpGet"].update(path="/healthz"),
-         "readinessProbe must GET /v1/models/<name>"),
-        (lambda d: pod(d, "Deployment/tf-serving").metadata["annotations"].update({"prometheus.io/path": "/metrics"}),
-         "prometheus.io annotations must point at 8501/monitoring/prometheus/metrics"),
-        (lambda d: _replace_arg(pod(d, "Deployment/tf-serving").container("tf-serving"), "--monitoring_config_file=",
-                                "--monitoring_config_file=/etc/tf-serving/config/monitoring.conf"),
-         "--monitoring_config_file=/etc/tf-serving/config/monitoring.conf is not a file of a mounted ConfigMap"),
-        (lambda d: _edit_models_config(d, lambda t: t.replace('key: "stable"\n      value: 1', 'key: "stable"\n      value: 2', 1)),
-         "models.config fraud: label stable -> 2 is not among the served versions [1]"),
-        (lambda d: _edit_models_config(d, lambda t: t.replace('"stable"', '"blue"', 1)), "models.config fraud: a `stable` version label is required"),
-        (lambda d: _edit_models_config(d, lambda t: t.replace('name: "price"', 'name: "pricing"')), "must serve exactly ['fraud', 'price']"),
-        (lambda d: _edit_models_config(d, lambda t: t.replace("model_version_policy {", "model_version_polcy {", 1)),
-         "models.config does not parse as ModelServerConfig"),
-        (lambda d: _edit_config(d, "tf-serving-config", "batching.config", lambda t: t + "max_batch_sise { value: 8 }\n"),
-         "unknown or mistyped BatchingParameters field 'max_batch_sise'"),
-        (lambda d: _edit_config(d, "tf-serving-config", "monitoring.config", lambda t: t.replace("enable: true", "enable: false")),
-         "expected prometheus_config enabled"),
+        (
+            lambda d: _replace_arg(pod(d, "Deployment/tf-serving").container("tf-serving"), "--port=", "--port=9000"),
+            "--port must be 8500, got '9000'",
+        ),
+        (
+            lambda d: one(d, "Service", "tf-serving")["spec"]["ports"][1].update(targetPort=8500),
+            "port 8501 must reach container port 8501",
+        ),
+        (
+            lambda d: (
+                pod(d, "Deployment/tf-serving")
+                .container("tf-serving")["readinessProbe"]["httpGet"]
+                .update(path="/healthz")
+            ),
+            "readinessProbe must GET /v1/models/<name>",
+        ),
+        (
+            lambda d: (
+                pod(d, "Deployment/tf-serving").metadata["annotations"].update({"prometheus.io/path": "/metrics"})
+            ),
+            "prometheus.io annotations must point at 8501/monitoring/prometheus/metrics",
+        ),
+        (
+            lambda d: _replace_arg(
+                pod(d, "Deployment/tf-serving").container("tf-serving"),
+                "--monitoring_config_file=",
+                "--monitoring_config_file=/etc/tf-serving/config/monitoring.conf",
+            ),
+            "--monitoring_config_file=/etc/tf-serving/config/monitoring.conf is not a file of a mounted ConfigMap",
+        ),
+        (
+            lambda d: _edit_models_config(
+                d, lambda t: t.replace('key: "stable"\n      value: 1', 'key: "stable"\n      value: 2', 1)
+            ),
+            "models.config fraud: label stable -> 2 is not among the served versions [1]",
+        ),
+        (
+            lambda d: _edit_models_config(d, lambda t: t.replace('"stable"', '"blue"', 1)),
+            "models.config fraud: a `stable` version label is required",
+        ),
+        (
+            lambda d: _edit_models_config(d, lambda t: t.replace('name: "price"', 'name: "pricing"')),
+            "must serve exactly ['fraud', 'price']",
+        ),
+        (
+            lambda d: _edit_models_config(d, lambda t: t.replace("model_version_policy {", "model_version_polcy {", 1)),
+            "models.config does not parse as ModelServerConfig",
+        ),
+        (
+            lambda d: _edit_config(
+                d, "tf-serving-config", "batching.config", lambda t: t + "max_batch_sise { value: 8 }\n"
+            ),
+            "unknown or mistyped BatchingParameters field 'max_batch_sise'",
+        ),
+        (
+            lambda d: _edit_config(
+                d, "tf-serving-config", "monitoring.config", lambda t: t.replace("enable: true", "enable: false")
+            ),
+            "expected prometheus_config enabled",
+        ),
     ),
 )
 def test_tf_serving_check_catches(mutate, expected):
@@ -273,21 +379,47 @@ def test_tf_serving_check_catches(mutate, expected):
 @pytest.mark.parametrize(
     "mutate, expected",
     cases(
-        (lambda d: _replace_arg(launcher(d), "--flink_master=", "--flink_master=flink-jobmanager:8081"),
-         "--flink_master must be the session cluster's REST service inference-rest:8081"),
-        (lambda d: _replace_arg(launcher(d), "--environment_config=", "--environment_config=localhost:50001"),
-         "expected --environment_type=EXTERNAL --environment_config=localhost:50000"),
-        (lambda d: _edit_args(d, lambda t: re.sub(r"--dead_letter_topic=.*\n", "", t)), "streaming needs --dead_letter_topic"),
-        (lambda d: _edit_args(d, lambda t: t.replace("--max_batch_size", "--max_batch_sise")),
-         "flags neither Beam nor the pipeline declares (Beam would drop them): ['--max_batch_sise']"),
-        (lambda d: _edit_args(d, lambda t: t + "--streaming\n"), "flags given twice (Job and options file): ['--streaming']"),
-        (lambda d: _edit_args(d, lambda t: t.replace("projects/my-project/topics/fraud-predictions", "projects/other/topics/fraud-predictions")),
-         "--output_topic must be in project my-project (site.env)"),
-        (lambda d: _edit_args(d, lambda t: t.replace("--model_dir=/models", "--model_dir=gs://my-project-models")),
-         "--model_dir must be where the workers mount the models (/models)"),
-        (lambda d: _edit_args(d, lambda t: t.replace("--job_name=fraud-detection", "--job_name=price-suggestion")),
-         "each pipeline needs its own --job_name"),
-        (lambda d: _replace_arg(launcher(d), "--checkpointing_interval=", "--max_parallelism=128"), "--checkpointing_interval (ms) must be set"),
+        (
+            lambda d: _replace_arg(launcher(d), "--flink_master=", "--flink_master=flink-jobmanager:8081"),
+            "--flink_master must be the session cluster's REST service inference-rest:8081",
+        ),
+        (
+            lambda d: _replace_arg(launcher(d), "--environment_config=", "--environment_config=localhost:50001"),
+            "expected --environment_type=EXTERNAL --environment_config=localhost:50000",
+        ),
+        (
+            lambda d: _edit_args(d, lambda t: re.sub(r"--dead_letter_topic=.*\n", "", t)),
+            "streaming needs --dead_letter_topic",
+        ),
+        (
+            lambda d: _edit_args(d, lambda t: t.replace("--max_batch_size", "--max_batch_sise")),
+            "flags neither Beam nor the pipeline declares (Beam would drop them): ['--max_batch_sise']",
+        ),
+        (
+            lambda d: _edit_args(d, lambda t: t + "--streaming\n"),
+            "flags given twice (Job and options file): ['--streaming']",
+        ),
+        (
+            lambda d: _edit_args(
+                d,
+                lambda t: t.replace(
+                    "projects/my-project/topics/fraud-predictions", "projects/other/topics/fraud-predictions"
+                ),
+            ),
+            "--output_topic must be in project my-project (site.env)",
+        ),
+        (
+            lambda d: _edit_args(d, lambda t: t.replace("--model_dir=/models", "--model_dir=gs://my-project-models")),
+            "--model_dir must be where the workers mount the models (/models)",
+        ),
+        (
+            lambda d: _edit_args(d, lambda t: t.replace("--job_name=fraud-detection", "--job_name=price-suggestion")),
+            "each pipeline needs its own --job_name",
+        ),
+        (
+            lambda d: _replace_arg(launcher(d), "--checkpointing_interval=", "--max_parallelism=128"),
+            "--checkpointing_interval (ms) must be set",
+        ),
     ),
 )
 def test_pipeline_options_check_catches(mutate, expected):
@@ -295,17 +427,25 @@ def test_pipeline_options_check_catches(mutate, expected):
 
 
 def test_pipelines_may_score_through_tf_serving_at_its_service_and_grpc_port():
-    to_serving = lambda t: t.replace("--model_dir=/models\n--inference=in_process", "--inference=tf_serving\n"  # noqa: E731
-                                     "--tf_serving_target=tf-serving:8500\n--model_version_label=stable")
+    def to_serving(text: str) -> str:
+        return text.replace(
+            "--model_dir=/models\n--inference=in_process",
+            "--inference=tf_serving\n--tf_serving_target=tf-serving:8500\n--model_version_label=stable",
+        )
+
     docs = rendered("gpu")
     _edit_args(docs, to_serving)
     assert problems_of("pipelines", docs, "gpu") == []
     _edit_args(docs, lambda t: t.replace("tf-serving:8500", "tf-serving:8501"))
-    assert any("--tf_serving_target must be a TF Serving Service (tf-serving, tf-serving-pods) at port 8500, got 'tf-serving:8501'" in p
-               for p in problems_of("pipelines", docs, "gpu"))
+    assert any(
+        "--tf_serving_target must be a TF Serving Service (tf-serving, tf-serving-pods) at port 8500, got 'tf-serving:8501'"
+        in p
+        for p in problems_of("pipelines", docs, "gpu")
+    )
 
 
 # --- Pub/Sub: the pipelines' subscriptions, their dead-letter policies and ack deadlines ----------------------------
+
 
 def test_each_pipeline_reads_a_declared_subscription_whose_deadline_covers_its_in_flight_budget():
     from pipelines.delivery import in_flight_budget
@@ -326,16 +466,26 @@ def test_a_slower_publish_in_the_pipeline_args_outgrows_the_subscriptions_ack_de
     docs = rendered("cpu")
     _edit_args(docs, lambda t: t + "--publish_timeout_secs=120\n")
     found = problems_of("pub/sub", docs)
-    assert any("PubSubSubscription/fraud-events: the ack deadline of "
-               "projects/my-project/subscriptions/fraud-events is 60 s, shorter than the longest a message can be in "
-               "flight, 136 s" in p and "Set spec.ackDeadlineSeconds to at least 136" in p for p in found), found
+    assert any(
+        "PubSubSubscription/fraud-events: the ack deadline of "
+        "projects/my-project/subscriptions/fraud-events is 60 s, shorter than the longest a message can be in "
+        "flight, 136 s"
+        in p
+        and "Set spec.ackDeadlineSeconds to at least 136" in p
+        for p in found
+    ), found
     assert not any("price-events" in p for p in found)  # the other pipeline's budget is its own
 
 
 def test_pipelines_scoring_through_tf_serving_still_fit_the_shipped_ack_deadline():
     docs = rendered("gpu")
-    _edit_args(docs, lambda t: t.replace("--model_dir=/models\n--inference=in_process", "--inference=tf_serving\n"
-                                         "--tf_serving_target=tf-serving:8500\n--model_version_label=stable"))
+    _edit_args(
+        docs,
+        lambda t: t.replace(
+            "--model_dir=/models\n--inference=in_process",
+            "--inference=tf_serving\n--tf_serving_target=tf-serving:8500\n--model_version_label=stable",
+        ),
+    )
     assert problems_of("pub/sub", docs, "gpu") == []
     _edit_args(docs, lambda t: t + "--tf_serving_retry_budget_secs=90\n")
     assert any("spec.ackDeadlineSeconds" in p and "inference 90" in p for p in problems_of("pub/sub", docs, "gpu"))
@@ -344,42 +494,88 @@ def test_pipelines_scoring_through_tf_serving_still_fit_the_shipped_ack_deadline
 @pytest.mark.parametrize(
     "mutate, expected",
     cases(
-        (lambda d: subscription(d).pop("deadLetterPolicy"), "PubSubSubscription/fraud-events: a deadLetterPolicy is required"),
-        (lambda d: subscription(d)["deadLetterPolicy"].update(maxDeliveryAttempts=4),
-         "deadLetterPolicy.maxDeliveryAttempts must be 5 to 100 (Pub/Sub's bounds), got 4"),
-        (lambda d: subscription(d)["deadLetterPolicy"].update(maxDeliveryAttempts=101),
-         "deadLetterPolicy.maxDeliveryAttempts must be 5 to 100 (Pub/Sub's bounds), got 101"),
-        (lambda d: subscription(d)["deadLetterPolicy"].pop("maxDeliveryAttempts"),
-         "deadLetterPolicy.maxDeliveryAttempts must be 5 to 100 (Pub/Sub's bounds), got None"),
-        (lambda d: subscription(d)["deadLetterPolicy"]["deadLetterTopicRef"].update(name="fraud-dead-letters"),
-         "the dead-letter topic projects/my-project/topics/fraud-dead-letters must be the subscription's own"),
-        (lambda d: subscription(d)["deadLetterPolicy"]["deadLetterTopicRef"].update(name="fraud-predictions"),
-         "the dead-letter topic projects/my-project/topics/fraud-predictions must be the subscription's own"),
-        (lambda d: subscription(d, "price-events")["deadLetterPolicy"]["deadLetterTopicRef"].update(name="fraud-events"),
-         "the dead-letter topic projects/my-project/topics/fraud-events must be the subscription's own"),
-        (lambda d: subscription(d)["deadLetterPolicy"].update(deadLetterTopicRef={"name": "fraud-undeliverable"}),
-         "deadLetterTopicRef must name a PubSubTopic declared in the manifests, got {'name': 'fraud-undeliverable'}"),
-        (lambda d: subscription(d).pop("ackDeadlineSeconds"),
-         "the ack deadline of projects/my-project/subscriptions/fraud-events is 10 s, shorter than the longest"),
-        (lambda d: subscription(d).update(ackDeadlineSeconds=900), "ackDeadlineSeconds must be 10 to 600 (Pub/Sub's bounds), got 900"),
-        (lambda d: d.remove(one(d, "IAMPolicyMember", "fraud-events-undeliverable-pubsub-publisher")),
-         "Pub/Sub's service agent needs roles/pubsub.publisher on PubSubTopic/fraud-events-undeliverable"),
-        (lambda d: one(d, "IAMPolicyMember", "fraud-events-pubsub-subscriber")["spec"].update(role="roles/pubsub.viewer"),
-         "Pub/Sub's service agent needs roles/pubsub.subscriber on PubSubSubscription/fraud-events"),
-        (lambda d: d.remove(one(d, "PubSubSubscription", "fraud-events-undeliverable")),
-         "PubSubTopic projects/my-project/topics/fraud-events-undeliverable: no subscription keeps what is published to it"),
-        (lambda d: d.remove(one(d, "PubSubSubscription", "price-dead-letters")),
-         "PubSubTopic projects/my-project/topics/price-dead-letters: no subscription keeps what is published to it"),
-        (lambda d: subscription(d, "fraud-events-undeliverable").pop("expirationPolicy"),
-         "PubSubSubscription/fraud-events-undeliverable: expirationPolicy.ttl must be \"\" (never)"),
-        (lambda d: d.remove(one(d, "PubSubSubscription", "fraud-events")),
-         "--input_subscription=projects/my-project/subscriptions/fraud-events is not declared as a PubSubSubscription"),
-        (lambda d: d.remove(one(d, "PubSubTopic", "price-predictions")),
-         "--output_topic=projects/my-project/topics/price-predictions is not declared as a PubSubTopic"),
-        (lambda d: _edit_args(d, lambda t: t.replace("subscriptions/fraud-events", "subscriptions/fraud-events-v2")),
-         "--input_subscription=projects/my-project/subscriptions/fraud-events-v2 is not declared"),
-        (lambda d: one(d, "Namespace")["metadata"]["annotations"].update({"cnrm.cloud.google.com/project-id": "other"}),
-         "--input_subscription=projects/my-project/subscriptions/fraud-events is not declared"),
+        (
+            lambda d: subscription(d).pop("deadLetterPolicy"),
+            "PubSubSubscription/fraud-events: a deadLetterPolicy is required",
+        ),
+        (
+            lambda d: subscription(d)["deadLetterPolicy"].update(maxDeliveryAttempts=4),
+            "deadLetterPolicy.maxDeliveryAttempts must be 5 to 100 (Pub/Sub's bounds), got 4",
+        ),
+        (
+            lambda d: subscription(d)["deadLetterPolicy"].update(maxDeliveryAttempts=101),
+            "deadLetterPolicy.maxDeliveryAttempts must be 5 to 100 (Pub/Sub's bounds), got 101",
+        ),
+        (
+            lambda d: subscription(d)["deadLetterPolicy"].pop("maxDeliveryAttempts"),
+            "deadLetterPolicy.maxDeliveryAttempts must be 5 to 100 (Pub/Sub's bounds), got None",
+        ),
+        (
+            lambda d: subscription(d)["deadLetterPolicy"]["deadLetterTopicRef"].update(name="fraud-dead-letters"),
+            "the dead-letter topic projects/my-project/topics/fraud-dead-letters must be the subscription's own",
+        ),
+        (
+            lambda d: subscription(d)["deadLetterPolicy"]["deadLetterTopicRef"].update(name="fraud-predictions"),
+            "the dead-letter topic projects/my-project/topics/fraud-predictions must be the subscription's own",
+        ),
+        (
+            lambda d: subscription(d, "price-events")["deadLetterPolicy"]["deadLetterTopicRef"].update(
+                name="fraud-events"
+            ),
+            "the dead-letter topic projects/my-project/topics/fraud-events must be the subscription's own",
+        ),
+        (
+            lambda d: subscription(d)["deadLetterPolicy"].update(deadLetterTopicRef={"name": "fraud-undeliverable"}),
+            "deadLetterTopicRef must name a PubSubTopic declared in the manifests, got {'name': 'fraud-undeliverable'}",
+        ),
+        (
+            lambda d: subscription(d).pop("ackDeadlineSeconds"),
+            "the ack deadline of projects/my-project/subscriptions/fraud-events is 10 s, shorter than the longest",
+        ),
+        (
+            lambda d: subscription(d).update(ackDeadlineSeconds=900),
+            "ackDeadlineSeconds must be 10 to 600 (Pub/Sub's bounds), got 900",
+        ),
+        (
+            lambda d: d.remove(one(d, "IAMPolicyMember", "fraud-events-undeliverable-pubsub-publisher")),
+            "Pub/Sub's service agent needs roles/pubsub.publisher on PubSubTopic/fraud-events-undeliverable",
+        ),
+        (
+            lambda d: one(d, "IAMPolicyMember", "fraud-events-pubsub-subscriber")["spec"].update(
+                role="roles/pubsub.viewer"
+            ),
+            "Pub/Sub's service agent needs roles/pubsub.subscriber on PubSubSubscription/fraud-events",
+        ),
+        (
+            lambda d: d.remove(one(d, "PubSubSubscription", "fraud-events-undeliverable")),
+            "PubSubTopic projects/my-project/topics/fraud-events-undeliverable: no subscription keeps what is published to it",
+        ),
+        (
+            lambda d: d.remove(one(d, "PubSubSubscription", "price-dead-letters")),
+            "PubSubTopic projects/my-project/topics/price-dead-letters: no subscription keeps what is published to it",
+        ),
+        (
+            lambda d: subscription(d, "fraud-events-undeliverable").pop("expirationPolicy"),
+            'PubSubSubscription/fraud-events-undeliverable: expirationPolicy.ttl must be "" (never)',
+        ),
+        (
+            lambda d: d.remove(one(d, "PubSubSubscription", "fraud-events")),
+            "--input_subscription=projects/my-project/subscriptions/fraud-events is not declared as a PubSubSubscription",
+        ),
+        (
+            lambda d: d.remove(one(d, "PubSubTopic", "price-predictions")),
+            "--output_topic=projects/my-project/topics/price-predictions is not declared as a PubSubTopic",
+        ),
+        (
+            lambda d: _edit_args(d, lambda t: t.replace("subscriptions/fraud-events", "subscriptions/fraud-events-v2")),
+            "--input_subscription=projects/my-project/subscriptions/fraud-events-v2 is not declared",
+        ),
+        (
+            lambda d: one(d, "Namespace")["metadata"]["annotations"].update(
+                {"cnrm.cloud.google.com/project-id": "other"}
+            ),
+            "--input_subscription=projects/my-project/subscriptions/fraud-events is not declared",
+        ),
     ),
 )
 def test_pubsub_check_catches(mutate, expected):
@@ -395,15 +591,28 @@ def test_config_connector_objects_are_checked_against_their_crds_fields():
     spec["pushConfig"] = {"pushEndpoint": "https://example.com/push"}  # the pipeline pulls
     one(docs, "PubSubTopic", "fraud-events")["spec"] = {"messageRetentionDuration": "7d"}
     one(docs, "IAMPolicyMember", "fraud-events-pubsub-subscriber")["spec"]["member"] = "serviceAccount:x@y"
-    docs.append({"apiVersion": "storage.cnrm.cloud.google.com/v1beta1", "kind": "StorageBucket",
-                 "metadata": {"name": "b", "namespace": NAMESPACE}})
+    docs.append(
+        {
+            "apiVersion": "storage.cnrm.cloud.google.com/v1beta1",
+            "kind": "StorageBucket",
+            "metadata": {"name": "b", "namespace": NAMESPACE},
+        }
+    )
     found = problems_of("Config Connector schemas", docs)
-    assert any("PubSubSubscription/fraud-events: spec: Additional properties are not allowed ('ackDeadline', 'pushConfig' were unexpected)" in p
-               for p in found), found
+    assert any(
+        "PubSubSubscription/fraud-events: spec: Additional properties are not allowed ('ackDeadline', 'pushConfig' were unexpected)"
+        in p
+        for p in found
+    ), found
     assert any("spec.deadLetterPolicy.maxDeliveryAttempts: '10' is not of type 'integer'" in p for p in found)
-    assert any("spec.deadLetterPolicy.deadLetterTopicRef:" in p and "is not valid under any of the given schemas" in p for p in found)
+    assert any(
+        "spec.deadLetterPolicy.deadLetterTopicRef:" in p and "is not valid under any of the given schemas" in p
+        for p in found
+    )
     assert any("PubSubTopic/fraud-events: spec.messageRetentionDuration: '7d' does not match" in p for p in found)
-    assert any("IAMPolicyMember/fraud-events-pubsub-subscriber: spec:" in p and "is valid under each of" in p for p in found)
+    assert any(
+        "IAMPolicyMember/fraud-events-pubsub-subscriber: spec:" in p and "is valid under each of" in p for p in found
+    )
     assert any("StorageBucket is not a Config Connector kind these checks know" in p for p in found)
     # Built-in schemas leave them to this check instead of calling them unknown kinds.
     assert problems_of("kubernetes schemas", docs) == []
@@ -414,15 +623,25 @@ def test_config_connector_references_to_missing_objects_are_caught():
     docs.remove(one(docs, "ServiceIdentity", "pubsub"))
     subscription(docs, "price-events")["topicRef"]["name"] = "price-event"
     found = problems_of("references", docs)
-    assert any("IAMPolicyMember/fraud-events-pubsub-subscriber: refers to ServiceIdentity/pubsub, which is not in the manifests" in p for p in found)
-    assert any("PubSubSubscription/price-events: refers to PubSubTopic/price-event, which is not in the manifests" in p for p in found)
+    assert any(
+        "IAMPolicyMember/fraud-events-pubsub-subscriber: refers to ServiceIdentity/pubsub, which is not in the manifests"
+        in p
+        for p in found
+    )
+    assert any(
+        "PubSubSubscription/price-events: refers to PubSubTopic/price-event, which is not in the manifests" in p
+        for p in found
+    )
 
 
 def test_config_connector_creates_everything_in_the_site_project():
     docs = rendered("cpu")
     site = site_settings()["GCP_PROJECT"]
     assert one(docs, "Namespace")["metadata"]["annotations"]["cnrm.cloud.google.com/project-id"] == site
-    assert one(docs, "ServiceIdentity", "pubsub")["spec"] == {"resourceID": "pubsub.googleapis.com", "projectRef": {"external": site}}
+    assert one(docs, "ServiceIdentity", "pubsub")["spec"] == {
+        "resourceID": "pubsub.googleapis.com",
+        "projectRef": {"external": site},
+    }
     # Deleting the objects (or the namespace) must never delete a subscription and its backlog.
     for doc in find(docs, "PubSubTopic") + find(docs, "PubSubSubscription"):
         assert doc["metadata"]["annotations"]["cnrm.cloud.google.com/deletion-policy"] == "abandon", ref(doc)
@@ -437,14 +656,24 @@ def test_version_drift_between_setup_images_and_jobs_is_caught(tmp_path, monkeyp
     ignore.write_text(ignore.read_text().replace("!model_handlers/\n", ""))
     monkeypatch.setattr(versions, "IMAGES_DIR", images)
     docs = rendered("gpu")
-    _replace_arg(launcher(docs, "price-suggestion"), "--flink_job_server_jar=",
-                 "--flink_job_server_jar=/opt/beam/jars/beam-runners-flink-1.20-job-server-2.76.0.jar")
+    _replace_arg(
+        launcher(docs, "price-suggestion"),
+        "--flink_job_server_jar=",
+        "--flink_job_server_jar=/opt/beam/jars/beam-runners-flink-1.20-job-server-2.76.0.jar",
+    )
     pod(docs, "Deployment/tf-serving").container("tf-serving")["image"] = "tensorflow/serving:2.18.0-gpu"
     one(docs, "FlinkDeployment")["spec"]["image"] = "registry/flink:1.19.2"
     found = problems_of("versions", docs, "gpu")
     assert any("images/worker/Dockerfile: ARG BEAM_VERSION must be 2.77.0, got 2.76.0" in p for p in found)
-    assert any("Job/submit-price-suggestion: --flink_job_server_jar must be /opt/beam/jars/beam-runners-flink-1.20-job-server-2.77.0.jar" in p for p in found)
-    assert any("TF Serving image tensorflow/serving:2.18.0-gpu must be the version of tensorflow-serving-api" in p for p in found)
+    assert any(
+        "Job/submit-price-suggestion: --flink_job_server_jar must be /opt/beam/jars/beam-runners-flink-1.20-job-server-2.77.0.jar"
+        in p
+        for p in found
+    )
+    assert any(
+        "TF Serving image tensorflow/serving:2.18.0-gpu must be the version of tensorflow-serving-api" in p
+        for p in found
+    )
     assert any("FlinkDeployment image tag 1.19.2 must be the Flink image's version 1.20.3" in p for p in found)
     assert any("images/launcher/Dockerfile.dockerignore must let package model_handlers/" in p for p in found)
 
@@ -480,25 +709,46 @@ def test_gpu_overlay_puts_the_gpu_on_the_worker_sidecar_and_tf_serving_only():
     assert gpu_limit(taskmanager.container("flink-main-container")) is None
     assert taskmanager.spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert pod(docs, "Deployment/tf-serving").container("tf-serving")["image"] == "tensorflow/serving:2.19.1-gpu"
-    batching = parse_batching(one(docs, "ConfigMap", next(
-        cm["metadata"]["name"] for cm in find(docs, "ConfigMap") if cm["metadata"]["name"].startswith("tf-serving-config-")
-    ))["data"]["batching.config"])
+    batching = parse_batching(
+        one(
+            docs,
+            "ConfigMap",
+            next(
+                cm["metadata"]["name"]
+                for cm in find(docs, "ConfigMap")
+                if cm["metadata"]["name"].startswith("tf-serving-config-")
+            ),
+        )["data"]["batching.config"]
+    )
     assert batching["max_batch_size"] == ["512"] and batching["allowed_batch_sizes"][-1] == "512"
 
 
 @pytest.mark.parametrize(
     "mutate, expected",
     cases(
-        (lambda d: one(d, "NetworkPolicy", "tf-serving-ingress")["spec"]["ingress"][0].pop("from"),
-         "another namespace -> TF Serving (port 8500/TCP) must be denied"),
-        (lambda d: d.remove(one(d, "NetworkPolicy", "submitter-egress")), "submitter 0 -> JobManager REST (port 8081/TCP) must be allowed"),
-        (lambda d: one(d, "NetworkPolicy", "flink-internal")["spec"]["ingress"][0]["ports"].pop(0),
-         "TaskManager -> TaskManager data (port 6121/TCP) must be allowed"),
-        (lambda d: one(d, "NetworkPolicy", "allow-google-apis-egress")["spec"]["egress"][0]["ports"][0].update(port=8443),
-         "TaskManager -> Google APIs (port 443/TCP) must be allowed"),
+        (
+            lambda d: one(d, "NetworkPolicy", "tf-serving-ingress")["spec"]["ingress"][0].pop("from"),
+            "another namespace -> TF Serving (port 8500/TCP) must be denied",
+        ),
+        (
+            lambda d: d.remove(one(d, "NetworkPolicy", "submitter-egress")),
+            "submitter 0 -> JobManager REST (port 8081/TCP) must be allowed",
+        ),
+        (
+            lambda d: one(d, "NetworkPolicy", "flink-internal")["spec"]["ingress"][0]["ports"].pop(0),
+            "TaskManager -> TaskManager data (port 6121/TCP) must be allowed",
+        ),
+        (
+            lambda d: one(d, "NetworkPolicy", "allow-google-apis-egress")["spec"]["egress"][0]["ports"][0].update(
+                port=8443
+            ),
+            "TaskManager -> Google APIs (port 443/TCP) must be allowed",
+        ),
         (lambda d: d.remove(one(d, "NetworkPolicy", "default-deny-all")), "a default-deny policy"),
-        (lambda d: pod(d, "Job/submit-fraud-detection").labels.update({TF_SERVING_CLIENT_LABEL: "true"}),
-         "submitter 0 -> TF Serving (port 8500/TCP) must be denied"),
+        (
+            lambda d: pod(d, "Job/submit-fraud-detection").labels.update({TF_SERVING_CLIENT_LABEL: "true"}),
+            "submitter 0 -> TF Serving (port 8500/TCP) must be denied",
+        ),
     ),
 )
 def test_network_policy_check_catches(mutate, expected):
@@ -519,7 +769,9 @@ def hadolint() -> str:
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_dockerfile_passes_hadolint(dockerfile):
-    completed = subprocess.run([hadolint(), "--failure-threshold", "info", str(dockerfile)], capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        [hadolint(), "--failure-threshold", "info", str(dockerfile)], capture_output=True, text=True, check=False
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 

@@ -11,9 +11,9 @@ import json
 import os
 
 import pytest
+from deploy_fakes import FAKE_PIPELINE, FakeFlink
 
 from deploy import submit
-from deploy_fakes import FAKE_PIPELINE, FakeFlink
 
 ARGS_FILE = """\
 # the pipeline's options
@@ -37,9 +37,14 @@ def fake_pipeline(tmp_path, monkeypatch):
 def run_submit(flink: FakeFlink, tmp_path, *, restore_from=None, args_file=ARGS_FILE):
     plan = submit.make_plan("fake_pipeline", args_file, ["--runner=FlinkRunner", f"--flink_master={flink.address}"])
     return submit.submit(
-        plan, submit.FlinkRest(plan.rest, timeout=10), restore_from=restore_from,
-        build=lambda p, jar: submit.build_job_jar(p, jar, timeout_s=60), workdir=str(tmp_path),
-        savepoint_timeout_s=5, start_timeout_s=5, interval_s=0.01,
+        plan,
+        submit.FlinkRest(plan.rest, timeout=10),
+        restore_from=restore_from,
+        build=lambda p, jar: submit.build_job_jar(p, jar, timeout_s=60),
+        workdir=str(tmp_path),
+        savepoint_timeout_s=5,
+        start_timeout_s=5,
+        interval_s=0.01,
     )
 
 
@@ -158,13 +163,17 @@ def test_waits_for_the_rest_api_while_the_jobmanager_starts(tmp_path):
 
         upload_jar = staticmethod(lambda path: "jar-1")
         run_jar = staticmethod(lambda jar_id, savepoint: "job-1")
-        job = staticmethod(lambda job_id: {"name": "fraud-detection", "state": "RUNNING", "vertices": [{"status": "RUNNING"}]})
+        job = staticmethod(
+            lambda job_id: {"name": "fraud-detection", "state": "RUNNING", "vertices": [{"status": "RUNNING"}]}
+        )
         delete_jar = staticmethod(lambda jar_id: None)
 
     flink = StartingJobManager()
     plan = submit.make_plan("m", ARGS_FILE, ["--flink_master=h:8081"])
     sleeps = []
-    job_id = submit.submit(plan, flink, build=lambda p, jar: None, workdir=str(tmp_path), interval_s=1, sleep=sleeps.append)
+    job_id = submit.submit(
+        plan, flink, build=lambda p, jar: None, workdir=str(tmp_path), interval_s=1, sleep=sleeps.append
+    )
     assert (job_id, flink.calls, sleeps) == ("job-1", 3, [1, 1])
 
 
@@ -172,10 +181,16 @@ def test_main_reads_the_mounted_args_file_and_exits_zero_when_running(fake_pipel
     args_file = tmp_path / "pipeline.args"
     args_file.write_text(ARGS_FILE)
     with FakeFlink() as flink:
-        code = submit.main([
-            "--module=fake_pipeline", f"--args-file={args_file}", "--start-timeout=5",
-            "--", "--runner=FlinkRunner", f"--flink_master={flink.address}",
-        ])
+        code = submit.main(
+            [
+                "--module=fake_pipeline",
+                f"--args-file={args_file}",
+                "--start-timeout=5",
+                "--",
+                "--runner=FlinkRunner",
+                f"--flink_master={flink.address}",
+            ]
+        )
         assert code == 0
         assert [job["name"] for job in flink.jobs.values()] == ["fraud-detection"]
 
@@ -192,8 +207,18 @@ def test_restore_from_comes_from_the_environment_the_job_sets(fake_pipeline, tmp
     args_file.write_text(ARGS_FILE)
     monkeypatch.setenv("RESTORE_FROM", "gs://state/savepoints/savepoint-before-cluster-upgrade")
     with FakeFlink() as flink:
-        assert submit.main(["--module=fake_pipeline", f"--args-file={args_file}", "--start-timeout=5",
-                            "--", f"--flink_master={flink.address}"]) == 0
+        assert (
+            submit.main(
+                [
+                    "--module=fake_pipeline",
+                    f"--args-file={args_file}",
+                    "--start-timeout=5",
+                    "--",
+                    f"--flink_master={flink.address}",
+                ]
+            )
+            == 0
+        )
         [job] = flink.jobs.values()
         assert job["savepoint_from"] == "gs://state/savepoints/savepoint-before-cluster-upgrade"
 
@@ -201,5 +226,8 @@ def test_restore_from_comes_from_the_environment_the_job_sets(fake_pipeline, tmp
 def test_upgrade_that_fails_to_start_names_the_savepoint_to_restore_from(fake_pipeline, tmp_path):
     with FakeFlink(new_job_state="FAILED") as flink:
         old = flink.add_job("fraud-detection")
-        with pytest.raises(submit.SubmitError, match=rf"is FAILED instead of starting.*RESTORE_FROM=gs://state/savepoints/savepoint-{old[:6]}"):
+        with pytest.raises(
+            submit.SubmitError,
+            match=rf"is FAILED instead of starting.*RESTORE_FROM=gs://state/savepoints/savepoint-{old[:6]}",
+        ):
             run_submit(flink, tmp_path)

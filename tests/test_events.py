@@ -8,8 +8,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from model_handlers.interface import FRAUD, PRICE
-from transforms.messages import RawEvent, Reason, Stage
 from transforms.events import InvalidEvent, ParseEvents, parse_event
+from transforms.messages import RawEvent, Reason, Stage
 
 
 def fraud_event(**overrides):
@@ -85,8 +85,12 @@ def test_payload_over_the_size_limit_is_rejected_unread():
 
 @pytest.mark.parametrize(
     "event_id, reason",
-    [(_DROP, "'event_id' is missing"), ("", "'event_id' is empty"), (17, "'event_id' must be a string, got a number"),
-     ("x" * 129, "'event_id' has 129 characters, more than 128")],
+    [
+        (_DROP, "'event_id' is missing"),
+        ("", "'event_id' is empty"),
+        (17, "'event_id' must be a string, got a number"),
+        ("x" * 129, "'event_id' has 129 characters, more than 128"),
+    ],
 )
 def test_bad_event_id_is_rejected_at_validate_stage(event_id, reason):
     invalid = rejection(fraud_event(event_id=event_id))
@@ -133,7 +137,13 @@ def test_too_many_attributes_to_carry_over_is_rejected():
 
 
 def test_price_event_with_condition_out_of_range_is_rejected():
-    event = {"event_id": "p", "name": "Shirt", "category_name": "Men/Tops/T-shirts", "item_condition_id": 6, "shipping": 0}
+    event = {
+        "event_id": "p",
+        "name": "Shirt",
+        "category_name": "Men/Tops/T-shirts",
+        "item_condition_id": 6,
+        "shipping": 0,
+    }
     invalid = rejection(event, PRICE)
     assert invalid.reason == "feature 'item_condition_id' is 6, above the maximum 5"
 
@@ -151,7 +161,9 @@ def test_parse_events_transform_splits_events_and_dead_letters_one_each():
         )
         assert_that(
             parsed.dead_letters | "Reasons" >> beam.Map(lambda d: (d.raw.payload, d.stage, d.event_id, d.error_type)),
-            equal_to([(b"{oops", Stage.PARSE, None, "permanent"), (bad_value.payload, Stage.VALIDATE, "bad", "permanent")]),
+            equal_to(
+                [(b"{oops", Stage.PARSE, None, "permanent"), (bad_value.payload, Stage.VALIDATE, "bad", "permanent")]
+            ),
             label="dead_letters",
         )
 
@@ -167,8 +179,13 @@ def test_event_time_is_read_from_milliseconds_or_rfc3339():
 
 @pytest.mark.parametrize(
     "attributes, reason",
-    [({}, "timestamp attribute 'ts' is missing"),
-     ({"ts": "yesterday"}, "timestamp attribute 'ts' is 'yesterday': expected RFC 3339 or milliseconds since the epoch")],
+    [
+        ({}, "timestamp attribute 'ts' is missing"),
+        (
+            {"ts": "yesterday"},
+            "timestamp attribute 'ts' is 'yesterday': expected RFC 3339 or milliseconds since the epoch",
+        ),
+    ],
 )
 def test_missing_or_unreadable_event_time_is_a_parse_dead_letter_not_a_failed_bundle(attributes, reason):
     good = raw(fraud_event(event_id="good"), {"ts": "1795341600000"})
@@ -176,8 +193,8 @@ def test_missing_or_unreadable_event_time_is_a_parse_dead_letter_not_a_failed_bu
     with TestPipeline() as p:
         parsed = p | beam.Create([good, bad]) | ParseEvents(FRAUD, timestamp_attribute="ts")
         assert_that(
-            parsed.events | "Times" >> beam.Map(
-                lambda kv, ts=beam.DoFn.TimestampParam: (kv[0].event_id, ts.micros // 1000)),
+            parsed.events
+            | "Times" >> beam.Map(lambda kv, ts=beam.DoFn.TimestampParam: (kv[0].event_id, ts.micros // 1000)),
             equal_to([("good", 1795341600000)]),
             label="events",
         )
@@ -188,22 +205,25 @@ def test_missing_or_unreadable_event_time_is_a_parse_dead_letter_not_a_failed_bu
         )
 
 
-@pytest.mark.parametrize("payload, stage, code", [
-    (b"", Stage.PARSE, Reason.EMPTY_PAYLOAD),
-    (b"x" * 70_000, Stage.PARSE, Reason.TOO_LARGE),
-    (b"\xff\xfe", Stage.PARSE, Reason.NOT_UTF8),
-    (b"{oops", Stage.PARSE, Reason.NOT_JSON),
-    (b"[1, 2]", Stage.PARSE, Reason.NOT_AN_OBJECT),
-    (fraud_event(event_id=7), Stage.VALIDATE, Reason.BAD_EVENT_ID),
-    (fraud_event(price=_DROP), Stage.VALIDATE, Reason.MISSING_FEATURE),
-    (fraud_event(price="cheap"), Stage.VALIDATE, Reason.WRONG_TYPE),
-    (fraud_event(price=float("nan")), Stage.VALIDATE, Reason.NOT_FINITE),
-    (fraud_event(price=-1), Stage.VALIDATE, Reason.OUT_OF_BOUNDS),
-    (fraud_event(title="t" * 10_000), Stage.VALIDATE, Reason.TOO_LONG),
-    (fraud_event(title="\ud800"), Stage.VALIDATE, Reason.NOT_TEXT),
-    # Every problem is told in the text; the first names the cause.
-    (fraud_event(price=-1, title="t" * 10_000), Stage.VALIDATE, Reason.OUT_OF_BOUNDS),
-])
+@pytest.mark.parametrize(
+    "payload, stage, code",
+    [
+        (b"", Stage.PARSE, Reason.EMPTY_PAYLOAD),
+        (b"x" * 70_000, Stage.PARSE, Reason.TOO_LARGE),
+        (b"\xff\xfe", Stage.PARSE, Reason.NOT_UTF8),
+        (b"{oops", Stage.PARSE, Reason.NOT_JSON),
+        (b"[1, 2]", Stage.PARSE, Reason.NOT_AN_OBJECT),
+        (fraud_event(event_id=7), Stage.VALIDATE, Reason.BAD_EVENT_ID),
+        (fraud_event(price=_DROP), Stage.VALIDATE, Reason.MISSING_FEATURE),
+        (fraud_event(price="cheap"), Stage.VALIDATE, Reason.WRONG_TYPE),
+        (fraud_event(price=float("nan")), Stage.VALIDATE, Reason.NOT_FINITE),
+        (fraud_event(price=-1), Stage.VALIDATE, Reason.OUT_OF_BOUNDS),
+        (fraud_event(title="t" * 10_000), Stage.VALIDATE, Reason.TOO_LONG),
+        (fraud_event(title="\ud800"), Stage.VALIDATE, Reason.NOT_TEXT),
+        # Every problem is told in the text; the first names the cause.
+        (fraud_event(price=-1, title="t" * 10_000), Stage.VALIDATE, Reason.OUT_OF_BOUNDS),
+    ],
+)
 def test_every_kind_of_bad_event_is_dead_lettered_with_its_reason_code(payload, stage, code):
     with pytest.raises(InvalidEvent) as info:
         parse_event(raw(payload), FRAUD)

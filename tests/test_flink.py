@@ -12,15 +12,15 @@ import json
 import time
 
 import pytest
-
 from hostile import HOSTILE_STAGES, hostile_traffic
+from reference import assert_close, check_every_event_accounted_for, direct_outputs, publish_and_account
+from test_backfill import read_json_lines
+
 from localdev.fault_proxy import FaultProxy
 from localdev.streaming import PipelineDied, StreamingRun
 from localdev.traffic import MALFORMED_KINDS, make_traffic
 from model_handlers.interface import FRAUD, PRICE
 from pipelines import fraud_detection, price_suggestion
-from reference import assert_close, check_every_event_accounted_for, direct_outputs, publish_and_account
-from test_backfill import read_json_lines
 
 INTERFACES = {"fraud": FRAUD, "price": PRICE}
 PIPELINES = {"fraud": fraud_detection, "price": price_suggestion}
@@ -86,10 +86,15 @@ def test_backfill_on_flink_matches_the_model(model, model_dir, flink, tmp_path):
     messages = make_traffic(interface, 400, malformed_fraction=0.05, seed=44)
     events_file = tmp_path / "events.jsonl"
     events_file.write_bytes(b"".join(m.payload + b"\n" for m in messages))
-    result = PIPELINES[model].run([
-        f"--input={events_file}", f"--output={tmp_path}/out/predictions", f"--dead_letter_output={tmp_path}/out/dead",
-        f"--model_dir={model_dir}", *flink.pipeline_args(streaming=False),
-    ])
+    result = PIPELINES[model].run(
+        [
+            f"--input={events_file}",
+            f"--output={tmp_path}/out/predictions",
+            f"--dead_letter_output={tmp_path}/out/dead",
+            f"--model_dir={model_dir}",
+            *flink.pipeline_args(streaming=False),
+        ]
+    )
     assert result.wait_until_finish() == "DONE"
     predictions, dead_letters = read_json_lines(f"{tmp_path}/out/predictions"), read_json_lines(f"{tmp_path}/out/dead")
     n_pred, n_dead = check_every_event_accounted_for(messages, predictions, dead_letters, interface, model_dir)
@@ -133,12 +138,16 @@ def test_hostile_messages_never_restart_the_job_and_each_is_dead_lettered_whole_
     assert counts == collections.Counter(set(expected)), "every valid event predicted exactly once"
     for prediction in predictions:
         assert_close(prediction.body, expected[prediction.body["event_id"]], interface)
-    got = sorted((d.body["attributes"]["seq"], base64.b64decode(d.body["payload"]), d.body["stage"]) for d in dead_letters)
+    got = sorted(
+        (d.body["attributes"]["seq"], base64.b64decode(d.body["payload"]), d.body["stage"]) for d in dead_letters
+    )
     want = sorted((m.attributes["seq"], m.payload, HOSTILE_STAGES[m.malformed]) for m in hostile)
     assert got == want, "each hostile message dead-lettered once, with its bytes, at its stage"
     for dead_letter in dead_letters:
         sent = next(m for m in hostile if m.attributes["seq"] == dead_letter.body["attributes"]["seq"])
-        published = {k: v for k, v in dead_letter.body["attributes"].items() if k != "published_at"}  # set by run.publish
+        published = {
+            k: v for k, v in dead_letter.body["attributes"].items() if k != "published_at"
+        }  # set by run.publish
         assert published == sent.attributes
 
 
@@ -171,8 +180,9 @@ def test_a_component_killed_mid_stream_loses_no_event(
     messages = make_traffic(INTERFACES[model], 600, malformed_fraction=0, seed=45)
     event_ids = [m.event_id for m in messages]
     args = streaming_args(flink, *FAST_REDELIVERY, *SHUFFLES[shuffle])
-    with StreamingRun(emulator, model, model_dir, tmp_path, args, prefix=f"k-{model}-{fault}-{shuffle}-",
-                      ack_deadline_secs=25) as run:
+    with StreamingRun(
+        emulator, model, model_dir, tmp_path, args, prefix=f"k-{model}-{fault}-{shuffle}-", ack_deadline_secs=25
+    ) as run:
         flink.wait_for_job_running(timeout=180)
         run.publish(messages[:200])
         assert run.wait_for_outputs(50, timeout_secs=180), "no predictions before the fault"
@@ -184,16 +194,23 @@ def test_a_component_killed_mid_stream_loses_no_event(
         wait_for_every_event(run, event_ids, timeout_secs=300)
         time.sleep(30)  # past an ack deadline: a redelivery of anything held would have been scored by now
         counts = count_predictions(run)
-        repeated = sorted((int(p.attributes["seq"]), p.attributes["scored_at"]) for p in run.predictions
-                          if counts[p.body["event_id"]] > 1)
+        repeated = sorted(
+            (int(p.attributes["seq"]), p.attributes["scored_at"])
+            for p in run.predictions
+            if counts[p.body["event_id"]] > 1
+        )
     missing = sorted(set(event_ids) - set(counts))
     if repeated:
         print(f"repeated (seq, scored_at), first and last: {repeated[:4]} ... {repeated[-4:]}")
     duplicates = sum(n - 1 for n in counts.values())
     record_property("duplicates", duplicates)
-    print(f"{model}, {shuffle}: {fault} killed and restarted: {len(event_ids)} events, {len(missing)} missing, "
-          f"{duplicates} duplicates")
-    assert not missing, f"{len(missing)} of {len(event_ids)} events never predicted after the {fault} restart: {missing[:5]}"
+    print(
+        f"{model}, {shuffle}: {fault} killed and restarted: {len(event_ids)} events, {len(missing)} missing, "
+        f"{duplicates} duplicates"
+    )
+    assert not missing, (
+        f"{len(missing)} of {len(event_ids)} events never predicted after the {fault} restart: {missing[:5]}"
+    )
     if shuffle == "deduplicate" and fault == "taskmanager":
         assert duplicates == 0, f"{duplicates} repeated predictions despite --deduplicate"
 
@@ -239,8 +256,10 @@ def test_pubsub_network_stalls_and_resets_are_survived_in_place(model_dir, emula
             run.publish(messages[350:], rate_per_sec=50)
             counts = wait_for_every_event(run, [m.event_id for m in messages], timeout_secs=300)
             assert_never_restarted(flink)
-        print(f"pub/sub faults: {len(messages)} events, {sum(n - 1 for n in counts.values())} duplicates, "
-              f"{proxy.resets} connections reset")
+        print(
+            f"pub/sub faults: {len(messages)} events, {sum(n - 1 for n in counts.values())} duplicates, "
+            f"{proxy.resets} connections reset"
+        )
     assert set(counts) == {m.event_id for m in messages}
 
 
@@ -251,8 +270,13 @@ def test_a_model_server_that_stalls_and_resets_is_survived_within_the_budget(
     --tf_serving_retry_budget_secs, nothing is dead-lettered, nothing is lost, and the job never fails."""
     messages = make_traffic(FRAUD, 300, malformed_fraction=0, seed=49)
     with FaultProxy(model_server.target) as proxy:
-        args = streaming_args(flink, "--inference=tf_serving", f"--tf_serving_target={proxy.address}",
-                              "--model_version=1", "--tf_serving_timeout_secs=2")
+        args = streaming_args(
+            flink,
+            "--inference=tf_serving",
+            f"--tf_serving_target={proxy.address}",
+            "--model_version=1",
+            "--tf_serving_timeout_secs=2",
+        )
         with StreamingRun(emulator, "fraud", None, tmp_path, args, prefix="s-") as run:
             flink.wait_for_job_running(timeout=180)
             run.publish(messages[:100], rate_per_sec=50)

@@ -10,15 +10,14 @@ import textwrap
 
 import pytest
 from apache_beam.ml.inference.base import PredictionResult
+from reference import assert_close, direct_outputs
 
 from model_handlers.base import InferenceFailure
-from transforms.messages import ErrorType
+from model_handlers.errors import ModelNotFoundError, SignatureMismatchError
 from model_handlers.interface import FRAUD, PRICE, Feature
-from model_handlers.errors import ModelNotFoundError
-from model_handlers.errors import SignatureMismatchError
 from model_handlers.saved_model import SavedModelHandler
-from reference import assert_close, direct_outputs
 from training.data import generate
+from transforms.messages import ErrorType
 
 
 def features_of(event):
@@ -73,8 +72,13 @@ def test_load_replays_the_exported_warm_up_requests(model_dir, caplog):
 
 def test_batching_knobs_and_sharing_are_what_beam_reads(model_dir):
     handler = SavedModelHandler(
-        FRAUD, str(model_dir), min_batch_size=4, max_batch_size=64, max_batch_duration_secs=2,
-        share_across_processes=True, model_copies=2,
+        FRAUD,
+        str(model_dir),
+        min_batch_size=4,
+        max_batch_size=64,
+        max_batch_duration_secs=2,
+        share_across_processes=True,
+        model_copies=2,
     )
     assert handler.batch_elements_kwargs() == {"min_batch_size": 4, "max_batch_size": 64, "max_batch_duration_secs": 2}
     assert handler.share_model_across_processes() and handler.model_copies() == 2
@@ -146,7 +150,10 @@ def _run_two_workers(model_dir, tmp_path, share: bool) -> list[dict]:
     workers = [
         subprocess.Popen(
             [sys.executable, str(script), str(model_dir), tag, "1" if share else "0", str(done_file)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            text=True,
         )
         for _ in range(2)
     ]

@@ -17,16 +17,21 @@ import pytest
 from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from hostile import ATTRIBUTES, HOSTILE_KINDS, finite_or_not, hostile_message, messages, strict_json
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from hostile import ATTRIBUTES, HOSTILE_KINDS, finite_or_not, hostile_message, messages, strict_json
 from model_handlers.base import InferenceFailure, IsolatingModelHandler, Scored
 from model_handlers.interface import FRAUD, PRICE
 from pipelines.fraud_detection import is_fraud
 from transforms.dead_letter import (
-    DEAD_LETTER_HEADROOM_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_ATTRIBUTES, MAX_PUBLISH_REQUEST_BYTES, dead_letter_json,
-    dead_letter_message, original_message,
+    DEAD_LETTER_HEADROOM_BYTES,
+    MAX_ATTRIBUTE_VALUE_BYTES,
+    MAX_ATTRIBUTES,
+    MAX_PUBLISH_REQUEST_BYTES,
+    dead_letter_json,
+    dead_letter_message,
+    original_message,
 )
 from transforms.events import InvalidEvent, event_time, parse_event
 from transforms.messages import DeadLetter, ErrorType, EventRef, RawEvent
@@ -120,7 +125,9 @@ def test_a_dead_letter_of_a_message_near_pubsubs_size_limit_still_fits_with_its_
     excess = publish_request_bytes(head + b"x" * size, attributes, original_topic) - limit
     payload = head + b"x" * (size - max(0, excess))
     raw = RawEvent(payload, attributes)
-    letter = DeadLetter(raw, "parse", f"payload of {len(payload)} bytes exceeds the limit of 65536 bytes", ErrorType.PERMANENT)
+    letter = DeadLetter(
+        raw, "parse", f"payload of {len(payload)} bytes exceeds the limit of 65536 bytes", ErrorType.PERMANENT
+    )
     message = dead_letter_message(letter, "fraud", dead_letter_topic)
     assert_publishable(message.data, message.attributes, dead_letter_topic)
     assert original_message(message.data, message.attributes) == (payload, attributes)
@@ -168,10 +175,15 @@ def test_any_model_answer_becomes_a_prediction_in_strict_json_or_a_permanent_inf
         assert len(results) == len(answers)
         for value, result in zip(answers, results):
             if math.isfinite(value):
-                message = prediction_for(RawEvent(b"{}", {}), interface, "e", {}, result.inference[interface.outputs[0].name])
+                message = prediction_for(
+                    RawEvent(b"{}", {}), interface, "e", {}, result.inference[interface.outputs[0].name]
+                )
                 assert strict_json(message.data)[interface.outputs[0].name] == value
             else:
-                assert isinstance(result.inference, InferenceFailure) and result.inference.error_type == ErrorType.PERMANENT
+                assert (
+                    isinstance(result.inference, InferenceFailure)
+                    and result.inference.error_type == ErrorType.PERMANENT
+                )
                 assert str(value) in result.inference.error
 
     check()
@@ -187,7 +199,9 @@ def test_a_real_model_that_answers_nan_or_infinity_dead_letters_those_events_and
     from training.data import generate
     from transforms.scoring import Score
 
-    specs = {f.name: tf.TensorSpec([None], tf.as_dtype(FEATURE_TYPES[f.dtype].tf_name), name=f.name) for f in FRAUD.features}
+    specs = {
+        f.name: tf.TensorSpec([None], tf.as_dtype(FEATURE_TYPES[f.dtype].tf_name), name=f.name) for f in FRAUD.features
+    }
 
     class Broken(tf.Module):
         @tf.function(input_signature=[specs])
@@ -196,7 +210,9 @@ def test_a_real_model_that_answers_nan_or_infinity_dead_letters_those_events_and
             return {"fraud_probability": tf.sqrt(price - 5.0) / (price - 10.0)}
 
     module = Broken()
-    tf.saved_model.save(module, str(tmp_path / "fraud" / "1"), signatures={"serving_default": module.serve.get_concrete_function()})
+    tf.saved_model.save(
+        module, str(tmp_path / "fraud" / "1"), signatures={"serving_default": module.serve.get_concrete_function()}
+    )
 
     events, _ = generate(FRAUD, 12, seed=5)
     prices = [1.0, 10.0, 3.0] + [20.0 + i for i in range(9)]
@@ -207,11 +223,14 @@ def test_a_real_model_that_answers_nan_or_infinity_dead_letters_those_events_and
         scored = pipeline | beam.Create([RawEvent(json.dumps(e).encode(), {}) for e in events]) | Score(handler)
         assert_that(
             scored.predictions | "Bodies" >> beam.Map(lambda m: strict_json(m.data)["event_id"]),
-            equal_to([e["event_id"] for e in events[3:]]), label="predictions",
+            equal_to([e["event_id"] for e in events[3:]]),
+            label="predictions",
         )
         assert_that(
-            scored.dead_letters | "Why" >> beam.Map(lambda d: (d.event_id, d.stage, d.error_type, "returned" in d.error)),
-            equal_to([(e["event_id"], "infer", "permanent", True) for e in events[:3]]), label="dead_letters",
+            scored.dead_letters
+            | "Why" >> beam.Map(lambda d: (d.event_id, d.stage, d.error_type, "returned" in d.error)),
+            equal_to([(e["event_id"], "infer", "permanent", True) for e in events[:3]]),
+            label="dead_letters",
         )
 
 

@@ -3,6 +3,7 @@
 import grpc
 import pytest
 import tensorflow as tf
+from reference import direct_outputs
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -16,7 +17,6 @@ from tensorflow_serving.apis import (
 
 from localdev.model_server import read_config
 from model_handlers.interface import FEATURE_TYPES, FRAUD
-from reference import direct_outputs
 from training.data import generate
 
 
@@ -68,7 +68,8 @@ def test_every_version_is_served_and_reported_available(prediction, models):
         assert prediction.Predict(fraud_request(events, **spec), timeout=30).model_spec.version.value == number
     status = models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "fraud"}), timeout=10)
     assert [(s.version, s.state) for s in status.model_version_status] == [
-        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE), (2, get_model_status_pb2.ModelVersionStatus.AVAILABLE)
+        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE),
+        (2, get_model_status_pb2.ModelVersionStatus.AVAILABLE),
     ]
 
 
@@ -82,9 +83,13 @@ def test_version_labels_from_the_config_file_pick_their_versions(prediction):
 def test_unknown_label_is_invalid_argument_and_unknown_model_or_version_not_found(prediction, models):
     events, _ = generate(FRAUD, 1, seed=54)
     assert code_of(lambda: prediction.Predict(fraud_request(events, version_label="nope"), timeout=10)) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: nope")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Unrecognized servable version label: nope",
+    )
     assert code_of(lambda: prediction.Predict(fraud_request(events, version={"value": 9}), timeout=10)) == (
-        grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(fraud, 9)")
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Specific(fraud, 9)",
+    )
     unknown = predict_pb2.PredictRequest(model_spec={"name": "churn"})
     assert code_of(lambda: prediction.Predict(unknown, timeout=10))[0] == grpc.StatusCode.NOT_FOUND
     missing = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "churn"})
@@ -140,10 +145,15 @@ def test_reload_config_moves_a_version_label(prediction, models, serving_repo):
     models.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=config), timeout=10)
     try:
         events, _ = generate(FRAUD, 1, seed=56)
-        assert prediction.Predict(fraud_request(events, version_label="stable"), timeout=30).model_spec.version.value == 2
+        assert (
+            prediction.Predict(fraud_request(events, version_label="stable"), timeout=30).model_spec.version.value == 2
+        )
         config.model_config_list.config[0].version_labels["stable"] = 7
-        code, details = code_of(lambda: models.HandleReloadConfigRequest(
-            model_management_pb2.ReloadConfigRequest(config=config), timeout=10))
+        code, details = code_of(
+            lambda: models.HandleReloadConfigRequest(
+                model_management_pb2.ReloadConfigRequest(config=config), timeout=10
+            )
+        )
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "version 7, which is not available" in details
     finally:
         models.HandleReloadConfigRequest(
@@ -172,13 +182,16 @@ def _export_example_model(path):
 
 
 def test_classify_and_regress_answer_for_signatures_of_those_methods(tmp_path):
-    from localdev.model_server import ModelServerProcess
-    from plumbing.ports import free_port
     from tensorflow_serving.apis import regression_pb2
 
+    from localdev.model_server import ModelServerProcess
+    from plumbing.ports import free_port
+
     _export_example_model(tmp_path / "repo" / "toy" / "3")
-    with ModelServerProcess(tmp_path / "repo", free_port(), tmp_path / "server.log") as server, \
-            grpc.insecure_channel(server.target) as channel:
+    with (
+        ModelServerProcess(tmp_path / "repo", free_port(), tmp_path / "server.log") as server,
+        grpc.insecure_channel(server.target) as channel,
+    ):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         classify = classification_pb2.ClassificationRequest(model_spec={"name": "toy", "signature_name": "classify_x"})
         regress = regression_pb2.RegressionRequest(model_spec={"name": "toy", "signature_name": "regress_x"})
@@ -191,7 +204,7 @@ def test_classify_and_regress_answer_for_signatures_of_those_methods(tmp_path):
         first, second = classified.result.classifications
         assert [c.label for c in first.classes] == ["benign", "fraud"]
         assert [c.score for c in first.classes] == pytest.approx([0.5, 0.5])
-        assert second.classes[1].score == pytest.approx(1 / (1 + 2.718281828 ** -2.0), abs=1e-6)
+        assert second.classes[1].score == pytest.approx(1 / (1 + 2.718281828**-2.0), abs=1e-6)
 
         regressed = stub.Regress(regress, timeout=30)
         assert [r.value for r in regressed.result.regressions] == pytest.approx([1.0, 5.0])

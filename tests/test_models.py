@@ -113,7 +113,9 @@ def test_fraud_model_roc_auc_on_held_out_data_is_at_least_0_90(model_dir, tf):
     # Also on fresh data the model never saw (another seed), scored through the exported signature.
     events, labels = data.generate(mi.FRAUD, 20000, seed=101)
     fresh = metrics.roc_auc(labels, evaluate.predict(_signature(tf, model_dir, mi.FRAUD), mi.FRAUD, events))
-    assert recorded >= 0.90 and fresh >= 0.90, f"fraud ROC AUC: held-out {recorded:.4f}, fresh seed {fresh:.4f}; floor 0.90"
+    assert recorded >= 0.90 and fresh >= 0.90, (
+        f"fraud ROC AUC: held-out {recorded:.4f}, fresh seed {fresh:.4f}; floor 0.90"
+    )
 
 
 def test_price_model_rmsle_is_at_most_0_85_of_the_category_median_baseline(model_dir, tf):
@@ -142,16 +144,30 @@ def test_quality_file_records_the_training_parameters(model_dir):
 
 def test_fraud_model_scores_a_textbook_scam_above_an_established_sellers_listing(model_dir, tf):
     honest = {
-        "price": 450.0, "seller_account_age_days": 2000, "seller_num_sales": 150, "seller_rating": 4.8,
-        "category": "electronics", "shipping_method": "standard", "payment_method": "card",
-        "title": "iPhone 13 with box", "description": "Barely used, works perfectly.", "num_images": 6,
+        "price": 450.0,
+        "seller_account_age_days": 2000,
+        "seller_num_sales": 150,
+        "seller_rating": 4.8,
+        "category": "electronics",
+        "shipping_method": "standard",
+        "payment_method": "card",
+        "title": "iPhone 13 with box",
+        "description": "Barely used, works perfectly.",
+        "num_images": 6,
         "buyer_seller_distance_km": 40.0,
     }
     scam = {
-        "price": 60.0, "seller_account_age_days": 2, "seller_num_sales": 0, "seller_rating": 0.0,
-        "category": "electronics", "shipping_method": "international", "payment_method": "gift_card",
-        "title": "iPhone 13 URGENT wire transfer only", "description": "Contact me on WhatsApp for a better price.",
-        "num_images": 0, "buyer_seller_distance_km": 3000.0,
+        "price": 60.0,
+        "seller_account_age_days": 2,
+        "seller_num_sales": 0,
+        "seller_rating": 0.0,
+        "category": "electronics",
+        "shipping_method": "international",
+        "payment_method": "gift_card",
+        "title": "iPhone 13 URGENT wire transfer only",
+        "description": "Contact me on WhatsApp for a better price.",
+        "num_images": 0,
+        "buyer_seller_distance_km": 3000.0,
     }
     scores = _signature(tf, model_dir, mi.FRAUD)(**mi.FRAUD.to_columns([honest, scam]))["fraud_probability"].numpy()
     assert scores[1] > 0.5 > 0.05 > scores[0], f"honest {scores[0]:.4f}, scam {scores[1]:.4f}"
@@ -159,13 +175,20 @@ def test_fraud_model_scores_a_textbook_scam_above_an_established_sellers_listing
 
 def test_price_model_prices_a_new_luxury_bag_above_a_worn_phone_case(model_dir, tf):
     bag = {
-        "name": "Louis Vuitton shoulder bag NWT", "brand_name": "Louis Vuitton",
-        "category_name": "Women/Women's Handbags/Shoulder Bag", "item_condition_id": 1, "shipping": 0,
+        "name": "Louis Vuitton shoulder bag NWT",
+        "brand_name": "Louis Vuitton",
+        "category_name": "Women/Women's Handbags/Shoulder Bag",
+        "item_condition_id": 1,
+        "shipping": 0,
         "item_description": "New with tags, never worn. Authentic, receipt included.",
     }
     case = {
-        "name": "phone case", "brand_name": "", "category_name": "Electronics/Cell Phones & Accessories/Cases, Covers & Skins",
-        "item_condition_id": 4, "shipping": 1, "item_description": "Visible wear, still works.",
+        "name": "phone case",
+        "brand_name": "",
+        "category_name": "Electronics/Cell Phones & Accessories/Cases, Covers & Skins",
+        "item_condition_id": 4,
+        "shipping": 1,
+        "item_description": "Visible wear, still works.",
     }
     prices = _signature(tf, model_dir, mi.PRICE)(**mi.PRICE.to_columns([bag, case]))["suggested_price"].numpy()
     assert prices[0] > 10 * prices[1] > 0, f"bag {prices[0]:.2f} EUR, case {prices[1]:.2f} EUR"
@@ -302,7 +325,11 @@ def test_export_loads_and_serves_in_a_fresh_process_without_keras(model_dir):
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, str(model_dir)], cwd=REPO, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", script, str(model_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -320,7 +347,9 @@ def test_build_skips_an_existing_version_and_replaces_it_with_force(tmp_path):
     assert again["skipped"] and again["n"] == 3000
     assert pb.stat().st_mtime_ns == stamp
     assert any("skipped" in line for line in logs)
-    forced = train.build(tmp_path, ["fraud"], version=2, force=True, seed=1, n={"fraud": 4000}, log=logs.append)["fraud"]
+    forced = train.build(tmp_path, ["fraud"], version=2, force=True, seed=1, n={"fraud": 4000}, log=logs.append)[
+        "fraud"
+    ]
     assert not forced.get("skipped") and forced["n"] == 4000
     assert json.loads((tmp_path / "fraud" / "2" / "assets.extra" / "quality.json").read_text())["n"] == 4000
     assert sorted(p.name for p in (tmp_path / "fraud").iterdir()) == ["2"]

@@ -64,7 +64,9 @@ def test_deduplicate_on_flink_without_checkpoints_is_rejected_because_its_memory
     flink = ["--runner=FlinkRunner", "--flink_master=localhost:8081"]
     assert "--deduplicate on Flink needs --checkpointing_interval=MS" in problems(STREAMING + flink + ["--deduplicate"])
     PipelineOptions(STREAMING + flink).view_as(InferenceOptions).validate()
-    PipelineOptions(STREAMING + flink + ["--deduplicate", "--checkpointing_interval=2000"]).view_as(InferenceOptions).validate()
+    PipelineOptions(STREAMING + flink + ["--deduplicate", "--checkpointing_interval=2000"]).view_as(
+        InferenceOptions
+    ).validate()
 
 
 def test_publish_timeout_must_be_positive():
@@ -72,13 +74,17 @@ def test_publish_timeout_must_be_positive():
 
 
 def test_deduplicate_ttl_must_be_positive():
-    assert "--deduplicate_ttl_secs must be at least 1, got 0" in problems(BACKFILL + ["--deduplicate", "--deduplicate_ttl_secs=0"])
+    assert "--deduplicate_ttl_secs must be at least 1, got 0" in problems(
+        BACKFILL + ["--deduplicate", "--deduplicate_ttl_secs=0"]
+    )
 
 
 def test_the_command_line_exits_2_with_the_reason_and_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.fraud_detection", *BACKFILL, f"--model_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "error: no versions of model 'fraud'" in result.stderr
@@ -88,7 +94,9 @@ def test_the_command_line_exits_2_with_the_reason_and_no_traceback(tmp_path):
 def test_fraud_threshold_outside_zero_to_one_is_rejected(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.fraud_detection", *BACKFILL, "--fraud_threshold=1.5"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "--fraud_threshold must be within [0, 1], got 1.5" in result.stderr

@@ -22,7 +22,10 @@ from transforms.messages import DeadLetter, RawEvent
 
 def replay(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.replay", *args], capture_output=True, text=True, timeout=180,
+        [sys.executable, "-m", "pipelines.replay", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
         env=dict(os.environ),
     )
 
@@ -35,11 +38,19 @@ def test_retryable_dead_letters_of_an_outage_replayed_into_the_pipeline_are_each
     with exactly one prediction, the replayed ones included (a retryable failure is never remembered as seen)."""
     messages = make_traffic(FRAUD, 240, malformed_fraction=0, seed=68)
     server = ModelServerProcess(serving_repo, free_port(), tmp_path / "server.log").start()
-    args = ["--inference=tf_serving", f"--tf_serving_target={server.target}", "--model_version=1",
-            "--tf_serving_timeout_secs=1", "--tf_serving_retry_budget_secs=2", "--deduplicate"]
+    args = [
+        "--inference=tf_serving",
+        f"--tf_serving_target={server.target}",
+        "--model_version=1",
+        "--tf_serving_timeout_secs=1",
+        "--tf_serving_retry_budget_secs=2",
+        "--deduplicate",
+    ]
     try:
         with StreamingRun(emulator, "fraud", None, tmp_path, args, prefix="replay-") as run:
-            replay_subscription = emulator.create_subscription(run.dead_letters_topic, "replay-fraud-dead-letters-replay")
+            replay_subscription = emulator.create_subscription(
+                run.dead_letters_topic, "replay-fraud-dead-letters-replay"
+            )
             publisher = threading.Thread(target=run.publish, args=(messages, 30))
             publisher.start()
             assert run.wait_for_outputs(60, timeout_secs=180), "nothing came out before the outage"
@@ -51,8 +62,9 @@ def test_retryable_dead_letters_of_an_outage_replayed_into_the_pipeline_are_each
             dead = {d.body["event_id"] for d in run.dead_letters}
             assert dead and all(d.body["error_type"] == "retryable" for d in run.dead_letters)
 
-            result = replay(f"--from_subscription={replay_subscription}",
-                            f"--to_topic={emulator.topic_path(run.events_topic)}")
+            result = replay(
+                f"--from_subscription={replay_subscription}", f"--to_topic={emulator.topic_path(run.events_topic)}"
+            )
             assert result.returncode == 0, result.stderr
             assert f"replayed {len(run.dead_letters)}, skipped 0 permanent, failed 0" in result.stdout
 
@@ -63,8 +75,9 @@ def test_retryable_dead_letters_of_an_outage_replayed_into_the_pipeline_are_each
                 time.sleep(0.5)
             time.sleep(3)
             counts = collections.Counter(p.body["event_id"] for p in run.predictions)
-            again = replay(f"--from_subscription={replay_subscription}",
-                           f"--to_topic={emulator.topic_path(run.events_topic)}")
+            again = replay(
+                f"--from_subscription={replay_subscription}", f"--to_topic={emulator.topic_path(run.events_topic)}"
+            )
     finally:
         server.stop()
     assert {event_id: n for event_id, n in counts.items() if n != 1} == {}

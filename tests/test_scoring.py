@@ -8,12 +8,12 @@ import pytest
 from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from reference import direct_outputs
+from test_handler import PoisonedHandler
 
 from model_handlers.interface import FRAUD
 from model_handlers.saved_model import SavedModelHandler
 from pipelines.fraud_detection import is_fraud
-from reference import direct_outputs
-from test_handler import PoisonedHandler
 from training.data import generate
 from transforms.dead_letter import dead_letter_json, dead_letter_message, original_message
 from transforms.messages import DeadLetter, EventRef, RawEvent, Reason
@@ -26,10 +26,17 @@ def test_prediction_carries_ids_version_outputs_and_input_attributes():
     result = PredictionResult({"price": 1.0}, {"fraud_probability": 0.75}, "3")
     message = format_prediction(ref, result, FRAUD, lambda o: is_fraud(o, 0.7), "2026-01-01T00:00:00.000Z")
     assert json.loads(message.data) == {
-        "event_id": "e-9", "model": "fraud", "model_version": "3", "fraud_probability": 0.75, "is_fraud": True,
+        "event_id": "e-9",
+        "model": "fraud",
+        "model_version": "3",
+        "fraud_probability": 0.75,
+        "is_fraud": True,
     }
     assert message.attributes == {
-        "source": "app", "event_id": "e-9", "model": "fraud", "model_version": "3",
+        "source": "app",
+        "event_id": "e-9",
+        "model": "fraud",
+        "model_version": "3",
         "scored_at": "2026-01-01T00:00:00.000Z",
     }
 
@@ -49,8 +56,14 @@ def test_dead_letter_file_line_carries_original_bytes_attributes_stage_and_reaso
     body = json.loads(dead_letter_json(letter, "fraud"))
     assert base64.b64decode(body["payload"]) == raw.payload
     assert body == {
-        "payload": body["payload"], "attributes": {"source": "app"}, "stage": "parse", "reason": "not_utf8",
-        "error": "payload is not UTF-8", "error_type": "permanent", "event_id": None, "model": "fraud",
+        "payload": body["payload"],
+        "attributes": {"source": "app"},
+        "stage": "parse",
+        "reason": "not_utf8",
+        "error": "payload is not UTF-8",
+        "error_type": "permanent",
+        "event_id": None,
+        "model": "fraud",
     }
 
 
@@ -60,8 +73,12 @@ def test_pubsub_dead_letter_is_the_original_message_with_the_reason_in_attribute
     message = dead_letter_message(letter, "fraud", "projects/p/topics/dl")
     assert message.data == raw.payload and message.ack_id == "ack-1"
     assert message.attributes == {
-        "source": "app", "dead_letter_stage": "validate", "dead_letter_error_type": "permanent",
-        "dead_letter_model": "fraud", "dead_letter_error": "bad", "dead_letter_event_id": "e-1",
+        "source": "app",
+        "dead_letter_stage": "validate",
+        "dead_letter_error_type": "permanent",
+        "dead_letter_model": "fraud",
+        "dead_letter_error": "bad",
+        "dead_letter_event_id": "e-1",
         "dead_letter_reason": "wrong_type",
     }
     assert original_message(message.data, message.attributes) == (raw.payload, raw.attributes)
@@ -89,7 +106,8 @@ def test_score_predicts_valid_events_and_dead_letters_the_rest_exactly_once(mode
     with TestPipeline() as p:
         scored = p | beam.Create(raws + bad) | Score(handler, decorate=lambda o: is_fraud(o, 0.5))
         assert_that(
-            _decoded(scored.predictions, "Predictions") | "Round" >> beam.Map(lambda b: (b["event_id"], round(b["fraud_probability"], 5))),
+            _decoded(scored.predictions, "Predictions")
+            | "Round" >> beam.Map(lambda b: (b["event_id"], round(b["fraud_probability"], 5))),
             equal_to([(eid, round(out["fraud_probability"], 5)) for eid, out in expected.items()]),
             label="predictions",
         )
@@ -143,7 +161,9 @@ def test_batches_sent_to_the_model_stay_within_the_configured_bounds_and_are_cou
 def test_deduplicate_keeps_the_first_prediction_of_each_event_id_and_returns_the_repeats_to_acknowledge():
     scored = [
         (EventRef(event_id, RawEvent(body, {}, f"ack-{i}")), PredictionResult({}, {"p": 0.1}, "1"))
-        for i, (event_id, body) in enumerate([("a", b"1"), ("b", b"2"), ("a", b"1"), ("c", b"3"), ("a", b"1"), ("b", b"2")])
+        for i, (event_id, body) in enumerate(
+            [("a", b"1"), ("b", b"2"), ("a", b"1"), ("c", b"3"), ("a", b"1"), ("b", b"2")]
+        )
     ]
     with TestPipeline() as pipeline:
         deduplicated = pipeline | beam.Create(scored) | DeduplicatePredictions(ttl_secs=600)

@@ -1,12 +1,11 @@
 """Streaming end to end through the real Pub/Sub emulator: the pipeline runs as its own process, as users run it."""
 
-
 import pytest
+from reference import publish_and_account
 
 from localdev.streaming import StreamingRun
 from localdev.traffic import MALFORMED_KINDS, make_traffic
 from model_handlers.interface import FRAUD, PRICE
-from reference import publish_and_account
 
 INTERFACES = {"fraud": FRAUD, "price": PRICE}
 # price also proves event time from an attribute: --timestamp_attribute reads published_at (ms since epoch).
@@ -53,15 +52,24 @@ def test_events_with_a_missing_or_malformed_time_attribute_are_dead_lettered_and
     messages = make_traffic(FRAUD, 6, malformed_fraction=0, seed=42)
     stamped = [Message(m.payload, {**m.attributes, "ts": "2026-11-22T10:00:00Z"}, m.event_id, None) for m in messages]
     stamped[1] = messages[1]  # no ts at all
-    stamped[4] = Message(messages[4].payload, {**messages[4].attributes, "ts": "not-a-time"}, messages[4].event_id, None)
+    stamped[4] = Message(
+        messages[4].payload, {**messages[4].attributes, "ts": "not-a-time"}, messages[4].event_id, None
+    )
     with StreamingRun(emulator, "fraud", model_dir, tmp_path, ["--timestamp_attribute=ts"], prefix="t-ts-") as run:
         run.publish(stamped)
         arrived = run.wait_for_outputs(len(stamped), timeout_secs=180)
         predictions, dead_letters = run.predictions, run.dead_letters
     assert arrived, f"{len(predictions)} predictions and {len(dead_letters)} dead letters for {len(stamped)} events"
-    assert sorted(p.body["event_id"] for p in predictions) == sorted(m.event_id for i, m in enumerate(messages) if i not in (1, 4))
-    assert sorted((d.body["event_id"], d.body["stage"], d.body["error"]) for d in dead_letters) == sorted([
-        (messages[1].event_id, "parse", "timestamp attribute 'ts' is missing"),
-        (messages[4].event_id, "parse",
-         "timestamp attribute 'ts' is 'not-a-time': expected RFC 3339 or milliseconds since the epoch"),
-    ])
+    assert sorted(p.body["event_id"] for p in predictions) == sorted(
+        m.event_id for i, m in enumerate(messages) if i not in (1, 4)
+    )
+    assert sorted((d.body["event_id"], d.body["stage"], d.body["error"]) for d in dead_letters) == sorted(
+        [
+            (messages[1].event_id, "parse", "timestamp attribute 'ts' is missing"),
+            (
+                messages[4].event_id,
+                "parse",
+                "timestamp attribute 'ts' is 'not-a-time': expected RFC 3339 or milliseconds since the epoch",
+            ),
+        ]
+    )

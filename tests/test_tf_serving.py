@@ -11,19 +11,19 @@ import threading
 import time
 
 import pytest
+from reference import assert_close, direct_outputs
 
 from localdev.model_server import ModelServerProcess
 from localdev.pubsub_emulator import free_port
 from localdev.streaming import StreamingRun
 from localdev.traffic import make_traffic
 from model_handlers.base import InferenceFailure
-from transforms.messages import ErrorType
-from model_handlers.interface import FRAUD, PRICE, Feature
 from model_handlers.errors import SignatureMismatchError
+from model_handlers.interface import FRAUD, PRICE, Feature
 from model_handlers.tf_serving import TFServingClient, TFServingHandler
 from pipelines import fraud_detection, price_suggestion
-from reference import assert_close, direct_outputs
 from training.data import generate
+from transforms.messages import ErrorType
 
 PIPELINES = {"fraud": (FRAUD, fraud_detection), "price": (PRICE, price_suggestion)}
 
@@ -47,8 +47,14 @@ def test_tf_serving_and_in_process_give_the_same_predictions_and_dead_letters(mo
         "in_process": [f"--model_dir={model_dir}"],
         "tf_serving": ["--inference=tf_serving", f"--tf_serving_target={model_server.target}", "--model_version=1"],
     }.items():
-        pipeline.run([f"--input={events_file}", f"--output={tmp_path}/{name}/p",
-                      f"--dead_letter_output={tmp_path}/{name}/d", *args]).wait_until_finish()
+        pipeline.run(
+            [
+                f"--input={events_file}",
+                f"--output={tmp_path}/{name}/p",
+                f"--dead_letter_output={tmp_path}/{name}/d",
+                *args,
+            ]
+        ).wait_until_finish()
         outputs[name] = (
             {p["event_id"]: p for p in read_lines(f"{tmp_path}/{name}/p")},
             sorted((d["payload"], d["stage"], d["error"]) for d in read_lines(f"{tmp_path}/{name}/d")),
@@ -70,7 +76,9 @@ def test_predictions_carry_the_version_tf_serving_reports_for_a_label(model_serv
 
 
 def test_a_signature_that_does_not_match_the_schema_fails_fast_naming_the_fields(model_server):
-    drifted = dataclasses.replace(FRAUD, features=FRAUD.features + (Feature("seller_country", "string", "x", max_length=2),))
+    drifted = dataclasses.replace(
+        FRAUD, features=FRAUD.features + (Feature("seller_country", "string", "x", max_length=2),)
+    )
     with pytest.raises(SignatureMismatchError, match=r"inputs the model lacks: \['seller_country'\]"):
         TFServingHandler(drifted, model_server.target).load_model()
 
@@ -79,14 +87,26 @@ def test_server_absent_at_start_is_retried_then_the_pipeline_refuses_to_start(tm
     target = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.fraud_detection", "--input=x.jsonl", f"--output={tmp_path}/p",
-         f"--dead_letter_output={tmp_path}/d", "--inference=tf_serving", f"--tf_serving_target={target}",
-         "--tf_serving_retry_budget_secs=3"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pipelines.fraud_detection",
+            "--input=x.jsonl",
+            f"--output={tmp_path}/p",
+            f"--dead_letter_output={tmp_path}/d",
+            "--inference=tf_serving",
+            f"--tf_serving_target={target}",
+            "--tf_serving_retry_budget_secs=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert f"error: TF Serving did not answer GetModelMetadata for model 'fraud' (latest version) at {target} " \
-           "within a retry budget of 3s: UNAVAILABLE" in result.stderr
+    assert (
+        f"error: TF Serving did not answer GetModelMetadata for model 'fraud' (latest version) at {target} "
+        "within a retry budget of 3s: UNAVAILABLE" in result.stderr
+    )
     assert result.stderr.count("GetModelMetadata to " + target + ": retrying in") >= 2
     assert "Traceback" not in result.stderr.split("error: TF Serving")[-1]
     assert time.monotonic() - started < 120
@@ -132,28 +152,36 @@ def test_resource_exhausted_is_retried_with_backoff_until_it_succeeds(serving_re
 
 
 def _self_signed(tmp_path):
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_file, key_file = tmp_path / "server.pem", tmp_path / "server.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_file, key_file
 
 
@@ -162,7 +190,9 @@ def test_tls_connects_with_the_servers_roots_and_refuses_without_them(serving_re
     args = [f"--tls_cert_file={cert_file}", f"--tls_key_file={key_file}"]
     with ModelServerProcess(serving_repo, free_port(), tmp_path / "tls.log", args) as secure:
         events, _ = generate(FRAUD, 5, seed=65)
-        handler = TFServingHandler(FRAUD, secure.target, tls=True, root_certificates_file=str(cert_file), model_version=1)
+        handler = TFServingHandler(
+            FRAUD, secure.target, tls=True, root_certificates_file=str(cert_file), model_version=1
+        )
         results = list(handler.run_inference(features_of(events), handler.load_model()))
         expected = direct_outputs(model_dir, FRAUD, events)
         for event, result in zip(events, results):
@@ -176,8 +206,13 @@ def test_tls_connects_with_the_servers_roots_and_refuses_without_them(serving_re
 def _stream_through_an_outage(emulator, serving_repo, tmp_path, prefix, outage_secs, retry_budget_secs):
     messages = make_traffic(FRAUD, 240, malformed_fraction=0, seed=66)
     server = ModelServerProcess(serving_repo, free_port(), tmp_path / "server.log").start()
-    args = ["--inference=tf_serving", f"--tf_serving_target={server.target}", "--model_version=1",
-            "--tf_serving_timeout_secs=1", f"--tf_serving_retry_budget_secs={retry_budget_secs}"]
+    args = [
+        "--inference=tf_serving",
+        f"--tf_serving_target={server.target}",
+        "--model_version=1",
+        "--tf_serving_timeout_secs=1",
+        f"--tf_serving_retry_budget_secs={retry_budget_secs}",
+    ]
     try:
         with StreamingRun(emulator, "fraud", None, tmp_path, args, prefix=prefix) as run:
             publisher = threading.Thread(target=run.publish, args=(messages, 30))

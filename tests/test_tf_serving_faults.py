@@ -11,17 +11,17 @@ from concurrent import futures
 
 import grpc
 import pytest
+from reference import assert_close, direct_outputs
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from localdev.fault_proxy import FaultProxy
 from localdev.model_server import ModelServerProcess
 from localdev.pubsub_emulator import free_port
 from model_handlers.base import InferenceFailure
-from transforms.messages import ErrorType
 from model_handlers.interface import FRAUD
 from model_handlers.tf_serving import RetryBudgetSpent, TFServingClient, TFServingHandler, error_type
-from reference import assert_close, direct_outputs
 from training.data import generate
+from transforms.messages import ErrorType
 
 # What the handler may add to a budget before the test calls it too slow: thread hand-offs, a loaded 2-core machine.
 SLACK_SECS = 2.0
@@ -114,8 +114,9 @@ def answering():
 def test_each_status_is_retried_as_far_as_its_meaning_allows(answering, code, expected, attempts):
     answering.code, answering.calls = code, 0
     budget = 1.0
-    handler = TFServingHandler(FRAUD, answering.target, retry_budget_secs=budget, initial_backoff_secs=0.02,
-                               max_backoff_secs=0.1)
+    handler = TFServingHandler(
+        FRAUD, answering.target, retry_budget_secs=budget, initial_backoff_secs=0.02, max_backoff_secs=0.1
+    )
     client = TFServingClient(answering.target, tls=False, root_certificates=None, max_in_flight=1)
     events, _ = generate(FRAUD, 3, seed=71)
     started = time.monotonic()
@@ -172,8 +173,9 @@ def test_a_connection_reset_mid_request_is_retried_and_the_batch_succeeds(slow_s
     events, _ = generate(FRAUD, 8, seed=73)
     expected = direct_outputs(model_dir, FRAUD, events)
     with FaultProxy(slow_server.target) as proxy:
-        handler = TFServingHandler(FRAUD, proxy.address, model_version=1, retry_budget_secs=10,
-                                   initial_backoff_secs=0.1)
+        handler = TFServingHandler(
+            FRAUD, proxy.address, model_version=1, retry_budget_secs=10, initial_backoff_secs=0.1
+        )
         client = handler.load_model()
         with futures.ThreadPoolExecutor(max_workers=1) as pool:
             sent = proxy.bytes_up

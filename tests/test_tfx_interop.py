@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
+from reference import direct_outputs
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from model_handlers import interface as mi
-from model_handlers.interface import FRAUD, PRICE
 from model_handlers.errors import SignatureMismatchError
+from model_handlers.interface import FRAUD, PRICE
 from model_handlers.saved_model import SavedModelHandler
 from model_handlers.tf_serving import CLASSIFY_REGRESS, PREDICT, TFServingHandler
 from model_handlers.tfx_bsl_inference import TfxBslHandler
 from pipelines import fraud_detection, price_suggestion
 from pipelines.options import InferenceOptions
-from reference import direct_outputs
 from training.data import generate
 from transforms.events import InvalidEvent, parse_event, parse_example_event
 from transforms.messages import RawEvent
@@ -37,7 +37,9 @@ def serialized_example(interface, event) -> bytes:
 
 
 def signature_defs(model_dir, interface):
-    saved_model = saved_model_pb2.SavedModel.FromString((model_dir / interface.name / "1" / "saved_model.pb").read_bytes())
+    saved_model = saved_model_pb2.SavedModel.FromString(
+        (model_dir / interface.name / "1" / "saved_model.pb").read_bytes()
+    )
     return saved_model.meta_graphs[0].signature_def
 
 
@@ -92,7 +94,10 @@ def test_export_has_tf_servings_classify_or_regress_signature_beside_serving_def
     }
     outputs = {k: (v.dtype, [d.size for d in v.tensor_shape.dim]) for k, v in signature.outputs.items()}
     if interface is FRAUD:
-        assert outputs == {"scores": (tf.float32.as_datatype_enum, [-1, 2]), "classes": (tf.string.as_datatype_enum, [-1, 2])}
+        assert outputs == {
+            "scores": (tf.float32.as_datatype_enum, [-1, 2]),
+            "classes": (tf.string.as_datatype_enum, [-1, 2]),
+        }
     else:
         assert outputs == {"outputs": (tf.float32.as_datatype_enum, [-1])}
     # The rewrite of saved_model.pb left a fingerprint that matches it.
@@ -141,8 +146,11 @@ def _score_with_tfx_bsl_run_inference(model_dir, interface, examples, tmp_path):
     from tfx_bsl.public.beam.run_inference import RunInference
     from tfx_bsl.public.proto import model_spec_pb2
 
-    spec = model_spec_pb2.InferenceSpecType(saved_model_spec=model_spec_pb2.SavedModelSpec(
-        model_path=str(model_dir / interface.name / "1"), signature_name=[interface.example_signature_name]))
+    spec = model_spec_pb2.InferenceSpecType(
+        saved_model_spec=model_spec_pb2.SavedModelSpec(
+            model_path=str(model_dir / interface.name / "1"), signature_name=[interface.example_signature_name]
+        )
+    )
     out = tmp_path / "tfx_bsl" / "logs"
     with beam.Pipeline() as pipeline:
         _ = (
@@ -163,7 +171,9 @@ def _score_with_tfx_bsl_run_inference(model_dir, interface, examples, tmp_path):
 
 
 @pytest.mark.parametrize("interface", [FRAUD, PRICE], ids=lambda m: m.name)
-def test_handler_tfx_bsl_predict_and_classify_regress_agree_on_2000_events(model_dir, model_server, interface, tmp_path):
+def test_handler_tfx_bsl_predict_and_classify_regress_agree_on_2000_events(
+    model_dir, model_server, interface, tmp_path
+):
     events, _ = generate(interface, 2000, seed=72)
     ids = [e["event_id"] for e in events]
     # The same events twice: as JSON, and as the equivalent tf.Examples; each parsed by its own parser.
@@ -176,17 +186,22 @@ def test_handler_tfx_bsl_predict_and_classify_regress_agree_on_2000_events(model
     output = interface.outputs[0].name
     paths = {
         "in-process handler, serving_default (JSON)": _score_with_handler(
-            SavedModelHandler(interface, str(model_dir)), json_features),
+            SavedModelHandler(interface, str(model_dir)), json_features
+        ),
         "gRPC Predict (JSON)": _score_with_handler(
-            TFServingHandler(interface, model_server.target, model_version=1, api=PREDICT), json_features),
+            TFServingHandler(interface, model_server.target, model_version=1, api=PREDICT), json_features
+        ),
         f"gRPC {interface.example_signature_name.title()} (tf.Example)": _score_with_handler(
-            TFServingHandler(interface, model_server.target, model_version=1, api=CLASSIFY_REGRESS), example_features),
+            TFServingHandler(interface, model_server.target, model_version=1, api=CLASSIFY_REGRESS), example_features
+        ),
         "tfx-bsl handler adapter (tf.Example)": _score_with_handler(
-            TfxBslHandler(interface, str(model_dir)), example_features),
+            TfxBslHandler(interface, str(model_dir)), example_features
+        ),
     }
     paths = {name: dict(zip(ids, (row[output] for row in rows))) for name, rows in paths.items()}
     tfx_rows = _score_with_tfx_bsl_run_inference(
-        model_dir, interface, {e["event_id"]: interface.to_example(e, e["event_id"]) for e in events}, tmp_path)
+        model_dir, interface, {e["event_id"]: interface.to_example(e, e["event_id"]) for e in events}, tmp_path
+    )
     paths[f"tfx-bsl RunInference, {interface.example_signature_name} signature"] = {
         event_id: row[output] for event_id, row in tfx_rows.items()
     }
@@ -226,16 +241,32 @@ def bad_fraud_records(event):
     return [
         (b"\xff\xfe not a protocol buffer \x00\x01", "parse", "not a tf.train.Example"),
         (_example_with(FRAUD, event, event_id=None), "validate", "'event_id' is missing"),
-        (_example_with(FRAUD, event, event_id=("int64_list", [7])), "validate", "'event_id' must be a string, got an int64_list"),
+        (
+            _example_with(FRAUD, event, event_id=("int64_list", [7])),
+            "validate",
+            "'event_id' must be a string, got an int64_list",
+        ),
         (_example_with(FRAUD, event, price=None), "validate", "required feature 'price' is missing"),
-        (_example_with(FRAUD, event, num_images=("float_list", [3.0])), "validate",
-         "feature 'num_images' must be an integer, got a float_list"),
-        (_example_with(FRAUD, event, title=("bytes_list", [b"a", b"b"])), "validate",
-         "feature 'title' must be a string, got a bytes_list of 2 values"),
-        (_example_with(FRAUD, event, seller_rating=("float_list", [9.5])), "validate",
-         "feature 'seller_rating' is 9.5, above the maximum 5"),
-        (_example_with(FRAUD, event, category=("bytes_list", [b"\xff\xfe"])), "validate",
-         "feature 'category' must be a string, got bytes that are not UTF-8"),
+        (
+            _example_with(FRAUD, event, num_images=("float_list", [3.0])),
+            "validate",
+            "feature 'num_images' must be an integer, got a float_list",
+        ),
+        (
+            _example_with(FRAUD, event, title=("bytes_list", [b"a", b"b"])),
+            "validate",
+            "feature 'title' must be a string, got a bytes_list of 2 values",
+        ),
+        (
+            _example_with(FRAUD, event, seller_rating=("float_list", [9.5])),
+            "validate",
+            "feature 'seller_rating' is 9.5, above the maximum 5",
+        ),
+        (
+            _example_with(FRAUD, event, category=("bytes_list", [b"\xff\xfe"])),
+            "validate",
+            "feature 'category' must be a string, got bytes that are not UTF-8",
+        ),
     ]
 
 
@@ -253,7 +284,9 @@ def _write_tfrecords(path, records, compress: bool):
             writer.write(record)
 
 
-@pytest.mark.parametrize("compress,inference", [(False, "tfx_bsl"), (True, "in_process")], ids=["plain-tfx_bsl", "gzip-in_process"])
+@pytest.mark.parametrize(
+    "compress,inference", [(False, "tfx_bsl"), (True, "in_process")], ids=["plain-tfx_bsl", "gzip-in_process"]
+)
 def test_tfrecord_backfill_writes_prediction_logs_and_dead_letters_bad_records_with_their_bytes(
     model_dir, tmp_path, compress, inference
 ):
@@ -266,11 +299,18 @@ def test_tfrecord_backfill_writes_prediction_logs_and_dead_letters_bad_records_w
     if compress:
         assert events_file.read_bytes()[:2] == b"\x1f\x8b"  # gzip's magic number: really compressed
 
-    fraud_detection.run([
-        f"--input={events_file}", "--input_format=tfrecord", "--output_format=prediction_log",
-        f"--output={tmp_path}/out/predictions", f"--dead_letter_output={tmp_path}/out/dead",
-        f"--inference={inference}", f"--model_dir={model_dir}", "--max_batch_size=64",
-    ]).wait_until_finish()
+    fraud_detection.run(
+        [
+            f"--input={events_file}",
+            "--input_format=tfrecord",
+            "--output_format=prediction_log",
+            f"--output={tmp_path}/out/predictions",
+            f"--dead_letter_output={tmp_path}/out/dead",
+            f"--inference={inference}",
+            f"--model_dir={model_dir}",
+            "--max_batch_size=64",
+        ]
+    ).wait_until_finish()
 
     expected = direct_outputs(model_dir, FRAUD, events)
     logs = read_prediction_logs(f"{tmp_path}/out/predictions")
@@ -288,7 +328,7 @@ def test_tfrecord_backfill_writes_prediction_logs_and_dead_letters_bad_records_w
     assert sorted((base64.b64decode(d["payload"]), d["stage"]) for d in dead) == sorted(
         (record, stage) for record, stage, _ in bad
     )
-    for record, stage, message in bad:
+    for record, _stage, message in bad:
         (letter,) = [d for d in dead if base64.b64decode(d["payload"]) == record]
         assert message in letter["error"] and letter["error_type"] == "permanent" and letter["model"] == "fraud"
 
@@ -296,12 +336,20 @@ def test_tfrecord_backfill_writes_prediction_logs_and_dead_letters_bad_records_w
 def test_json_lines_in_prediction_logs_out_for_price(model_dir, tmp_path):
     events, _ = generate(PRICE, 50, seed=75)
     (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    price_suggestion.run([
-        f"--input={tmp_path}/events.jsonl", "--output_format=prediction_log", f"--output={tmp_path}/out/p",
-        f"--dead_letter_output={tmp_path}/out/d", f"--model_dir={model_dir}",
-    ]).wait_until_finish()
+    price_suggestion.run(
+        [
+            f"--input={tmp_path}/events.jsonl",
+            "--output_format=prediction_log",
+            f"--output={tmp_path}/out/p",
+            f"--dead_letter_output={tmp_path}/out/d",
+            f"--model_dir={model_dir}",
+        ]
+    ).wait_until_finish()
     expected = direct_outputs(model_dir, PRICE, events)
-    rows = {event_id: row for event_id, row, _ in (logged_event(PRICE, log) for log in read_prediction_logs(f"{tmp_path}/out/p"))}
+    rows = {
+        event_id: row
+        for event_id, row, _ in (logged_event(PRICE, log) for log in read_prediction_logs(f"{tmp_path}/out/p"))
+    }
     assert set(rows) == set(expected)
     for event_id, row in rows.items():
         assert row["suggested_price"] == pytest.approx(expected[event_id]["suggested_price"], rel=TOLERANCE)
@@ -315,14 +363,18 @@ def test_json_lines_in_prediction_logs_out_for_price(model_dir, tmp_path):
 def test_classify_regress_mode_checks_the_example_signature_and_names_what_is_missing(model_server, model_dir):
     TFServingHandler(FRAUD, model_server.target, model_version=1, api=CLASSIFY_REGRESS).load_model().close()
     as_regression = dataclasses.replace(PRICE, name="fraud")  # asks the fraud model for a regress signature
-    with pytest.raises(SignatureMismatchError, match=r"has no signature 'regress'; it has \['classify', 'serving_default'\]"):
+    with pytest.raises(
+        SignatureMismatchError, match=r"has no signature 'regress'; it has \['classify', 'serving_default'\]"
+    ):
         TFServingHandler(as_regression, model_server.target, model_version=1, api=CLASSIFY_REGRESS).load_model()
     with pytest.raises(SignatureMismatchError, match="has no signature 'regress'"):
         TfxBslHandler(as_regression, str(model_dir)).load_model()
 
 
 def test_example_signature_problems_name_inputs_method_and_outputs():
-    problems = FRAUD.example_signature_problems({"price": "float32"}, ["fraud_probability"], "tensorflow/serving/predict")
+    problems = FRAUD.example_signature_problems(
+        {"price": "float32"}, ["fraud_probability"], "tensorflow/serving/predict"
+    )
     assert problems == [
         "inputs are {'price': 'float32'}, expected {'inputs': 'string'} (serialized tf.train.Examples)",
         "method_name is 'tensorflow/serving/predict', expected 'tensorflow/serving/classify'",
@@ -350,8 +402,9 @@ def test_tfrecord_prediction_log_and_tfx_bsl_are_accepted_for_backfill():
     ).view_as(InferenceOptions)
     options.validate()
     assert (options.input_format, options.output_format, options.inference) == ("tfrecord", "prediction_log", "tfx_bsl")
-    serving = PipelineOptions(BACKFILL + ["--inference=tf_serving", "--tf_serving_target=h:8500",
-                                          "--tf_serving_api=classify_regress"]).view_as(InferenceOptions)
+    serving = PipelineOptions(
+        BACKFILL + ["--inference=tf_serving", "--tf_serving_target=h:8500", "--tf_serving_api=classify_regress"]
+    ).view_as(InferenceOptions)
     serving.validate()
 
 
@@ -365,4 +418,5 @@ def test_flags_of_other_inference_paths_are_rejected_for_tfx_bsl_and_tf_serving_
     assert "--share_model_across_processes does not apply to --inference=tfx_bsl" in text
     assert "--tf_serving_target does not apply to --inference=tfx_bsl" in text
     assert "--tf_serving_api does not apply to --inference=in_process" in problems(
-        BACKFILL + ["--tf_serving_api=classify_regress"])
+        BACKFILL + ["--tf_serving_api=classify_regress"]
+    )

@@ -17,8 +17,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
@@ -58,9 +58,10 @@ _EXAMPLE_WARMUP_LOGS = {mi.CLASSIFY: _classify_log, mi.REGRESS: _regress_log}
 
 def save(model, interface: mi.ModelInterface, export_dir: Path) -> None:
     """Save `model` (a tf.Module with `serve`) to `export_dir` with the serving and the tf.Example signatures."""
-    serve = tf.function(model.serve, input_signature=[
-        {f.name: tf.TensorSpec([None], _TF_DTYPES[f.dtype], name=f.name) for f in interface.features}
-    ])
+    serve = tf.function(
+        model.serve,
+        input_signature=[{f.name: tf.TensorSpec([None], _TF_DTYPES[f.dtype], name=f.name) for f in interface.features}],
+    )
     signatures = {
         interface.signature_name: serve.get_concrete_function(),
         interface.example_signature_name: _example_signature(model, interface),
@@ -101,7 +102,9 @@ def _set_example_method_name(export_dir: Path, interface: mi.ModelInterface) -> 
     fingerprinting_utils.write_fingerprint(str(export_dir))
 
 
-def write_warmup_requests(path: Path, interface: mi.ModelInterface, events: Sequence[dict], batch_sizes=WARMUP_BATCH_SIZES):
+def write_warmup_requests(
+    path: Path, interface: mi.ModelInterface, events: Sequence[dict], batch_sizes=WARMUP_BATCH_SIZES
+):
     """TF Serving's warm-up file: a TFRecord of PredictionLog records, a PredictRequest for `serving_default` and
     a ClassificationRequest or RegressionRequest for the tf.Example signature per batch size, so that whichever
     API a client uses, its first request does not pay for tracing."""

@@ -9,7 +9,7 @@ Keras (Beam's stock TF handler loads through Keras, which cannot read SavedModel
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np

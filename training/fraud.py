@@ -103,7 +103,9 @@ class FraudRecipe(Recipe):
         model = FraudModel(seed, base_rate, category_log_price(columns))
 
         def loss(batch, y):
-            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(y, tf.float32), logits=model.logits(batch)))
+            return tf.reduce_mean(
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(y, tf.float32), logits=model.logits(batch))
+            )
 
         return Built(model, loss, labels)
 
@@ -116,8 +118,10 @@ class FraudRecipe(Recipe):
         }
 
     def summary(self, quality: dict) -> str:
-        return (f"held-out ROC AUC {quality['roc_auc']:.4f}, log loss {quality['log_loss']:.4f}, "
-                f"positive rate {quality['positive_rate_test']:.4f}")
+        return (
+            f"held-out ROC AUC {quality['roc_auc']:.4f}, log loss {quality['log_loss']:.4f}, "
+            f"positive rate {quality['positive_rate_test']:.4f}"
+        )
 
 
 RECIPE = FraudRecipe()

@@ -8,7 +8,7 @@ its own columns. Weights come from a numpy RNG, so a seed fixes the initial mode
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf

@@ -118,8 +118,10 @@ class PriceRecipe(Recipe):
         }
 
     def summary(self, quality: dict) -> str:
-        return (f"held-out RMSLE {quality['rmsle']:.4f} vs category-median baseline "
-                f"{quality['baseline_rmsle']:.4f} (ratio {quality['rmsle_ratio_to_baseline']:.3f})")
+        return (
+            f"held-out RMSLE {quality['rmsle']:.4f} vs category-median baseline "
+            f"{quality['baseline_rmsle']:.4f} (ratio {quality['rmsle_ratio_to_baseline']:.3f})"
+        )
 
 
 RECIPE = PriceRecipe()

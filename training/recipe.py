@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class Split(NamedTuple):
     y_test: np.ndarray
 
     @classmethod
-    def holdout(cls, events: list, labels: np.ndarray, seed: int, fraction: float) -> "Split":
+    def holdout(cls, events: list, labels: np.ndarray, seed: int, fraction: float) -> Split:
         """A seeded random `fraction` held out; both parts keep the generated order."""
         n = len(events)
         n_test = int(round(n * fraction))

@@ -15,15 +15,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from model_handlers import interface as mi
 from training import evaluate, runtime
 
 
-def build(model_dir, names: Sequence[str] = ("fraud", "price"), version: int = 1, force: bool = False, seed: int = 0,
-          n: dict | None = None, log: Callable = print) -> dict:
+def build(
+    model_dir,
+    names: Sequence[str] = ("fraud", "price"),
+    version: int = 1,
+    force: bool = False,
+    seed: int = 0,
+    n: dict | None = None,
+    log: Callable = print,
+) -> dict:
     """Train and export each named model to `<model_dir>/<name>/<version>/`; returns {name: quality dict}.
 
     A model whose version directory exists is skipped unless `force` (its recorded quality is returned, with
@@ -72,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in names:
             path = Path(args.model_dir) / name / str(args.version)
             latency = evaluate.measure_latency(path, mi.MODELS[name])
-            print(f"{name}: serving_default median latency " + ", ".join(f"batch {b}: {ms:.2f} ms" for b, ms in latency.items()))
+            print(
+                f"{name}: serving_default median latency "
+                + ", ".join(f"batch {b}: {ms:.2f} ms" for b, ms in latency.items())
+            )
     return 0 if results else 1
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import tensorflow as tf
 
@@ -40,8 +40,10 @@ def train_one(interface: mi.ModelInterface, version: int, seed: int, n: int | No
     events, labels = data.generate(interface, n, seed)
     split = Split.holdout(events, labels, seed, HOLDOUT)
     columns = interface.to_columns(split.train_events)
-    log(f"{interface.name}: generated {n} events ({len(split.train_events)} train, {len(split.test_events)} held out) "
-        f"in {time.perf_counter() - started:.1f}s")
+    log(
+        f"{interface.name}: generated {n} events ({len(split.train_events)} train, {len(split.test_events)} held out) "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
 
     built = recipe.build(columns, split.y_train, seed)
     fit(built, columns, recipe.hyperparameters, seed, log)

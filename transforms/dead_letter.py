@@ -65,8 +65,16 @@ def _record(payload: bytes, attributes: dict, stage, error, error_type, event_id
 def dead_letter_json(dead_letter: DeadLetter, model: str) -> bytes:
     """The backfill form: one JSON object (README, "Dead letters"), ASCII whatever the input."""
     raw = dead_letter.raw
-    body = _record(raw.payload, raw.attributes, dead_letter.stage, dead_letter.error, dead_letter.error_type,
-                   dead_letter.event_id, model, dead_letter.reason)
+    body = _record(
+        raw.payload,
+        raw.attributes,
+        dead_letter.stage,
+        dead_letter.error,
+        dead_letter.error_type,
+        dead_letter.event_id,
+        model,
+        dead_letter.reason,
+    )
     return COMPACT_JSON.encode(body).encode("ascii")
 
 
@@ -96,8 +104,9 @@ def _reason_attributes(dead_letter: DeadLetter, model: str, error_bytes: int) ->
 def attribute_problem(key: str, value: str) -> str | None:
     """Why one attribute breaks Pub/Sub's rules (which its emulator does not enforce), or None."""
     if not key or key.startswith(RESERVED_ATTRIBUTE_PREFIX):
-        return (f"attribute key {key[:64]!r} is empty or starts with {RESERVED_ATTRIBUTE_PREFIX!r}, which Pub/Sub "
-                "reserves")
+        return (
+            f"attribute key {key[:64]!r} is empty or starts with {RESERVED_ATTRIBUTE_PREFIX!r}, which Pub/Sub reserves"
+        )
     for what, text, limit in (("key", key, MAX_ATTRIBUTE_KEY_BYTES), ("value", value, MAX_ATTRIBUTE_VALUE_BYTES)):
         try:
             encoded = text.encode("utf-8")
@@ -159,8 +168,13 @@ def dead_letter_record(data: bytes, attributes: dict[str, str]) -> dict:
     """A Pub/Sub dead letter, read back as the backfill form's JSON object."""
     payload, original = original_message(data, attributes)
     return _record(
-        payload, original, attributes.get(STAGE_ATTRIBUTE), attributes.get(ERROR_ATTRIBUTE),
-        attributes.get(ERROR_TYPE_ATTRIBUTE), attributes.get(EVENT_ID_ATTRIBUTE), attributes.get(MODEL_ATTRIBUTE),
+        payload,
+        original,
+        attributes.get(STAGE_ATTRIBUTE),
+        attributes.get(ERROR_ATTRIBUTE),
+        attributes.get(ERROR_TYPE_ATTRIBUTE),
+        attributes.get(EVENT_ID_ATTRIBUTE),
+        attributes.get(MODEL_ATTRIBUTE),
         attributes.get(REASON_ATTRIBUTE),
     )
 

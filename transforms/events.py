@@ -12,7 +12,8 @@ import functools
 import json
 import math
 import re
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -26,6 +27,7 @@ from transforms.messages import DEAD_LETTERS, DeadLetter, ErrorType, EventRef, F
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 # Pub/Sub allows 100 attributes a message, and a prediction adds 4 (event_id, model, model_version, scored_at).
 MAX_INPUT_ATTRIBUTES = 96
+
 
 class InvalidEvent(ValueError):
     """Why an event cannot be scored: the stage, a code for the cause and the text that says the details."""
@@ -86,7 +88,8 @@ def _string_check(feature) -> Callable[[Any], tuple[Any, Problem | None]]:
             return None, (Reason.WRONG_TYPE, f"feature {name!r} must be a string, got {_json_type(value)}")
         if len(value) > max_length:
             return None, (
-                Reason.TOO_LONG, f"feature {name!r} has {len(value)} characters, more than the maximum {max_length}"
+                Reason.TOO_LONG,
+                f"feature {name!r} has {len(value)} characters, more than the maximum {max_length}",
             )
         problem = _not_text(value)
         if problem:
@@ -123,7 +126,7 @@ def _number_check(feature) -> Callable[[Any], tuple[Any, Problem | None]]:
     return check
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _checks(interface: ModelInterface) -> tuple:
     """(feature, check) per feature, each check specialised once to its feature's type and bounds."""
     return tuple((f, _string_check(f) if f.dtype == STRING else _number_check(f)) for f in interface.features)
@@ -136,7 +139,8 @@ def _bounded_payload(raw: RawEvent, max_event_bytes: int) -> bytes:
         raise InvalidEvent(Stage.PARSE, Reason.EMPTY_PAYLOAD, "empty payload")
     if len(payload) > max_event_bytes:
         raise InvalidEvent(
-            Stage.PARSE, Reason.TOO_LARGE,
+            Stage.PARSE,
+            Reason.TOO_LARGE,
             f"payload of {len(payload)} bytes exceeds the limit of {max_event_bytes} bytes",
         )
     return payload
@@ -291,14 +295,16 @@ def event_time(raw: RawEvent, attribute: str) -> Timestamp:
             pass
     if timestamp is None:
         raise InvalidEvent(
-            Stage.PARSE, Reason.BAD_TIMESTAMP,
+            Stage.PARSE,
+            Reason.BAD_TIMESTAMP,
             f"timestamp attribute {attribute!r} is {shown!r}: expected RFC 3339 or milliseconds since the epoch",
         )
     if not _EARLIEST <= timestamp <= _LATEST:
         raise InvalidEvent(
-            Stage.PARSE, Reason.BAD_TIMESTAMP,
+            Stage.PARSE,
+            Reason.BAD_TIMESTAMP,
             f"timestamp attribute {attribute!r} is {shown!r}, outside the times Beam can carry "
-            f"({_EARLIEST.micros // 1000} to {_LATEST.micros // 1000} ms since the epoch)"
+            f"({_EARLIEST.micros // 1000} to {_LATEST.micros // 1000} ms since the epoch)",
         )
     if timestamp.precision() > Timestamp.MICROS_PRECISION:
         timestamp = timestamp.to_precision(Timestamp.MICROS_PRECISION, allow_lossy_conversion=True)
@@ -322,9 +328,7 @@ class _ParseEventsFn(beam.DoFn):
             timestamp = event_time(raw, self._timestamp_attribute) if self._timestamp_attribute else None
         except InvalidEvent as invalid:
             self._invalid.inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTERS, invalid.dead_letter(raw, event_id)
-            )
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, invalid.dead_letter(raw, event_id))
             return
         self._valid.inc()
         event = (EventRef(event_id, raw), features)
@@ -354,6 +358,4 @@ class ParseEvents(beam.PTransform):
 
     def expand(self, raw_events):
         fn = _ParseEventsFn(self._interface, self._max_event_bytes, self._input_format, self._timestamp_attribute)
-        return raw_events | beam.ParDo(fn).with_outputs(
-            DEAD_LETTERS, main="events"
-        )
+        return raw_events | beam.ParDo(fn).with_outputs(DEAD_LETTERS, main="events")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult
@@ -26,7 +27,7 @@ Decorate = Callable[[Mapping[str, float]], Mapping[str, Any]]
 
 
 def rfc3339(epoch_ms: int) -> str:
-    moment = datetime.datetime.fromtimestamp(epoch_ms / 1000, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(epoch_ms / 1000, datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -67,7 +68,9 @@ def prediction_log(ref, result: PredictionResult, interface: ModelInterface):
     request = regression_pb2.RegressionRequest(model_spec=spec)
     request.input.example_list.examples.append(example)
     response = regression_pb2.RegressionResponse(model_spec=spec, result=answer)
-    return prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(request=request, response=response))
+    return prediction_log_pb2.PredictionLog(
+        regress_log=prediction_log_pb2.RegressLog(request=request, response=response)
+    )
 
 
 class FormatPredictionLogsFn(beam.DoFn):

@@ -47,8 +47,16 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(
         error,
         (
-            exceptions.DeadlineExceeded, exceptions.ServiceUnavailable, exceptions.InternalServerError,
-            exceptions.Aborted, exceptions.Unknown, exceptions.Cancelled, exceptions.TooManyRequests,
-            exceptions.RetryError, concurrent.futures.TimeoutError, TimeoutError, ConnectionError,
+            exceptions.DeadlineExceeded,
+            exceptions.ServiceUnavailable,
+            exceptions.InternalServerError,
+            exceptions.Aborted,
+            exceptions.Unknown,
+            exceptions.Cancelled,
+            exceptions.TooManyRequests,
+            exceptions.RetryError,
+            concurrent.futures.TimeoutError,
+            TimeoutError,
+            ConnectionError,
         ),
     )

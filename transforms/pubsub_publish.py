@@ -31,7 +31,8 @@ import concurrent.futures
 import logging
 import threading
 import time
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -197,8 +198,11 @@ class _PublishFn(beam.DoFn):
             if isinstance(element, OutputMessage) and not is_transient(error):
                 refused = _message_refused(error)
                 letter = DeadLetter(
-                    element.raw, Stage.PUBLISH, f"publishing the prediction failed: {type(error).__name__}: {error}",
-                    ErrorType.PERMANENT if refused else ErrorType.RETRYABLE, element.attributes.get("event_id"),
+                    element.raw,
+                    Stage.PUBLISH,
+                    f"publishing the prediction failed: {type(error).__name__}: {error}",
+                    ErrorType.PERMANENT if refused else ErrorType.RETRYABLE,
+                    element.attributes.get("event_id"),
                     Reason.PUBLISH_REFUSED,
                 )
                 self._publish_dead_letters.inc()
@@ -222,7 +226,10 @@ class _PublishFn(beam.DoFn):
     def _publish(self, topic: str, message: OutputMessage, element) -> None:
         try:
             future = self._publisher.publish(
-                topic, message.data, retry=self._retry, timeout=self._destination.publish_timeout_secs,
+                topic,
+                message.data,
+                retry=self._retry,
+                timeout=self._destination.publish_timeout_secs,
                 **message.attributes,
             )
         except Exception as error:  # pylint: disable=broad-except
@@ -258,7 +265,11 @@ class _PublishFn(beam.DoFn):
         what = "dead letter" if isinstance(element, DeadLetter) else "prediction"
         _LOGGER.error(
             "a %s for %s could not be published (%s: %s); its message is left unacknowledged for Pub/Sub to "
-            "deliver again", what, self._destination.model, type(error).__name__, error,
+            "deliver again",
+            what,
+            self._destination.model,
+            type(error).__name__,
+            error,
         )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -114,7 +114,11 @@ class _PullFn(beam.DoFn):
             )
         _LOGGER.warning(
             "pulling from %s at %s failed (%s: %s); retrying in %.1f s",
-            self._subscription, endpoint, type(error).__name__, error, self._backoff,
+            self._subscription,
+            endpoint,
+            type(error).__name__,
+            error,
+            self._backoff,
         )
         self._idle_until = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, MAX_ERROR_BACKOFF_SECS)

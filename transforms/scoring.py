@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import apache_beam as beam
+from apache_beam import coders
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from apache_beam import coders
 from apache_beam.transforms import userstate
 from apache_beam.utils.timestamp import Duration, Timestamp
 
@@ -25,7 +25,6 @@ from model_handlers.base import InferenceFailure, IsolatingModelHandler
 from transforms.events import DEFAULT_MAX_EVENT_BYTES, ParseEvents
 from transforms.messages import DEAD_LETTERS, DeadLetter, ErrorType, Format, OutputMessage, RawEvent, Reason, Stage
 from transforms.predictions import Decorate, FormatPredictionLogsFn, FormatPredictionsFn
-
 
 DUPLICATES = "duplicates"
 
@@ -56,7 +55,11 @@ def _failed_batch_to_dead_letters(failed):
     # says these events are bad.
     for ref, _features in batch:
         yield DeadLetter(
-            ref.raw, Stage.INFER, f"{error_class.__name__}: {error_repr}", ErrorType.RETRYABLE, ref.event_id,
+            ref.raw,
+            Stage.INFER,
+            f"{error_class.__name__}: {error_repr}",
+            ErrorType.RETRYABLE,
+            ref.event_id,
             Reason.BATCH_FAILED,
         )
 
@@ -157,9 +160,9 @@ class Score(beam.PTransform):
         parsed = raw_events | "ParseEvents" >> ParseEvents(
             interface, self._max_event_bytes, self._input_format, self._timestamp_attribute
         )
-        results, failed = parsed.events | "Infer" >> RunInference(
-            EventKeyedHandler(self._handler)
-        ).with_exception_handling()
+        results, failed = (
+            parsed.events | "Infer" >> RunInference(EventKeyedHandler(self._handler)).with_exception_handling()
+        )
         split = results | "SplitInferenceFailures" >> beam.ParDo(_SplitInferenceFailures()).with_outputs(
             DEAD_LETTERS, main="scored"
         )
@@ -178,7 +181,8 @@ class Score(beam.PTransform):
             format_fn = FormatPredictionsFn(interface, self._decorate)
         predictions = scored | "FormatPredictions" >> beam.ParDo(format_fn).with_output_types(OutputMessage)
         dead_letters = (
-            (parsed.dead_letters, split.dead_letters, failed_batches)
-            | "CollectDeadLetters" >> beam.Flatten().with_output_types(DeadLetter)
-        )
+            parsed.dead_letters,
+            split.dead_letters,
+            failed_batches,
+        ) | "CollectDeadLetters" >> beam.Flatten().with_output_types(DeadLetter)
         return ScoringOutputs(predictions, dead_letters, duplicates)

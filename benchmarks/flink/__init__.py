@@ -51,5 +51,16 @@ from benchmarks.flink.profiler import categorize_pyspy
 from benchmarks.flink.section import run
 from benchmarks.flink.summary import direct_streaming_figures, summarize
 
-__all__ = ["BEAM_DEFAULTS", "CONFIGS", "DEFAULT", "FlinkSetup", "categorize_pyspy", "direct_streaming_figures",
-           "plot", "run", "summarize", "table", "write"]
+__all__ = [
+    "BEAM_DEFAULTS",
+    "CONFIGS",
+    "DEFAULT",
+    "FlinkSetup",
+    "categorize_pyspy",
+    "direct_streaming_figures",
+    "plot",
+    "run",
+    "summarize",
+    "table",
+    "write",
+]

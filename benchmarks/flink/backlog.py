@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from benchmarks.common import log, percentile
 from benchmarks.flink.cpu import CpuMeter, busiest
@@ -87,7 +88,8 @@ class _BacklogRun:
         with pubsub_v1.SubscriberClient() as subscriber:
             for topic in self._observers():
                 subscriber.delete_subscription(
-                    request={"subscription": self.emulator.subscription_path(f"{topic}-observer")})
+                    request={"subscription": self.emulator.subscription_path(f"{topic}-observer")}
+                )
         self._collectors = [
             StampedCollector(self.emulator.subscription_path(f"{topic}-stamped"), decode=decode)
             for topic, decode in zip(self._observers(), (json_body, dead_letter_body))
@@ -119,8 +121,14 @@ class PlainBacklogRun(_BacklogRun, PlainConsumerRun):
     pass
 
 
-def wait_for_drain(run: StreamingRun, label: str, meter: CpuMeter, started: float, ready_timeout_secs: float,
-                   on_ready: Callable[[float], None] | None = None) -> float | None:
+def wait_for_drain(
+    run: StreamingRun,
+    label: str,
+    meter: CpuMeter,
+    started: float,
+    ready_timeout_secs: float,
+    on_ready: Callable[[float], None] | None = None,
+) -> float | None:
     """Until the backlog's outputs are out (or stall, or time runs out); `meter` runs from the first output, when
     `on_ready` gets the seconds since `started`. Returns those seconds, None when nothing came out."""
     ready: dict = {}
@@ -132,8 +140,15 @@ def wait_for_drain(run: StreamingRun, label: str, meter: CpuMeter, started: floa
             on_ready(ready["secs"])
 
     n = len(run.backlog)
-    wait_for_outputs(run, f"{label} drain", n, stall_secs=30, max_secs=ready_timeout_secs + max(60.0, n / 50),
-                     on_first=on_first, poll_secs=0.05)
+    wait_for_outputs(
+        run,
+        f"{label} drain",
+        n,
+        stall_secs=30,
+        max_secs=ready_timeout_secs + max(60.0, n / 50),
+        on_first=on_first,
+        poll_secs=0.05,
+    )
     return ready.get("secs")
 
 
@@ -145,7 +160,9 @@ def drain_figures(run: StreamingRun) -> dict:
     drain.update(
         backlog_publish_secs=run.backlog_publish_secs,
         prepublished=bool(outputs) and min(r.received_at for r in outputs) > (run.backlog_published_at or 0),
-        predictions=len(predictions), dead_letters=len(dead), unique_inputs_out=unique_inputs(predictions, dead),
+        predictions=len(predictions),
+        dead_letters=len(dead),
+        unique_inputs_out=unique_inputs(predictions, dead),
         latency_under_backlog=without_latencies(latency_stats(predictions)),
     )
     return drain
@@ -153,10 +170,12 @@ def drain_figures(run: StreamingRun) -> dict:
 
 def log_drain(label: str, drain: dict, n: int, cpu: dict | None, extra: str = "") -> None:
     """One progress line for a drain: its rates and, where measured, the cores each component kept busy."""
-    log(f"{label}: drained {drain['outputs']:,}/{n:,} at {num(drain.get('events_per_sec'))} events/s "
+    log(
+        f"{label}: drained {drain['outputs']:,}/{n:,} at {num(drain.get('events_per_sec'))} events/s "
         f"(middle 80% {num(drain.get('events_per_sec_middle_80pct'))}/s, as received "
         f"{num(drain.get('received_events_per_sec'))}/s{extra})"
-        + (f"; {cpu['cores_busy_total']:.2f} cores busy: " + busiest(cpu["cores_busy"]) if cpu else ""))
+        + (f"; {cpu['cores_busy_total']:.2f} cores busy: " + busiest(cpu["cores_busy"]) if cpu else "")
+    )
 
 
 def latency_after_drain(run: StreamingRun, label: str, rate: float, secs: float, seed: int) -> dict:
@@ -173,8 +192,11 @@ def rates(times: Sequence[float]) -> dict:
     if len(times) < 2 or times[-1] <= times[0]:
         return {}
     lo, hi = int(0.1 * (len(times) - 1)), int(0.9 * (len(times) - 1))
-    return {"secs": times[-1] - times[0], "events_per_sec": (len(times) - 1) / (times[-1] - times[0]),
-            "events_per_sec_middle_80pct": (hi - lo) / (times[hi] - times[lo]) if times[hi] > times[lo] else None}
+    return {
+        "secs": times[-1] - times[0],
+        "events_per_sec": (len(times) - 1) / (times[-1] - times[0]),
+        "events_per_sec_middle_80pct": (hi - lo) / (times[hi] - times[lo]) if times[hi] > times[lo] else None,
+    }
 
 
 def drain_stats(outputs: Sequence[Output], n_expected: int) -> dict:
@@ -201,8 +223,10 @@ def parse_rfc3339_ms(value: str) -> float:
 def pipeline_latency(outputs: Sequence[Output]) -> dict:
     """Event published -> its output published (the emulator's stamp): latency without the output's consumer."""
     values = [o.pipeline_latency_secs for o in outputs if getattr(o, "pipeline_latency_secs", None) is not None]
-    return {"count": len(values), **{f"p{q}_ms": None if not values else percentile(values, q) * 1000
-                                     for q in (50, 90, 99)}}
+    return {
+        "count": len(values),
+        **{f"p{q}_ms": None if not values else percentile(values, q) * 1000 for q in (50, 90, 99)},
+    }
 
 
 def without_latencies(d: dict) -> dict:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from benchmarks.common import log, python_module, run_json_child
 from benchmarks.flink.backlog import PlainBacklogRun, drain_figures, latency_after_drain, log_drain, wait_for_drain
@@ -19,8 +19,13 @@ from model_handlers.interface import MODELS
 
 
 def run_plain(
-    emulator, model_dir: str, logs: Path, backlog: Sequence[Message], sustained: Sequence[Message],
-    latency_secs: float, ready_timeout_secs: float = 240,
+    emulator,
+    model_dir: str,
+    logs: Path,
+    backlog: Sequence[Message],
+    sustained: Sequence[Message],
+    latency_secs: float,
+    ready_timeout_secs: float = 240,
 ) -> dict:
     """The baseline twice: as the `streaming` section measures it, and draining the same backlog as Flink."""
     result: dict = {}
@@ -29,10 +34,14 @@ def run_plain(
         measured = measure(run, "plain consumer", sustained, latency_secs)
         result["as_streaming_section"] = measured
     with PlainBacklogRun(emulator, MODEL, model_dir, logs, prefix="flink-plain-backlog-", backlog=backlog) as run:
-        log(f"plain consumer, backlog drain: {len(backlog):,} events published in {run.backlog_publish_secs:.1f}s "
-            f"before it starts; log {run.log_path}")
-        meter = CpuMeter({"Pub/Sub emulator": emulator._process.pid, "plain consumer": run._process.pid},  # pylint: disable=protected-access
-                         {"benchmark (publisher, collectors)": os.getpid()})
+        log(
+            f"plain consumer, backlog drain: {len(backlog):,} events published in {run.backlog_publish_secs:.1f}s "
+            f"before it starts; log {run.log_path}"
+        )
+        meter = CpuMeter(
+            {"Pub/Sub emulator": emulator._process.pid, "plain consumer": run._process.pid},  # pylint: disable=protected-access
+            {"benchmark (publisher, collectors)": os.getpid()},
+        )
         ready = wait_for_drain(run, "plain consumer", meter, time.monotonic(), ready_timeout_secs)
         cpu = meter.stop() if ready is not None else None
         drain = drain_figures(run)
@@ -40,7 +49,9 @@ def run_plain(
         log_drain("plain consumer", drain, len(backlog), cpu)
         if drain.get("events_per_sec") and latency_secs:
             # At half its own drain rate, collected as Flink's outputs are: latencies compare like for like.
-            result["latency"] = latency_after_drain(run, "plain consumer", drain["events_per_sec"] / 2, latency_secs, 61)
+            result["latency"] = latency_after_drain(
+                run, "plain consumer", drain["events_per_sec"] / 2, latency_secs, 61
+            )
     return result
 
 
@@ -52,10 +63,18 @@ def pieces_alone(emulator, n: int, workdir: Path, model_dir: str, ceiling: dict 
 
     traffic = make_traffic(MODELS[MODEL], n, malformed_fraction=0.0, seed=77)
     # Prediction-sized messages for the publish test: the real outputs are a small JSON body plus ~8 attributes.
-    body = json.dumps({"event_id": "e" * 36, "model": MODEL, "model_version": "1", "fraud_probability": 0.123456,
-                       "is_fraud": False}).encode()
-    attrs = {"source": "localdev.traffic", "seq": "12345", "published_at": "1700000000000", "event_id": "e" * 36,
-             "model": MODEL, "model_version": "1", "scored_at": "2026-01-01T00:00:00.000Z"}
+    body = json.dumps(
+        {"event_id": "e" * 36, "model": MODEL, "model_version": "1", "fraud_probability": 0.123456, "is_fraud": False}
+    ).encode()
+    attrs = {
+        "source": "localdev.traffic",
+        "seq": "12345",
+        "published_at": "1700000000000",
+        "event_id": "e" * 36,
+        "model": MODEL,
+        "model_version": "1",
+        "scored_at": "2026-01-01T00:00:00.000Z",
+    }
     publisher = pubsub_v1.PublisherClient()
     result: dict = {"n": n}
     for kind in ("pull", "pull_ack"):
@@ -71,8 +90,9 @@ def pieces_alone(emulator, n: int, workdir: Path, model_dir: str, ceiling: dict 
                 calls += 1
                 got += len(response.received_messages)
                 if kind == "pull_ack" and response.received_messages:
-                    subscriber.acknowledge(request={"subscription": sub,
-                                                    "ack_ids": [m.ack_id for m in response.received_messages]})
+                    subscriber.acknowledge(
+                        request={"subscription": sub, "ack_ids": [m.ack_id for m in response.received_messages]}
+                    )
             secs = time.perf_counter() - t0
         result[kind] = {"messages": got, "calls": calls, "secs": secs, "events_per_sec": got / secs}
         log(f"alone: emulator {kind.replace('_', ' + ')} (1,000 a call): {got / secs:,.0f} messages/s")
@@ -89,15 +109,26 @@ def pieces_alone(emulator, n: int, workdir: Path, model_dir: str, ceiling: dict 
     publisher.stop()
     if not ceiling:
         ceiling = run_json_child(
-            python_module("benchmarks.ceiling", f"--model_dir={model_dir}", f"--json_out={workdir / 'flink-ceiling.json'}",
-                          f"--models={MODEL}", "--batch_sizes=256", "--min_secs=0.5", "--min_calls=30"),
-            workdir / "logs" / "flink-ceiling.log", workdir / "flink-ceiling.json", timeout=300,
+            python_module(
+                "benchmarks.ceiling",
+                f"--model_dir={model_dir}",
+                f"--json_out={workdir / 'flink-ceiling.json'}",
+                f"--models={MODEL}",
+                "--batch_sizes=256",
+                "--min_secs=0.5",
+                "--min_calls=30",
+            ),
+            workdir / "logs" / "flink-ceiling.log",
+            workdir / "flink-ceiling.json",
+            timeout=300,
         )
     fraud = ceiling.get(MODEL, {})
     result["model_us_per_event"] = fraud.get("stages", {}).get("us_per_event")
     result["signature_b256_events_per_sec"] = fraud.get("by_batch", {}).get("256", {}).get("events_per_sec")
     us = result["model_us_per_event"] or {}
     if us.get("total_outside_beam"):
-        log(f"alone: the project's per-event work outside Beam (parse, predict at batch 256, format): "
-            f"{us['total_outside_beam']:.0f} us/event = {1e6 / us['total_outside_beam']:,.0f} events/s on one core")
+        log(
+            f"alone: the project's per-event work outside Beam (parse, predict at batch 256, format): "
+            f"{us['total_outside_beam']:.0f} us/event = {1e6 / us['total_outside_beam']:,.0f} events/s on one core"
+        )
     return result

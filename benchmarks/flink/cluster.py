@@ -67,8 +67,11 @@ def metaspace_fraction(flink) -> float | None:
     fractions = []
     with contextlib.suppress(Exception):
         for tm in flink.rest("GET", "/taskmanagers")["taskmanagers"]:
-            metrics = flink.rest("GET", f"/taskmanagers/{tm['id']}/metrics"
-                                        "?get=Status.JVM.Memory.Metaspace.Used,Status.JVM.Memory.Metaspace.Max")
+            metrics = flink.rest(
+                "GET",
+                f"/taskmanagers/{tm['id']}/metrics"
+                "?get=Status.JVM.Memory.Metaspace.Used,Status.JVM.Memory.Metaspace.Max",
+            )
             values = {m["id"]: float(m["value"]) for m in metrics}
             if values.get("Status.JVM.Memory.Metaspace.Max", 0) > 0:
                 fractions.append(values["Status.JVM.Memory.Metaspace.Used"] / values["Status.JVM.Memory.Metaspace.Max"])
@@ -101,12 +104,18 @@ class TaskManagerKeeper:
         self.jobs = 1
         self.restarts.append({"metaspace_fraction": fraction, "jobs": jobs, "secs": time.monotonic() - t0})
         why = f"its metaspace was {fraction:.0%} full" if fraction is not None else f"{jobs} jobs since it started"
-        log(f"TaskManager restarted in {time.monotonic() - t0:.0f}s ({why}): it keeps a class loader per job and "
-            f"would die of OutOfMemoryError: Metaspace")
+        log(
+            f"TaskManager restarted in {time.monotonic() - t0:.0f}s ({why}): it keeps a class loader per job and "
+            f"would die of OutOfMemoryError: Metaspace"
+        )
 
 
-COMPONENT_NAMES = {"jobmanager": "Flink JobManager", "taskmanager": "Flink TaskManager",
-                   "jobserver": "Beam job server", "workerpool": "SDK workers (worker pool)"}
+COMPONENT_NAMES = {
+    "jobmanager": "Flink JobManager",
+    "taskmanager": "Flink TaskManager",
+    "jobserver": "Beam job server",
+    "workerpool": "SDK workers (worker pool)",
+}
 
 
 def cluster_groups(flink) -> dict[str, int]:

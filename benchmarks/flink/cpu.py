@@ -40,8 +40,12 @@ class CpuMeter:
             before = self._start.get(name, {})
             # A process that started in between counts from zero; one that ended is lost (rare in a drain).
             secs[name] = sum(ticks - before.get(pid, 0) for pid, ticks in pids.items()) / hz
-        return {"wall_secs": wall, "cpu_secs": secs, "cores_busy": {k: v / wall for k, v in secs.items()} if wall else {},
-                "cores_busy_total": sum(secs.values()) / wall if wall else None}
+        return {
+            "wall_secs": wall,
+            "cpu_secs": secs,
+            "cores_busy": {k: v / wall for k, v in secs.items()} if wall else {},
+            "cores_busy_total": sum(secs.values()) / wall if wall else None,
+        }
 
 
 def busiest(cores_busy: dict[str, float]) -> str:

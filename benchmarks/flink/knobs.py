@@ -10,8 +10,14 @@ MODEL = "fraud"
 # of at most 256; and the runner's data plane sends elements to the SDK worker only when 1 MB has piled up or the
 # bundle ends (Beam Java's BeamFnDataOutboundAggregator: no time limit unless the experiment
 # data_buffer_time_limit_ms sets one), so a tick waits for the end of its bundle before the SDK worker pulls.
-BEAM_DEFAULTS = {"checkpointing_interval": 5000, "max_bundle_time_millis": 1000, "max_bundle_size": 1000,
-                 "parallelism": 1, "max_batch_size": 256, "data_buffer_time_limit_ms": None}
+BEAM_DEFAULTS = {
+    "checkpointing_interval": 5000,
+    "max_bundle_time_millis": 1000,
+    "max_bundle_size": 1000,
+    "parallelism": 1,
+    "max_batch_size": 256,
+    "data_buffer_time_limit_ms": None,
+}
 # The default this benchmark picked from the sweep below (benchmarks/README.md, "flink"): ticks reach the SDK
 # worker within 5 ms (latency p50/p99 about halved, throughput up), two source subtasks with an SDK worker process
 # each (the cluster's two slots; throughput up, the bundle thread waits on RPCs much of the time).
@@ -47,9 +53,14 @@ def config_args(flink, config: dict) -> list[str]:
     return [
         *flink.pipeline_args(streaming=True, checkpointing_interval_ms=c["checkpointing_interval"]),
         # Beam's Java option is maxBundleTimeMills (sic): a --max_bundle_time_millis never reaches the runner.
-        f"--max_bundle_time_mills={c['max_bundle_time_millis']}", f"--max_bundle_size={c['max_bundle_size']}",
-        f"--parallelism={c['parallelism']}", f"--sdk_worker_parallelism={c['parallelism']}",
+        f"--max_bundle_time_mills={c['max_bundle_time_millis']}",
+        f"--max_bundle_size={c['max_bundle_size']}",
+        f"--parallelism={c['parallelism']}",
+        f"--sdk_worker_parallelism={c['parallelism']}",
         f"--max_batch_size={c['max_batch_size']}",
-        *([f"--experiments=data_buffer_time_limit_ms={c['data_buffer_time_limit_ms']}"]
-          if c["data_buffer_time_limit_ms"] is not None else []),
+        *(
+            [f"--experiments=data_buffer_time_limit_ms={c['data_buffer_time_limit_ms']}"]
+            if c["data_buffer_time_limit_ms"] is not None
+            else []
+        ),
     ]

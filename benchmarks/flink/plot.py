@@ -45,7 +45,9 @@ def plot(flink: dict, machine: dict, path: Path, quick: bool = False) -> None:
     fig.suptitle(
         f"Beam {machine.get('apache_beam')} on a local Flink {flink.get('flink_version')} ({flink.get('beam_java_runner_version')} "
         f"job server) vs the plain consumer; {machine.get('nproc')} cores ({machine.get('cpu_model')}), shared with the "
-        f"emulator and the benchmark, {machine.get('date')}" + ("  [--quick]" if quick else ""), fontsize=9)
+        f"emulator and the benchmark, {machine.get('date')}" + ("  [--quick]" if quick else ""),
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -55,13 +57,21 @@ def _throughput(ax, summary: Summary) -> None:
     s = summary.figures
     plain = s.plain_drain_events_per_sec
     earlier = s.direct_runner_streaming_from not in (None, "this run")
-    _bars(ax, [
-        ("Flink streaming\n(drain, median)", s.flink_drain_events_per_sec, "#c44e52"),
-        ("plain consumer\n(drain)", plain, "#8172b2"),
-        ("plain consumer\n(as streaming\nsection)", s.plain_sustained_events_per_sec, "#b3a9d4"),
-        ("DirectRunner\nstreaming" + ("\n(earlier run)" if earlier else ""),
-         s.direct_runner_streaming_events_per_sec, "#dd8452"),
-    ], "Streaming throughput, fraud (events/s)", "events/s")
+    _bars(
+        ax,
+        [
+            ("Flink streaming\n(drain, median)", s.flink_drain_events_per_sec, "#c44e52"),
+            ("plain consumer\n(drain)", plain, "#8172b2"),
+            ("plain consumer\n(as streaming\nsection)", s.plain_sustained_events_per_sec, "#b3a9d4"),
+            (
+                "DirectRunner\nstreaming" + ("\n(earlier run)" if earlier else ""),
+                s.direct_runner_streaming_events_per_sec,
+                "#dd8452",
+            ),
+        ],
+        "Streaming throughput, fraud (events/s)",
+        "events/s",
+    )
     if plain:
         ax.axhline(3 * plain, color="black", linestyle="--", linewidth=1, label="target: 3x plain consumer (drain)")
         ax.legend(fontsize=8, loc="upper right")
@@ -89,21 +99,28 @@ def _latency(ax, summary: Summary) -> None:
     ax.axhline(1000, color="black", linestyle="--", linewidth=1, label="target p99 < 1 s")
     ax.set_xticks(range(len(systems)), [x[0] for x in systems], fontsize=8)
     ax.set_ylabel("publish -> prediction, ms")
-    ax.set_title(f"Publish -> prediction latency, each at half its max rate (Flink "
-                 f"{_label(s.flink_latency_rate_per_sec)}/s, plain {_label(s.plain_latency_rate_per_sec)}/s)",
-                 fontsize=9)
+    ax.set_title(
+        f"Publish -> prediction latency, each at half its max rate (Flink "
+        f"{_label(s.flink_latency_rate_per_sec)}/s, plain {_label(s.plain_latency_rate_per_sec)}/s)",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
 
 
 def _backfill(ax, summary: Summary) -> None:
     s = summary.figures
-    _bars(ax, [
-        ("Flink\nend to end", s.backfill_flink_end_to_end_events_per_sec, "#c44e52"),
-        ("DirectRunner\nend to end", s.backfill_direct_end_to_end_events_per_sec, "#55a868"),
-        ("Flink\nsteady", s.backfill_flink_steady_events_per_sec, "#e8a0a2"),
-        ("DirectRunner\nsteady", s.backfill_direct_steady_events_per_sec, "#8fd19e"),
-        ("Flink p=2\nend to end", s.backfill_flink_parallelism_2_end_to_end_events_per_sec, "#8c2d30"),
-    ], f"Backfill, fraud, N={_label(s.backfill_n)} (events/s, medians)", "events/s")
+    _bars(
+        ax,
+        [
+            ("Flink\nend to end", s.backfill_flink_end_to_end_events_per_sec, "#c44e52"),
+            ("DirectRunner\nend to end", s.backfill_direct_end_to_end_events_per_sec, "#55a868"),
+            ("Flink\nsteady", s.backfill_flink_steady_events_per_sec, "#e8a0a2"),
+            ("DirectRunner\nsteady", s.backfill_direct_steady_events_per_sec, "#8fd19e"),
+            ("Flink p=2\nend to end", s.backfill_flink_parallelism_2_end_to_end_events_per_sec, "#8c2d30"),
+        ],
+        f"Backfill, fraud, N={_label(s.backfill_n)} (events/s, medians)",
+        "events/s",
+    )
 
 
 def _settings(ax, summary: Summary) -> None:
@@ -127,11 +144,18 @@ def _settings(ax, summary: Summary) -> None:
 def _cpu(ax, summary: Summary) -> None:
     bd = summary.breakdown
     keys = sorted(set((bd.flink_cpu_us_per_event or {}) | (bd.plain_cpu_us_per_event or {})))
-    for label, per_event, offset, color in (("Flink", bd.flink_cpu_us_per_event, -0.2, "#c44e52"),
-                                            ("plain consumer", bd.plain_cpu_us_per_event, 0.2, "#8172b2")):
+    for label, per_event, offset, color in (
+        ("Flink", bd.flink_cpu_us_per_event, -0.2, "#c44e52"),
+        ("plain consumer", bd.plain_cpu_us_per_event, 0.2, "#8172b2"),
+    ):
         if per_event:
-            ax.barh([i + offset for i in range(len(keys))], [per_event.get(k, 0) for k in keys], 0.4,
-                    label=f"{label} ({sum(per_event.values()):,.0f} us/event)", color=color)
+            ax.barh(
+                [i + offset for i in range(len(keys))],
+                [per_event.get(k, 0) for k in keys],
+                0.4,
+                label=f"{label} ({sum(per_event.values()):,.0f} us/event)",
+                color=color,
+            )
             ax.set_yticks(range(len(keys)), keys, fontsize=8)
     ax.set_xlabel("CPU us per event during a drain")
     ax.set_title("Where the CPU goes (per process group)", fontsize=10)

@@ -26,8 +26,23 @@ def start_pyspy(flink, out: Path, secs: float) -> dict | None:
     procs = []
     for pid in workers:
         path = out.with_name(f"{out.stem}-{pid}.txt")
-        command = [py_spy, "record", "--pid", str(pid), "--duration", str(int(secs)), "--rate", "50", "--idle",
-                   "--threads", "--nonblocking", "--format", "raw", "--output", str(path)]
+        command = [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(secs)),
+            "--rate",
+            "50",
+            "--idle",
+            "--threads",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(path),
+        ]
         procs.append((pid, path, subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)))
     log(f"py-spy: recording SDK worker(s) {workers} for {secs:.0f}s")
     return {"procs": procs}
@@ -36,8 +51,10 @@ def start_pyspy(flink, out: Path, secs: float) -> dict | None:
 # Where a sample of the bundle thread is: the category of its innermost frame that matches one (first match wins).
 CATEGORIES = (
     ("pull (emulator RPC, message conversion)", ("pubsub_pull.py", "pubsub_v1/services/subscriber/")),
-    ("publish (official client, batched; acknowledge)",
-     ("pubsub_publish.py", "pubsub_v1/publisher/", "pubsub_v1/services/publisher/")),
+    (
+        "publish (official client, batched; acknowledge)",
+        ("pubsub_publish.py", "pubsub_v1/publisher/", "pubsub_v1/services/publisher/"),
+    ),
     ("model (TensorFlow, SavedModel handler)", ("tensorflow/", "model_handlers/")),
     ("parse / validate", ("transforms/events.py",)),
     ("format prediction / dead letter", ("transforms/predictions.py", "transforms/dead_letter.py")),
@@ -91,5 +108,9 @@ def categorize_pyspy(raw: str) -> dict:
     share = {k: v / total for k, v in in_bundle.items()} if total else {}
     if total and total > busy:
         share[OUTSIDE_BUNDLE] = (total - busy) / total
-    return {"samples": total, "in_bundle_samples": busy, "threads": len(per_thread),
-            "share": dict(sorted(share.items(), key=lambda kv: -kv[1]))}
+    return {
+        "samples": total,
+        "in_bundle_samples": busy,
+        "threads": len(per_thread),
+        "share": dict(sorted(share.items(), key=lambda kv: -kv[1])),
+    }

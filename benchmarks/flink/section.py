@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from benchmarks.common import log
 from benchmarks.flink.backfill import run_backfill
@@ -40,7 +40,12 @@ NOTES = [
 
 
 def run(
-    model_dir: str, workdir: Path, profile: dict, setup: FlinkSetup, results: dict, configs: Sequence[str] | None = None,
+    model_dir: str,
+    workdir: Path,
+    profile: dict,
+    setup: FlinkSetup,
+    results: dict,
+    configs: Sequence[str] | None = None,
     ceiling: dict | None = None,
 ) -> dict:
     """Everything in the package's docstring against one emulator and one local cluster; fills `results` as it
@@ -56,23 +61,43 @@ def run(
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         raise ValueError(f"unknown Flink settings {unknown}; choose from {list(CONFIGS)}")
-    n_backlog, latency_secs, repeats = profile["flink_backlog_events"], profile["flink_latency_secs"], profile["flink_repeats"]
-    traffic = make_traffic(MODELS[MODEL], max(n_backlog, profile["flink_plain_events"]), malformed_fraction=0.03, seed=21)
+    n_backlog, latency_secs, repeats = (
+        profile["flink_backlog_events"],
+        profile["flink_latency_secs"],
+        profile["flink_repeats"],
+    )
+    traffic = make_traffic(
+        MODELS[MODEL], max(n_backlog, profile["flink_plain_events"]), malformed_fraction=0.03, seed=21
+    )
     backlog = traffic[:n_backlog]
     results.update(
-        model=MODEL, inference="in_process", flink_version=FLINK_VERSION, beam_java_runner_version=BEAM_JAVA_VERSION,
-        backlog_events=n_backlog, latency_secs=latency_secs, default_config=DEFAULT, beam_defaults=BEAM_DEFAULTS,
-        configs={name: settings(name) for name in configs}, streaming={}, notes=NOTES,
+        model=MODEL,
+        inference="in_process",
+        flink_version=FLINK_VERSION,
+        beam_java_runner_version=BEAM_JAVA_VERSION,
+        backlog_events=n_backlog,
+        latency_secs=latency_secs,
+        default_config=DEFAULT,
+        beam_defaults=BEAM_DEFAULTS,
+        configs={name: settings(name) for name in configs},
+        streaming={},
+        notes=NOTES,
         taskmanager_restarts=[],
     )
     with PubsubEmulator(project="bench-project", log_path=str(logs / "flink-emulator.log")) as emulator:
         log(f"Pub/Sub emulator up at {emulator.host}")
         flink = setup.cluster()
         keeper = TaskManagerKeeper(flink, results["taskmanager_restarts"])
-        results["cluster"] = {"state_dir": str(flink.state_dir), "ports": dataclasses.asdict(flink.ports),
-                              "slots": flink.slots, "logs": str(flink.logs_dir)}
-        log(f"local Flink {FLINK_VERSION} + Beam {BEAM_JAVA_VERSION} job server + SDK worker pool starting "
-            f"({flink.state_dir}, REST port {flink.ports.rest})")
+        results["cluster"] = {
+            "state_dir": str(flink.state_dir),
+            "ports": dataclasses.asdict(flink.ports),
+            "slots": flink.slots,
+            "logs": str(flink.logs_dir),
+        }
+        log(
+            f"local Flink {FLINK_VERSION} + Beam {BEAM_JAVA_VERSION} job server + SDK worker pool starting "
+            f"({flink.state_dir}, REST port {flink.ports.rest})"
+        )
         t0 = time.monotonic()
         flink.start()  # the emulator's address travels with each pipeline's options
         results["cluster"]["start_secs"] = time.monotonic() - t0
@@ -85,27 +110,59 @@ def run(
             for i, name in enumerate(order):
                 secs = latency_secs if name == "default" else latency_secs / 2
                 log(f"Flink streaming {i + 1}/{len(order)}: setting {name!r}")
-                one = run_flink_config(flink, emulator, model_dir, logs, name, CONFIGS[name], backlog, secs,
-                                       seed=100 + 10 * i, keeper=keeper)
+                one = run_flink_config(
+                    flink,
+                    emulator,
+                    model_dir,
+                    logs,
+                    name,
+                    CONFIGS[name],
+                    backlog,
+                    secs,
+                    seed=100 + 10 * i,
+                    keeper=keeper,
+                )
                 if name != "default" and one.get("latency"):
                     one["latency"].pop("latencies_ms", None)  # the raw samples of the default setting only
                 results["streaming"].setdefault(name, []).append(one)
             log("plain consumer on the same emulator")
-            results["plain_consumer"] = run_plain(emulator, model_dir, logs, backlog,
-                                                  traffic[:profile["flink_plain_events"]], latency_secs)
+            results["plain_consumer"] = run_plain(
+                emulator, model_dir, logs, backlog, traffic[: profile["flink_plain_events"]], latency_secs
+            )
             log("where the time goes: the pieces alone")
             results["pieces_alone"] = pieces_alone(emulator, min(n_backlog, 10_000), workdir, model_dir, ceiling)
             if profile.get("flink_pyspy_secs"):
-                log("where the time goes: py-spy on the SDK worker during one more drain (default setting, not "
-                    "counted in the medians)")
+                log(
+                    "where the time goes: py-spy on the SDK worker during one more drain (default setting, not "
+                    "counted in the medians)"
+                )
                 results["pyspy_run"] = run_flink_config(
-                    flink, emulator, model_dir, logs, "pyspy", CONFIGS["default"], backlog, 0, seed=900,
-                    keeper=keeper, pyspy_secs=profile["flink_pyspy_secs"])
-            log(f"backfill: N={profile['flink_backfill_n_small']:,} and N={profile['flink_backfill_n_big']:,}, "
-                f"DirectRunner and Flink, {profile['flink_backfill_repeats']} repeat(s), each a fresh process")
+                    flink,
+                    emulator,
+                    model_dir,
+                    logs,
+                    "pyspy",
+                    CONFIGS["default"],
+                    backlog,
+                    0,
+                    seed=900,
+                    keeper=keeper,
+                    pyspy_secs=profile["flink_pyspy_secs"],
+                )
+            log(
+                f"backfill: N={profile['flink_backfill_n_small']:,} and N={profile['flink_backfill_n_big']:,}, "
+                f"DirectRunner and Flink, {profile['flink_backfill_repeats']} repeat(s), each a fresh process"
+            )
             results["backfill"] = run_backfill(
-                flink, model_dir, workdir, profile["flink_backfill_n_small"], profile["flink_backfill_n_big"],
-                profile["flink_backfill_repeats"], profile["flink_variants"], keeper)
+                flink,
+                model_dir,
+                workdir,
+                profile["flink_backfill_n_small"],
+                profile["flink_backfill_n_big"],
+                profile["flink_backfill_repeats"],
+                profile["flink_variants"],
+                keeper,
+            )
         finally:
             with contextlib.suppress(Exception):
                 flink.cancel_all_jobs(timeout=30)

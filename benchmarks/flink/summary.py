@@ -6,12 +6,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from benchmarks.common import median, ratio
 from benchmarks.flink.records import (
-    Alone, Breakdown, Cpu, DirectRunnerStreaming, Figures, FlinkSection, JobRun, Ratios, SettingFigures, Summary,
+    Alone,
+    Breakdown,
+    Cpu,
+    DirectRunnerStreaming,
+    Figures,
+    FlinkSection,
+    JobRun,
+    Ratios,
+    SettingFigures,
+    Summary,
     Target,
 )
 from benchmarks.records import load
@@ -40,7 +49,8 @@ def setting_figures(runs: Sequence[JobRun]) -> SettingFigures:
         p50_ms_to_output_publish=_median_of(runs, lambda r: r.latency.to_output_publish.p50_ms),
         p99_ms_to_output_publish=_median_of(runs, lambda r: r.latency.to_output_publish.p99_ms),
         cores_busy_during_drain=_median_of(
-            runs, lambda r: r.cpu_during_drain.cores_busy_total if r.cpu_during_drain else None),
+            runs, lambda r: r.cpu_during_drain.cores_busy_total if r.cpu_during_drain else None
+        ),
     )
 
 
@@ -83,15 +93,22 @@ def summarize(flink: dict, direct_streaming: DirectRunnerStreaming | None = None
     )
     ratios = Ratios(
         flink_over_plain_drain=ratio(figures.flink_drain_events_per_sec, figures.plain_drain_events_per_sec),
-        flink_over_plain_as_streaming_section=ratio(figures.flink_drain_events_per_sec,
-                                                    figures.plain_sustained_events_per_sec),
-        flink_over_direct_runner_streaming=ratio(figures.flink_drain_events_per_sec,
-                                                 figures.direct_runner_streaming_events_per_sec),
+        flink_over_plain_as_streaming_section=ratio(
+            figures.flink_drain_events_per_sec, figures.plain_sustained_events_per_sec
+        ),
+        flink_over_direct_runner_streaming=ratio(
+            figures.flink_drain_events_per_sec, figures.direct_runner_streaming_events_per_sec
+        ),
         backfill_flink_over_direct_end_to_end=bf.flink_over_direct_runner_end_to_end,
         backfill_flink_over_direct_steady=bf.flink_over_direct_runner_steady,
     )
-    return Summary(figures=figures, ratios=ratios, per_config=per_config,
-                   target=target(figures, ratios, per_config), breakdown=breakdown(section))
+    return Summary(
+        figures=figures,
+        ratios=ratios,
+        per_config=per_config,
+        target=target(figures, ratios, per_config),
+        breakdown=breakdown(section),
+    )
 
 
 def target(figures: Figures, ratios: Ratios, per_config: dict[str, SettingFigures]) -> Target:
@@ -135,22 +152,30 @@ def breakdown(section: FlinkSection) -> Breakdown:
         per_event = _us_per_event(cpu, max(1, (last.drain.outputs or 1) - 1))
         total = sum(per_event.values())
         own = sum(v for k, v in per_event.items() if k.startswith("benchmark"))
-        parts.update(flink_cpu_us_per_event=per_event, flink_cpu_us_per_event_total=total,
-                     flink_cores_busy=cpu.cores_busy_total, flink_cpu_us_per_event_system_under_test=total - own)
+        parts.update(
+            flink_cpu_us_per_event=per_event,
+            flink_cpu_us_per_event_total=total,
+            flink_cores_busy=cpu.cores_busy_total,
+            flink_cpu_us_per_event_system_under_test=total - own,
+        )
         nproc = os.cpu_count() or 1
         note.append(
-            f"Flink drain: {total:,.0f} us of CPU per event over all processes (" + _by_cost(per_event)
+            f"Flink drain: {total:,.0f} us of CPU per event over all processes ("
+            + _by_cost(per_event)
             + f"); {cpu.cores_busy_total:.2f} of {nproc} cores busy over the window the outputs were received in. "
             f"Without the benchmark's own share, {total - own:,.0f} us/event: {nproc} cores carry about "
-            f"{nproc * 1e6 / (total - own):,.0f} events/s at that cost, the machine's limit for this path.")
+            f"{nproc * 1e6 / (total - own):,.0f} events/s at that cost, the machine's limit for this path."
+        )
     plain_drain = section.plain_consumer.drain
     if plain_drain.cpu_during_drain:
         cpu = plain_drain.cpu_during_drain
         per_event = _us_per_event(cpu, max(1, (plain_drain.outputs or 1) - 1))
         parts.update(plain_cpu_us_per_event=per_event, plain_cpu_us_per_event_total=sum(per_event.values()))
         note.append(
-            f"plain consumer drain: {sum(per_event.values()):,.0f} us of CPU per event (" + _by_cost(per_event)
-            + f"); {cpu.cores_busy_total:.2f} cores busy.")
+            f"plain consumer drain: {sum(per_event.values()):,.0f} us of CPU per event ("
+            + _by_cost(per_event)
+            + f"); {cpu.cores_busy_total:.2f} cores busy."
+        )
     alone = section.pieces_alone
     if alone.pull:
         pull, publish = alone.pull, alone.publish_wait_per_100
@@ -170,7 +195,8 @@ def breakdown(section: FlinkSection) -> Breakdown:
             f"pulling alone); publishing as WriteToPubSub does (100, then wait) {publish.events_per_sec or 0:,.0f}/s; "
             f"the project's parse + predict + format {project_us or 0:.0f} us/event. One after the "
             f"other, as one bundle thread does them: {serial_us:.0f} us/event = {1e6 / serial_us:,.0f} events/s "
-            "before any harness cost.")
+            "before any harness cost."
+        )
     shares = [worker.share for worker in section.pyspy_run.pyspy.values() if worker.share]
     if shares:
         merged: dict = {}
@@ -180,19 +206,23 @@ def breakdown(section: FlinkSection) -> Breakdown:
         parts["sdk_worker_bundle_thread_share"] = merged
         note.append(
             "SDK worker, bundle thread (wall time, py-spy): "
-            + ", ".join(f"{k} {v:.0%}" for k, v in sorted(merged.items(), key=lambda kv: -kv[1]) if v >= 0.005) + ".")
+            + ", ".join(f"{k} {v:.0%}" for k, v in sorted(merged.items(), key=lambda kv: -kv[1]) if v >= 0.005)
+            + "."
+        )
     return Breakdown(note=note, **parts)
 
 
 def direct_streaming_figures(results: dict, out: Path) -> DirectRunnerStreaming | None:
     """The DirectRunner streaming figures: from this run's `streaming` section, else from the results.json a
     previous full run left in `out` (labelled with its date), else None."""
+
     def pick(streaming, source: str) -> DirectRunnerStreaming | None:
         beam = load(StreamingSection, streaming).beam_direct_runner
         if not beam.sustained.events_per_sec:
             return None
-        return DirectRunnerStreaming(beam.sustained.events_per_sec, beam.latency.p50_ms, beam.latency.p99_ms,
-                                     beam.latency.rate_per_sec, source)
+        return DirectRunnerStreaming(
+            beam.sustained.events_per_sec, beam.latency.p50_ms, beam.latency.p99_ms, beam.latency.rate_per_sec, source
+        )
 
     here = pick(results.get("streaming"), "this run")
     if here:

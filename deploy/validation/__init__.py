@@ -12,10 +12,20 @@ values they hold the manifests to are in deploy/site.py.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from deploy.validation import (flink, gpu, network, pubsub, references, schemas, security, submissions, tf_serving,
-                               versions)
+from deploy.validation import (
+    flink,
+    gpu,
+    network,
+    pubsub,
+    references,
+    schemas,
+    security,
+    submissions,
+    tf_serving,
+    versions,
+)
 
 
 def checks(overlay: str) -> dict[str, Callable[[list[dict]], list[str]]]:

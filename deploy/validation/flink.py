@@ -7,8 +7,14 @@ from __future__ import annotations
 import re
 
 from deploy.manifests import MAIN_CONTAINER, flink_deployment, flink_role_pod, pods
-from deploy.site import (BEAM_WORKER_POOL_PORT, FLINK_INTERNAL_PORTS, FLINK_METRICS_PORT, FLINK_REST_PORT,
-                         TF_SERVING_CLIENT_LABEL, WORKER_POOL_CONTAINER)
+from deploy.site import (
+    BEAM_WORKER_POOL_PORT,
+    FLINK_INTERNAL_PORTS,
+    FLINK_METRICS_PORT,
+    FLINK_REST_PORT,
+    TF_SERVING_CLIENT_LABEL,
+    WORKER_POOL_CONTAINER,
+)
 
 
 def check_flink(docs: list[dict]) -> list[str]:

@@ -18,7 +18,9 @@ def check_gpu(docs: list[dict], overlay: str) -> list[str]:
     problems = []
     fd = flink_deployment(docs)
     if any(k.startswith("external-resource") for k in fd["spec"]["flinkConfiguration"]):
-        problems.append("FlinkDeployment: no Flink external resources: the GPU belongs to the worker-pool sidecar, not Flink")
+        problems.append(
+            "FlinkDeployment: no Flink external resources: the GPU belongs to the worker-pool sidecar, not Flink"
+        )
     all_pods = pods(docs)
     with_gpu = {(p.owner, c["name"]) for p in all_pods for c in p.containers() if gpu_limit(c)}
     taskmanager = flink_role_pod(docs, "taskManager")
@@ -39,5 +41,7 @@ def check_gpu(docs: list[dict], overlay: str) -> list[str]:
         if not any(t.get("key") == GPU for t in pod.spec.get("tolerations", [])):
             problems.append(f"gpu overlay: {pod.owner} must tolerate the {GPU} taint")
         if not pod.container(container)["image"].endswith("-gpu"):
-            problems.append(f"gpu overlay: {pod.owner} {container} must run a GPU image, got {pod.container(container)['image']}")
+            problems.append(
+                f"gpu overlay: {pod.owner} {container} must run a GPU image, got {pod.container(container)['image']}"
+            )
     return problems

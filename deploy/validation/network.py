@@ -7,8 +7,14 @@ from __future__ import annotations
 
 from deploy.manifests import find, flink_deployment, pods
 from deploy.network_policy import Peer, allowed, external, peer
-from deploy.site import (FLINK_INTERNAL_PORTS, FLINK_METRICS_PORT, FLINK_REST_PORT, NAMESPACE, TF_SERVING_GRPC_PORT,
-                         TF_SERVING_REST_PORT)
+from deploy.site import (
+    FLINK_INTERNAL_PORTS,
+    FLINK_METRICS_PORT,
+    FLINK_REST_PORT,
+    NAMESPACE,
+    TF_SERVING_GRPC_PORT,
+    TF_SERVING_REST_PORT,
+)
 
 
 def check_network_policies(docs: list[dict]) -> list[str]:
@@ -33,7 +39,13 @@ def check_network_policies(docs: list[dict]) -> list[str]:
         ("TaskManager -> JobManager RPC", taskmanager, jobmanager, FLINK_INTERNAL_PORTS["jobmanager.rpc.port"], "TCP"),
         ("TaskManager -> JobManager blobs", taskmanager, jobmanager, FLINK_INTERNAL_PORTS["blob.server.port"], "TCP"),
         ("JobManager -> TaskManager RPC", jobmanager, taskmanager, FLINK_INTERNAL_PORTS["taskmanager.rpc.port"], "TCP"),
-        ("TaskManager -> TaskManager data", taskmanager, taskmanager, FLINK_INTERNAL_PORTS["taskmanager.data.port"], "TCP"),
+        (
+            "TaskManager -> TaskManager data",
+            taskmanager,
+            taskmanager,
+            FLINK_INTERNAL_PORTS["taskmanager.data.port"],
+            "TCP",
+        ),
         ("operator -> JobManager REST", operator, jobmanager, FLINK_REST_PORT, "TCP"),
         ("Prometheus -> Flink metrics", prometheus, taskmanager, FLINK_METRICS_PORT, "TCP"),
         ("Prometheus -> TF Serving metrics", prometheus, serving, TF_SERVING_REST_PORT, "TCP"),
@@ -44,7 +56,9 @@ def check_network_policies(docs: list[dict]) -> list[str]:
         ("TF Serving -> DNS", serving, dns, 53, "UDP"),
         ("TaskManager -> DNS", taskmanager, dns, 53, "UDP"),
     ]
-    must += [(f"submitter {i} -> JobManager REST", s, jobmanager, FLINK_REST_PORT, "TCP") for i, s in enumerate(submitters)]
+    must += [
+        (f"submitter {i} -> JobManager REST", s, jobmanager, FLINK_REST_PORT, "TCP") for i, s in enumerate(submitters)
+    ]
     must += [(f"submitter {i} -> DNS", s, dns, 53, "UDP") for i, s in enumerate(submitters)]
     must_not: list[tuple[str, Peer, Peer, int, str]] = [
         ("another pod -> TF Serving", stranger, serving, TF_SERVING_GRPC_PORT, "TCP"),
@@ -55,14 +69,29 @@ def check_network_policies(docs: list[dict]) -> list[str]:
         ("TaskManager -> the internet on 80", taskmanager, external("93.184.216.34"), 80, "TCP"),
         ("TF Serving -> JobManager REST", serving, jobmanager, FLINK_REST_PORT, "TCP"),
     ]
-    must_not += [(f"submitter {i} -> TF Serving", s, serving, TF_SERVING_GRPC_PORT, "TCP") for i, s in enumerate(submitters)]
-    must_not += [(f"submitter {i} -> TaskManager RPC", s, taskmanager, FLINK_INTERNAL_PORTS["taskmanager.rpc.port"], "TCP")
-                 for i, s in enumerate(submitters)]
-    problems = [f"network: {name} (port {port}/{proto}) must be allowed" for name, src, dst, port, proto in must
-                if not allowed(docs, src, dst, port, proto)]
-    problems += [f"network: {name} (port {port}/{proto}) must be denied" for name, src, dst, port, proto in must_not
-                 if allowed(docs, src, dst, port, proto)]
-    if not any(p["spec"]["podSelector"] == {} and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
-               and not p["spec"].get("ingress") and not p["spec"].get("egress") for p in find(docs, "NetworkPolicy")):
+    must_not += [
+        (f"submitter {i} -> TF Serving", s, serving, TF_SERVING_GRPC_PORT, "TCP") for i, s in enumerate(submitters)
+    ]
+    must_not += [
+        (f"submitter {i} -> TaskManager RPC", s, taskmanager, FLINK_INTERNAL_PORTS["taskmanager.rpc.port"], "TCP")
+        for i, s in enumerate(submitters)
+    ]
+    problems = [
+        f"network: {name} (port {port}/{proto}) must be allowed"
+        for name, src, dst, port, proto in must
+        if not allowed(docs, src, dst, port, proto)
+    ]
+    problems += [
+        f"network: {name} (port {port}/{proto}) must be denied"
+        for name, src, dst, port, proto in must_not
+        if allowed(docs, src, dst, port, proto)
+    ]
+    if not any(
+        p["spec"]["podSelector"] == {}
+        and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+        for p in find(docs, "NetworkPolicy")
+    ):
         problems.append("network: a default-deny policy (all pods, Ingress and Egress, no rules) is required")
     return problems

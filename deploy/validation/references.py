@@ -5,7 +5,7 @@ and no site placeholder is left where base/site.env should have replaced it.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from deploy import config_connector
 from deploy.manifests import find, pods, ref
@@ -22,7 +22,9 @@ def check_references(docs: list[dict]) -> list[str]:
     for pod in pods(docs):
         for volume in pod.spec.get("volumes", []):
             if "configMap" in volume and ("ConfigMap", volume["configMap"]["name"]) not in names:
-                problems.append(f"{pod.owner}: volume {volume['name']} names a missing ConfigMap {volume['configMap']['name']}")
+                problems.append(
+                    f"{pod.owner}: volume {volume['name']} names a missing ConfigMap {volume['configMap']['name']}"
+                )
         if ("ServiceAccount", pod.service_account) not in names:
             problems.append(f"{pod.owner}: service account {pod.service_account!r} is not in the manifests")
     for doc in filter(config_connector.is_config_connector, docs):
@@ -41,7 +43,9 @@ def check_references(docs: list[dict]) -> list[str]:
             problems.append(f"{ref(hpa)}: scale target {target['kind']}/{target['name']} is not in the manifests")
         deployments = find(docs, target["kind"], target["name"])
         if deployments and "replicas" in deployments[0]["spec"]:
-            problems.append(f"{ref(hpa)}: leave {target['kind']}/{target['name']}.spec.replicas unset; the autoscaler owns it")
+            problems.append(
+                f"{ref(hpa)}: leave {target['kind']}/{target['name']}.spec.replicas unset; the autoscaler owns it"
+            )
     for doc in docs:
         for path in _placeholders(doc):
             problems.append(f"{ref(doc)}: {path} still holds a site placeholder (set it in base/site.env)")

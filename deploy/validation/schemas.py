@@ -23,7 +23,9 @@ def check_builtin_schemas(docs: list[dict]) -> list[str]:
         try:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
-            problems.append(f"{ref(doc)}: {doc['apiVersion']} {doc['kind']} is not a Kubernetes {KUBERNETES_VERSION} kind")
+            problems.append(
+                f"{ref(doc)}: {doc['apiVersion']} {doc['kind']} is not a Kubernetes {KUBERNETES_VERSION} kind"
+            )
         except kubernetes_validate.ValidationError as error:
             path = ".".join(str(p) for p in error.path) or "<root>"
             problems.append(f"{ref(doc)}: {path}: {error.message}")
@@ -55,5 +57,9 @@ def check_flink_deployment_schema(docs: list[dict]) -> list[str]:
 
 def check_config_connector_schemas(docs: list[dict]) -> list[str]:
     """The Config Connector objects (base/pubsub/) against the fields their CRDs define (deploy/config_connector.py)."""
-    return [f"{ref(doc)}: {problem}" for doc in docs if config_connector.is_config_connector(doc)
-            for problem in config_connector.validate(doc)]
+    return [
+        f"{ref(doc)}: {problem}"
+        for doc in docs
+        if config_connector.is_config_connector(doc)
+        for problem in config_connector.validate(doc)
+    ]

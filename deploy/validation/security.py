@@ -18,8 +18,9 @@ def _effective(container: dict, pod: Pod, key: str):
 def check_security(docs: list[dict]) -> list[str]:
     """Non-root, read-only root filesystem (with writable /tmp), no privilege, RuntimeDefault seccomp, bounded."""
     problems = []
-    bound_accounts = {s["name"] for rb in find(docs, "RoleBinding") for s in rb.get("subjects", [])
-                      if s["kind"] == "ServiceAccount"}
+    bound_accounts = {
+        s["name"] for rb in find(docs, "RoleBinding") for s in rb.get("subjects", []) if s["kind"] == "ServiceAccount"
+    }
     for pod in pods(docs):
         where = pod.owner
         pod_security = pod.spec.get("securityContext", {})
@@ -78,7 +79,9 @@ def _check_resources(container: dict, pod: Pod, name: str) -> list[str]:
         if missing:
             problems.append(f"{name}: resources.{kind} needs {', '.join(missing)}")
     for extended in (GPU,):
-        if resources.get("limits", {}).get(extended) != resources.get("requests", {}).get(extended, resources.get("limits", {}).get(extended)):
+        if resources.get("limits", {}).get(extended) != resources.get("requests", {}).get(
+            extended, resources.get("limits", {}).get(extended)
+        ):
             problems.append(f"{name}: {extended} requests must equal limits")
     return problems
 

@@ -18,8 +18,15 @@ def parse_models_config(text: str):
     return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
 
 
-BATCHING_WRAPPED = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
-                    "thread_pool_name", "max_execution_batch_size", "enable_large_batch_splitting"}
+BATCHING_WRAPPED = {
+    "max_batch_size",
+    "batch_timeout_micros",
+    "max_enqueued_batches",
+    "num_batch_threads",
+    "thread_pool_name",
+    "max_execution_batch_size",
+    "enable_large_batch_splitting",
+}
 BATCHING_PLAIN = {"allowed_batch_sizes", "pad_variable_length_inputs"}
 
 
@@ -56,7 +63,9 @@ def check_tf_serving(docs: list[dict]) -> list[str]:
         if args.get(flag) != str(port):
             problems.append(f"tf-serving: --{flag} must be {port}, got {args.get(flag)!r}")
     if ports != {"grpc": TF_SERVING_GRPC_PORT, "http": TF_SERVING_REST_PORT}:
-        problems.append(f"tf-serving: container ports must be grpc {TF_SERVING_GRPC_PORT}, http {TF_SERVING_REST_PORT}, got {ports}")
+        problems.append(
+            f"tf-serving: container ports must be grpc {TF_SERVING_GRPC_PORT}, http {TF_SERVING_REST_PORT}, got {ports}"
+        )
     for service in find(docs, "Service"):
         if service["spec"].get("selector", {}).get("app.kubernetes.io/name") != "tf-serving":
             continue
@@ -64,17 +73,26 @@ def check_tf_serving(docs: list[dict]) -> list[str]:
             target = port.get("targetPort", port["port"])
             target = ports.get(target, target)
             if target != port["port"] or port["port"] not in ports.values():
-                problems.append(f"{ref(service)}: port {port['port']} must reach container port {port['port']}, got {target}")
+                problems.append(
+                    f"{ref(service)}: port {port['port']} must reach container port {port['port']}, got {target}"
+                )
     for probe in ("readinessProbe", "startupProbe"):
         get = container.get(probe, {}).get("httpGet", {})
         path = get.get("path", "")
         if ports.get(get.get("port"), get.get("port")) != TF_SERVING_REST_PORT or not re.fullmatch(
             r"/v1/models/[a-z]+(/labels/stable)?", path
         ):
-            problems.append(f"tf-serving: {probe} must GET /v1/models/<name>[/labels/stable] on {TF_SERVING_REST_PORT}, got {get}")
+            problems.append(
+                f"tf-serving: {probe} must GET /v1/models/<name>[/labels/stable] on {TF_SERVING_REST_PORT}, got {get}"
+            )
     annotations = pod.metadata.get("annotations", {})
-    if annotations.get("prometheus.io/port") != str(TF_SERVING_REST_PORT) or annotations.get("prometheus.io/path") != TF_SERVING_METRICS_PATH:
-        problems.append(f"tf-serving: prometheus.io annotations must point at {TF_SERVING_REST_PORT}{TF_SERVING_METRICS_PATH}")
+    if (
+        annotations.get("prometheus.io/port") != str(TF_SERVING_REST_PORT)
+        or annotations.get("prometheus.io/path") != TF_SERVING_METRICS_PATH
+    ):
+        problems.append(
+            f"tf-serving: prometheus.io annotations must point at {TF_SERVING_REST_PORT}{TF_SERVING_METRICS_PATH}"
+        )
 
     def file_flag(flag: str) -> str | None:
         path = args.get(flag)
@@ -89,8 +107,13 @@ def check_tf_serving(docs: list[dict]) -> list[str]:
     models_text = file_flag("model_config_file")
     batching_text = file_flag("batching_parameters_file")
     monitoring_text = file_flag("monitoring_config_file")
-    if not args.get("model_config_file_poll_wait_seconds", "0").isdigit() or int(args.get("model_config_file_poll_wait_seconds", "0")) < 1:
-        problems.append("tf-serving: --model_config_file_poll_wait_seconds must be set, or rollouts never reach the server")
+    if (
+        not args.get("model_config_file_poll_wait_seconds", "0").isdigit()
+        or int(args.get("model_config_file_poll_wait_seconds", "0")) < 1
+    ):
+        problems.append(
+            "tf-serving: --model_config_file_poll_wait_seconds must be set, or rollouts never reach the server"
+        )
     if models_text is not None:
         problems += check_models_config(models_text, set(MODELS), mount_path(container, "models"))
     if batching_text is not None:
@@ -106,7 +129,9 @@ def check_tf_serving(docs: list[dict]) -> list[str]:
     if monitoring_text is not None:
         compact = re.sub(r"\s+", " ", re.sub(r"#.*", "", monitoring_text)).strip()
         if compact != f'prometheus_config {{ enable: true path: "{TF_SERVING_METRICS_PATH}" }}':
-            problems.append(f"tf-serving monitoring: expected prometheus_config enabled at {TF_SERVING_METRICS_PATH}, got {compact!r}")
+            problems.append(
+                f"tf-serving monitoring: expected prometheus_config enabled at {TF_SERVING_METRICS_PATH}, got {compact!r}"
+            )
     return problems
 
 
@@ -125,15 +150,21 @@ def check_models_config(text: str, model_names: set[str], models_mount: str | No
         if model.model_platform != "tensorflow":
             problems.append(f"models.config {name}: model_platform must be tensorflow")
         if model.model_version_policy.WhichOneof("policy_choice") != "specific":
-            problems.append(f"models.config {name}: the version policy must be `specific` (labels need pinned versions)")
+            problems.append(
+                f"models.config {name}: the version policy must be `specific` (labels need pinned versions)"
+            )
         versions = set(model.model_version_policy.specific.versions)
         labels = dict(model.version_labels)
         if "stable" not in labels:
             problems.append(f"models.config {name}: a `stable` version label is required")
         for label, version in labels.items():
             if version not in versions:
-                problems.append(f"models.config {name}: label {label} -> {version} is not among the served versions {sorted(versions)}")
+                problems.append(
+                    f"models.config {name}: label {label} -> {version} is not among the served versions {sorted(versions)}"
+                )
         unlabelled = versions - set(labels.values())
         if unlabelled:
-            problems.append(f"models.config {name}: versions {sorted(unlabelled)} are loaded but no label points at them")
+            problems.append(
+                f"models.config {name}: versions {sorted(unlabelled)} are loaded but no label points at them"
+            )
     return problems

@@ -60,7 +60,9 @@ def check_versions(docs: list[dict]) -> list[str]:
     flink_image = (IMAGES_DIR / "flink" / "Dockerfile").read_text(encoding="utf-8")
     for name, text in (("worker", worker), ("launcher", launcher)):
         if dockerfile_args(text).get("BEAM_VERSION") != beam:
-            problems.append(f"images/{name}/Dockerfile: ARG BEAM_VERSION must be {beam}, got {dockerfile_args(text).get('BEAM_VERSION')}")
+            problems.append(
+                f"images/{name}/Dockerfile: ARG BEAM_VERSION must be {beam}, got {dockerfile_args(text).get('BEAM_VERSION')}"
+            )
     python = setup.get("python")
     if not re.search(rf"^FROM apache/beam_python{re.escape(python or '?')}_sdk:\$\{{BEAM_VERSION\}}$", worker, re.M):
         problems.append(f"images/worker/Dockerfile must be FROM apache/beam_python{python}_sdk:${{BEAM_VERSION}}")
@@ -70,7 +72,9 @@ def check_versions(docs: list[dict]) -> list[str]:
     fd = flink_deployment(docs)
     flink_minor = fd["spec"]["flinkVersion"].removeprefix("v").replace("_", ".")
     if dockerfile_args(launcher).get("FLINK_MINOR") != flink_minor:
-        problems.append(f"images/launcher/Dockerfile: ARG FLINK_MINOR must be {flink_minor} (flinkVersion), got {dockerfile_args(launcher).get('FLINK_MINOR')}")
+        problems.append(
+            f"images/launcher/Dockerfile: ARG FLINK_MINOR must be {flink_minor} (flinkVersion), got {dockerfile_args(launcher).get('FLINK_MINOR')}"
+        )
     flink_version = dockerfile_args(flink_image).get("FLINK_VERSION", "")
     if not flink_version.startswith(flink_minor + "."):
         problems.append(f"images/flink/Dockerfile: FLINK_VERSION {flink_version} is not a {flink_minor}.x release")
@@ -81,17 +85,25 @@ def check_versions(docs: list[dict]) -> list[str]:
     for submission in submissions(docs):
         argv = args_dict(submission.argv)
         if argv.get("flink_job_server_jar") != jar:
-            problems.append(f"{ref(submission.job)}: --flink_job_server_jar must be {jar} (launcher image), got {argv.get('flink_job_server_jar')!r}")
+            problems.append(
+                f"{ref(submission.job)}: --flink_job_server_jar must be {jar} (launcher image), got {argv.get('flink_job_server_jar')!r}"
+            )
         if argv.get("flink_version") != flink_minor:
-            problems.append(f"{ref(submission.job)}: --flink_version must be {flink_minor}, got {argv.get('flink_version')!r}")
+            problems.append(
+                f"{ref(submission.job)}: --flink_version must be {flink_minor}, got {argv.get('flink_version')!r}"
+            )
     serving_image = tf_serving_pod(docs).container(TF_SERVING_CONTAINER)["image"]
     serving_version = serving_image.rsplit(":", 1)[-1].removesuffix("-gpu")
     if serving_version != setup.get("tf_serving_api"):
-        problems.append(f"TF Serving image {serving_image} must be the version of tensorflow-serving-api in setup.py ({setup.get('tf_serving_api')})")
+        problems.append(
+            f"TF Serving image {serving_image} must be the version of tensorflow-serving-api in setup.py ({setup.get('tf_serving_api')})"
+        )
     # The images install the project from setup.py's packages: the build context must send every one of them.
     for name in ("worker", "launcher"):
         ignore = (IMAGES_DIR / name / "Dockerfile.dockerignore").read_text(encoding="utf-8")
         for package in setup.get("packages", "").split():
             if f"!{package}/" not in ignore.splitlines():
-                problems.append(f"images/{name}/Dockerfile.dockerignore must let package {package}/ (setup.py) into the build")
+                problems.append(
+                    f"images/{name}/Dockerfile.dockerignore must let package {package}/ (setup.py) into the build"
+                )
     return problems

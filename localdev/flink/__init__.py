@@ -25,19 +25,45 @@ from localdev.flink.cli import main
 from localdev.flink.cluster import COMPONENTS, STOP_TIMEOUT_SECS, ClusterStatus, ComponentStatus, LocalFlink
 from localdev.flink.config import Ports
 from localdev.flink.install import (
-    BEAM_FLINK_RUNNER, BEAM_JAVA_VERSION, FLINK_CLIENT_ARTIFACTS, FLINK_VERSION, JOB_SERVER_MAIN, check_prerequisites,
+    BEAM_FLINK_RUNNER,
+    BEAM_JAVA_VERSION,
+    FLINK_CLIENT_ARTIFACTS,
+    FLINK_VERSION,
+    JOB_SERVER_MAIN,
+    check_prerequisites,
     jobserver_pom,
 )
 from localdev.flink.jobs import PENDING_TASK_STATES, TERMINAL_JOB_STATES
 from localdev.flink.layout import DEFAULT_STATE_DIR, PROJECT_ROOT, READY_TIMEOUT_SECS, FlinkError
+
 # Where the tests and older callers found the process and port checks; they live in plumbing now.
 from plumbing.ports import port_accepts, port_in_use
 from plumbing.process import group_members, process_alive, process_start_time
 
 __all__ = [
-    "BEAM_FLINK_RUNNER", "BEAM_JAVA_VERSION", "COMPONENTS", "DEFAULT_STATE_DIR", "FLINK_CLIENT_ARTIFACTS",
-    "FLINK_VERSION", "JOB_SERVER_MAIN", "PENDING_TASK_STATES", "PROJECT_ROOT", "READY_TIMEOUT_SECS",
-    "STOP_TIMEOUT_SECS", "TERMINAL_JOB_STATES", "ClusterStatus", "ComponentStatus", "FlinkError", "LocalFlink",
-    "Ports", "check_prerequisites", "group_members", "jobserver_pom", "main", "port_accepts", "port_in_use",
-    "process_alive", "process_start_time",
+    "BEAM_FLINK_RUNNER",
+    "BEAM_JAVA_VERSION",
+    "COMPONENTS",
+    "DEFAULT_STATE_DIR",
+    "FLINK_CLIENT_ARTIFACTS",
+    "FLINK_VERSION",
+    "JOB_SERVER_MAIN",
+    "PENDING_TASK_STATES",
+    "PROJECT_ROOT",
+    "READY_TIMEOUT_SECS",
+    "STOP_TIMEOUT_SECS",
+    "TERMINAL_JOB_STATES",
+    "ClusterStatus",
+    "ComponentStatus",
+    "FlinkError",
+    "LocalFlink",
+    "Ports",
+    "check_prerequisites",
+    "group_members",
+    "jobserver_pom",
+    "main",
+    "port_accepts",
+    "port_in_use",
+    "process_alive",
+    "process_start_time",
 ]

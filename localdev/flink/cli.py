@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m localdev.flink",
         description="A local Flink 1.20 cluster with Beam's job server and a Python SDK worker pool. "
-                    "Pipelines tell their SDK workers where Pub/Sub is (--pubsub_emulator_host, by default the "
-                    "launcher's PUBSUB_EMULATOR_HOST); the cluster needs no emulator address of its own.",
+        "Pipelines tell their SDK workers where Pub/Sub is (--pubsub_emulator_host, by default the "
+        "launcher's PUBSUB_EMULATOR_HOST); the cluster needs no emulator address of its own.",
     )
     parser.add_argument("command", choices=("install", "start", "stop", "status"))
     parser.add_argument("--state_dir", default=str(DEFAULT_STATE_DIR), help="default: build/flink in the project")
@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
             flink.install()
         elif args.command == "start":
             flink.start()
-            print(f"\nup: Flink UI http://localhost:{flink.ports.rest}, Beam job server localhost:{flink.ports.job}, "
-                  f"SDK worker pool localhost:{flink.ports.worker_pool}")
+            print(
+                f"\nup: Flink UI http://localhost:{flink.ports.rest}, Beam job server localhost:{flink.ports.job}, "
+                f"SDK worker pool localhost:{flink.ports.worker_pool}"
+            )
             print(f"logs: {display(flink.logs_dir)}/{{{','.join(COMPONENTS)}}}.log")
             print("pipeline flags (batch):\n  " + " ".join(flink.pipeline_args(streaming=False)))
             print("pipeline flags (streaming):\n  " + " ".join(flink.pipeline_args(streaming=True)))

@@ -55,10 +55,14 @@ class ClusterStatus:
         return all(component.up for component in self.components) and self.taskmanagers > 0
 
     def describe(self) -> str:
-        lines = [f"{c.name:<12} {'up' if c.up else 'down':<5} pid {c.pid or '-':<8} port {c.port or '-'}"
-                 for c in self.components]
-        lines.append(f"taskmanagers {self.taskmanagers}, slots {self.slots_free} free of {self.slots_total}, "
-                     f"running jobs {self.running_jobs}")
+        lines = [
+            f"{c.name:<12} {'up' if c.up else 'down':<5} pid {c.pid or '-':<8} port {c.port or '-'}"
+            for c in self.components
+        ]
+        lines.append(
+            f"taskmanagers {self.taskmanagers}, slots {self.slots_free} free of {self.slots_total}, "
+            f"running jobs {self.running_jobs}"
+        )
         return "\n".join(lines)
 
 
@@ -124,8 +128,13 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
         self._write_state(state)
 
     def _new_state(self) -> dict[str, Any]:
-        return {"flink_version": FLINK_VERSION, "flink_home": str(self.flink_home), "slots": self.slots,
-                "ports": dataclasses.asdict(self.ports), "processes": {}}
+        return {
+            "flink_version": FLINK_VERSION,
+            "flink_home": str(self.flink_home),
+            "slots": self.slots,
+            "ports": dataclasses.asdict(self.ports),
+            "processes": {},
+        }
 
     def _pid(self, name: str) -> int | None:
         """The pid of a component if it is alive (ours: same start time as recorded)."""
@@ -140,7 +149,7 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
         return {name: pid for name in COMPONENTS if (pid := self._pid(name)) is not None}
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
-    def start(self, env: Mapping[str, str] | None = None) -> "LocalFlink":
+    def start(self, env: Mapping[str, str] | None = None) -> LocalFlink:
         """Install if needed, start all four components and wait until they are ready.
 
         env: extra environment for the worker pool, which its SDK workers inherit (e.g. PUBSUB_EMULATOR_HOST).
@@ -158,8 +167,11 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
                 self.log_path(name).replace(self.log_path(name).with_suffix(".log.1"))
         self.write_config()
         self._write_state(self._new_state())
-        self._say(f"starting Flink {FLINK_VERSION} (JobManager, TaskManager), the Beam job server and the "
-                  f"SDK worker pool ... ", end="")
+        self._say(
+            f"starting Flink {FLINK_VERSION} (JobManager, TaskManager), the Beam job server and the "
+            f"SDK worker pool ... ",
+            end="",
+        )
         started = time.monotonic()
         try:
             # All four at once: they do not depend on each other to start (the TaskManager retries until the
@@ -181,60 +193,89 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
         live = self._live_components()
         if live:
             pids = ", ".join(f"{name} {pid}" for name, pid in live.items())
-            raise FlinkError(f"a local Flink from {display(self.state_dir)} is already running ({pids}): "
-                             f"run `python -m localdev.flink stop` first")
+            raise FlinkError(
+                f"a local Flink from {display(self.state_dir)} is already running ({pids}): "
+                f"run `python -m localdev.flink stop` first"
+            )
         self.state_file.unlink(missing_ok=True)  # a stale file from a cluster that died
         taken = [f"{port} ({name})" for name, port in dataclasses.asdict(self.ports).items() if port_in_use(port)]
         if taken:
-            raise FlinkError(f"port already in use: {', '.join(taken)}; another Flink, job server or worker pool "
-                             f"is running outside {display(self.state_dir)}. Stop it, or pass other Ports.")
+            raise FlinkError(
+                f"port already in use: {', '.join(taken)}; another Flink, job server or worker pool "
+                f"is running outside {display(self.state_dir)}. Stop it, or pass other Ports."
+            )
 
     def _command(self, name: str) -> tuple[list[str], dict[str, str]]:
         # Not the emulator's address of whoever starts the cluster: pipelines send it to their workers in their
         # options (--pubsub_emulator_host), as they must on a cluster that was started elsewhere.
         env = {k: v for k, v in os.environ.items() if k != "PUBSUB_EMULATOR_HOST"}
         if name in ("jobmanager", "taskmanager"):
-            env.update(FLINK_HOME=str(self.flink_home), FLINK_CONF_DIR=str(self.conf_dir),
-                       FLINK_LOG_DIR=str(self.logs_dir / "flink"), FLINK_PID_DIR=str(self.state_dir / "run"))
+            env.update(
+                FLINK_HOME=str(self.flink_home),
+                FLINK_CONF_DIR=str(self.conf_dir),
+                FLINK_LOG_DIR=str(self.logs_dir / "flink"),
+                FLINK_PID_DIR=str(self.state_dir / "run"),
+            )
             # Foreground mode: the script execs the JVM, so the pid we hold is the JVM's and logs go to stdout.
             return [str(self.flink_home / "bin" / f"{name}.sh"), "start-foreground"], env
         if name == "jobserver":
             p = self.ports
-            command = ["java", "-Xmx1g", *java_opts(self).split(),
-                       "-Dorg.slf4j.simpleLogger.showDateTime=true",
-                       "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
-                       "-cp", str(self.jobserver_jar), JOB_SERVER_MAIN,
-                       f"--flink-master=localhost:{p.rest}", f"--flink-conf-dir={self.conf_dir}",
-                       "--job-host=localhost", f"--job-port={p.job}", f"--artifact-port={p.artifact}",
-                       f"--expansion-port={p.expansion}", f"--artifacts-dir={self.state_dir / 'artifacts'}"]
+            command = [
+                "java",
+                "-Xmx1g",
+                *java_opts(self).split(),
+                "-Dorg.slf4j.simpleLogger.showDateTime=true",
+                "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
+                "-cp",
+                str(self.jobserver_jar),
+                JOB_SERVER_MAIN,
+                f"--flink-master=localhost:{p.rest}",
+                f"--flink-conf-dir={self.conf_dir}",
+                "--job-host=localhost",
+                f"--job-port={p.job}",
+                f"--artifact-port={p.artifact}",
+                f"--expansion-port={p.expansion}",
+                f"--artifacts-dir={self.state_dir / 'artifacts'}",
+            ]
             return command, env
         if name == "workerpool":
             # The pool starts SDK workers as plain `python`: put this interpreter's bin directory first on PATH
             # so they run with the project's venv, as the sidecar container runs with its image's Python.
             env.update(self._worker_env)
             env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-            return [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                    f"--service_port={self.ports.worker_pool}"], env
+            return [
+                sys.executable,
+                "-m",
+                "apache_beam.runners.worker.worker_pool_main",
+                f"--service_port={self.ports.worker_pool}",
+            ], env
         raise ValueError(f"unknown component {name!r}")
 
     def _launch(self, name: str) -> ManagedProcess:
         command, env = self._command(name)
         # cwd is the project root so SDK workers import the project's modules as the pipeline does. The log is
         # appended to: a TaskManager or worker pool restarted by fault injection keeps one log per cluster run.
-        process = ManagedProcess(command, self.log_path(name), name=f"the {name}", env=env, cwd=PROJECT_ROOT,
-                                 append=True, error=FlinkError).start()
+        process = ManagedProcess(
+            command, self.log_path(name), name=f"the {name}", env=env, cwd=PROJECT_ROOT, append=True, error=FlinkError
+        ).start()
         self._processes[name] = process
         self._record(name, process.pid)
         return process
 
     def _check_alive(self, name: str) -> None:
         if self._pid(name) is None:
-            raise FlinkError(f"the {name} exited before it was ready; log: {self.log_path(name)}\n"
-                             f"{log_tail(self.log_path(name), 30)}")
+            raise FlinkError(
+                f"the {name} exited before it was ready; log: {self.log_path(name)}\n"
+                f"{log_tail(self.log_path(name), 30)}"
+            )
 
     def _wait_for_port(self, name: str, port: int, deadline: float) -> None:
-        self._processes[name].wait_ready(lambda: port_accepts(port), timeout=max(0.0, deadline - time.monotonic()),
-                                         what=f"listening on port {port}", interval=0.3)
+        self._processes[name].wait_ready(
+            lambda: port_accepts(port),
+            timeout=max(0.0, deadline - time.monotonic()),
+            what=f"listening on port {port}",
+            interval=0.3,
+        )
 
     def _wait_for_cluster(self, deadline: float, new_taskmanager_from: set[str] | None = None) -> None:
         """Until the REST API reports a TaskManager with free slots (with new_taskmanager_from: a new one)."""
@@ -252,12 +293,18 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
             return None
 
         try:
-            poll_until(registered, timeout=max(0.0, deadline - time.monotonic()), interval=0.5,
-                       what="a TaskManager with free slots")
+            poll_until(
+                registered,
+                timeout=max(0.0, deadline - time.monotonic()),
+                interval=0.5,
+                what="a TaskManager with free slots",
+            )
         except PollTimeout:
             name = "jobmanager" if not port_accepts(self.ports.rest) else "taskmanager"
-            raise FlinkError(f"Flink reported no TaskManager with free slots within {READY_TIMEOUT_SECS} s; "
-                             f"log: {self.log_path(name)}\n{log_tail(self.log_path(name), 30)}") from None
+            raise FlinkError(
+                f"Flink reported no TaskManager with free slots within {READY_TIMEOUT_SECS} s; "
+                f"log: {self.log_path(name)}\n{log_tail(self.log_path(name), 30)}"
+            ) from None
 
     def stop(self) -> None:
         """Stop every component (SIGTERM to each process group, SIGKILL what is left); idempotent."""
@@ -276,11 +323,12 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
             return  # the pid now belongs to another process: ours is long gone
         # Each component leads its own group (pgid == pid), which also holds its children, e.g. the SDK workers.
         own = self._processes.get(name)
-        stop_group(pid, sig=sig, grace=STOP_TIMEOUT_SECS, reap=own.poll if own else None, name=f"the {name}",
-                   error=FlinkError)
+        stop_group(
+            pid, sig=sig, grace=STOP_TIMEOUT_SECS, reap=own.poll if own else None, name=f"the {name}", error=FlinkError
+        )
         self._processes.pop(name, None)
 
-    def __enter__(self) -> "LocalFlink":
+    def __enter__(self) -> LocalFlink:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -325,8 +373,12 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
         with contextlib.suppress(FlinkRestError, ValueError):
             if self._pid("jobmanager") is not None:
                 overview = self.rest("GET", "/overview", timeout=3)
-        component_ports = {"jobmanager": ports.rest, "taskmanager": None, "jobserver": ports.job,
-                           "workerpool": ports.worker_pool}
+        component_ports = {
+            "jobmanager": ports.rest,
+            "taskmanager": None,
+            "jobserver": ports.job,
+            "workerpool": ports.worker_pool,
+        }
         components = []
         for name in COMPONENTS:
             pid = self._pid(name)
@@ -338,15 +390,25 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
             else:
                 up = pid is not None and port_accepts(port)
             components.append(ComponentStatus(name, up, pid, port))
-        return ClusterStatus(components, overview.get("taskmanagers", 0), overview.get("slots-total", 0),
-                             overview.get("slots-available", 0), overview.get("jobs-running", 0))
+        return ClusterStatus(
+            components,
+            overview.get("taskmanagers", 0),
+            overview.get("slots-total", 0),
+            overview.get("slots-available", 0),
+            overview.get("jobs-running", 0),
+        )
 
     def pipeline_args(self, streaming: bool, checkpointing_interval_ms: int = 5000) -> list[str]:
         """Beam pipeline flags that run a Python pipeline on this cluster (SDK workers from the worker pool)."""
         p = self.ports
-        args = ["--runner=FlinkRunner", f"--flink_master=localhost:{p.rest}", "--flink_version=1.20",
-                f"--job_endpoint=localhost:{p.job}", "--environment_type=EXTERNAL",
-                f"--environment_config=localhost:{p.worker_pool}"]
+        args = [
+            "--runner=FlinkRunner",
+            f"--flink_master=localhost:{p.rest}",
+            "--flink_version=1.20",
+            f"--job_endpoint=localhost:{p.job}",
+            "--environment_type=EXTERNAL",
+            f"--environment_config=localhost:{p.worker_pool}",
+        ]
         if streaming:
             args += ["--streaming", f"--checkpointing_interval={checkpointing_interval_ms}"]
         return args

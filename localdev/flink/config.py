@@ -42,28 +42,46 @@ def config_overrides(layout: Layout, ports: Ports, slots: int, restart_attempts:
         "rest.address": ("localhost", ""),
         "rest.bind-address": ("localhost", ""),
         "rest.port": (p.rest, ""),
-        "taskmanager.numberOfTaskSlots": (slots, "two: the demo's two streaming pipelines (parallelism 1) side by side"),
+        "taskmanager.numberOfTaskSlots": (
+            slots,
+            "two: the demo's two streaming pipelines (parallelism 1) side by side",
+        ),
         "parallelism.default": (1, "a 2-core machine; pipelines ask for more with --parallelism"),
         "jobmanager.memory.process.size": ("1024m", "fits a small shared box (2 cores, 24 GB) beside the tests"),
         "taskmanager.memory.process.size": ("2560m", "Python work runs in the SDK workers, outside this JVM"),
-        "taskmanager.memory.jvm-metaspace.size": ("768m", "each job loads Beam's runner in a class loader of its "
-                                                  "own; at the default 256m the TaskManager died of "
-                                                  "OutOfMemoryError: Metaspace after about 8 jobs"),
-        "restart-strategy.type": ("fixed-delay", "keep retrying while a TaskManager or the worker pool is down, "
-                                  "so a killed and restarted one recovers the job"),
+        "taskmanager.memory.jvm-metaspace.size": (
+            "768m",
+            "each job loads Beam's runner in a class loader of its "
+            "own; at the default 256m the TaskManager died of "
+            "OutOfMemoryError: Metaspace after about 8 jobs",
+        ),
+        "restart-strategy.type": (
+            "fixed-delay",
+            "keep retrying while a TaskManager or the worker pool is down, "
+            "so a killed and restarted one recovers the job",
+        ),
         "restart-strategy.fixed-delay.attempts": (restart_attempts, ""),
         "restart-strategy.fixed-delay.delay": ("2 s", ""),
         "heartbeat.interval": (2000, "notice a killed TaskManager in seconds, not the default 50 s"),
         "heartbeat.timeout": (10000, ""),
-        "state.backend.type": ("hashmap", "checkpoints in local files: a job restarted after a TaskManager "
-                               "was lost resumes from the last one (Flink 1.20 key names)"),
+        "state.backend.type": (
+            "hashmap",
+            "checkpoints in local files: a job restarted after a TaskManager "
+            "was lost resumes from the last one (Flink 1.20 key names)",
+        ),
         "execution.checkpointing.dir": (layout.checkpoints_dir.as_uri(), ""),
         "execution.checkpointing.savepoint-dir": ((layout.state_dir / "savepoints").as_uri(), ""),
-        "classloader.check-leaked-classloader": (False, "Beam's runner touches the job classloader after a "
-                                                 "job ends; Beam's embedded Flink turns this check off too"),
+        "classloader.check-leaked-classloader": (
+            False,
+            "Beam's runner touches the job classloader after a "
+            "job ends; Beam's embedded Flink turns this check off too",
+        ),
         "io.tmp.dirs": (str(layout.state_dir / "tmp"), "blobs and spill files under the state directory"),
-        "blob.service.cleanup.interval": (60, "each job ships the 150 MB job server jar: let the TaskManager "
-                                          "drop a finished job's copy after a minute, not an hour"),
+        "blob.service.cleanup.interval": (
+            60,
+            "each job ships the 150 MB job server jar: let the TaskManager "
+            "drop a finished job's copy after a minute, not an hour",
+        ),
     }
 
 
@@ -72,8 +90,11 @@ def write_config(layout: Layout, overrides: Mapping[str, tuple[Any, str]]) -> Pa
     shutil.rmtree(layout.conf_dir, ignore_errors=True)
     shutil.copytree(layout.flink_home / "conf", layout.conf_dir)
     defaults = flink_defaults(layout)
-    lines = ["# Written by localdev/flink/config.py on every start: edit that file, not this one.",
-             f"# Flink {FLINK_VERSION}'s defaults (from its conf/config.yaml), then this cluster's overrides.", ""]
+    lines = [
+        "# Written by localdev/flink/config.py on every start: edit that file, not this one.",
+        f"# Flink {FLINK_VERSION}'s defaults (from its conf/config.yaml), then this cluster's overrides.",
+        "",
+    ]
     lines += [_yaml_line(key, value) for key, value in defaults.items() if key not in overrides]
     lines += ["", "# --- overrides ---"]
     for key, (value, why) in overrides.items():

@@ -22,8 +22,8 @@ import string
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from localdev.flink.layout import FlinkError, Layout, display
 from plumbing.process import log_tail
@@ -35,10 +35,23 @@ BEAM_FLINK_RUNNER = "beam-runners-flink-1.19"
 # Every org.apache.flink artifact the 1.19 runner pulls in, pinned to the cluster's version: a 1.19 client fails
 # to submit to 1.20 (ClassNotFoundException: RestoreMode) and mixed versions fail in odd places.
 FLINK_CLIENT_ARTIFACTS = (
-    "flink-annotations", "flink-clients", "flink-connector-datagen", "flink-core", "flink-core-api",
-    "flink-datastream", "flink-datastream-api", "flink-file-sink-common", "flink-hadoop-fs", "flink-java",
-    "flink-metrics-core", "flink-optimizer", "flink-queryable-state-client-java", "flink-rpc-akka-loader",
-    "flink-rpc-core", "flink-runtime", "flink-streaming-java",
+    "flink-annotations",
+    "flink-clients",
+    "flink-connector-datagen",
+    "flink-core",
+    "flink-core-api",
+    "flink-datastream",
+    "flink-datastream-api",
+    "flink-file-sink-common",
+    "flink-hadoop-fs",
+    "flink-java",
+    "flink-metrics-core",
+    "flink-optimizer",
+    "flink-queryable-state-client-java",
+    "flink-rpc-akka-loader",
+    "flink-rpc-core",
+    "flink-runtime",
+    "flink-streaming-java",
 )
 JOB_SERVER_MAIN = "org.apache.beam.runners.flink.FlinkJobServerDriver"
 POM_TEMPLATE = Path(__file__).with_name("pom.xml")
@@ -67,7 +80,9 @@ def jobserver_pom() -> str:
         for artifact in FLINK_CLIENT_ARTIFACTS
     )
     return string.Template(POM_TEMPLATE.read_text()).substitute(
-        managed_flink_dependencies=managed, beam_flink_runner=BEAM_FLINK_RUNNER, beam_java_version=BEAM_JAVA_VERSION,
+        managed_flink_dependencies=managed,
+        beam_flink_runner=BEAM_FLINK_RUNNER,
+        beam_java_version=BEAM_JAVA_VERSION,
     )
 
 
@@ -102,9 +117,18 @@ def _install_flink(layout: Layout, say: Say) -> None:
     say(f"installing Flink {FLINK_VERSION} from PyPI into {display(layout.dist_dir)} ... ", end="")
     started = time.monotonic()
     # --no-deps: apache-flink pins an old apache-beam; the cluster needs only the jars and scripts inside.
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check",
-               "--target", str(partial),
-               f"apache-flink=={FLINK_VERSION}", f"apache-flink-libraries=={FLINK_VERSION}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--target",
+        str(partial),
+        f"apache-flink=={FLINK_VERSION}",
+        f"apache-flink-libraries=={FLINK_VERSION}",
+    ]
     _run_logged(layout, command, layout.logs_dir / "install-flink.log", "pip install of Flink", say)
     for script in (partial / "pyflink" / "bin").iterdir():
         script.chmod(0o755)  # the wheel ships the shell scripts without their executable bit
@@ -119,20 +143,38 @@ def _install_jobserver(layout: Layout, say: Say) -> None:
     pom = jobserver_dir / "pom.xml"
     pom.write_text(jobserver_pom())
     shutil.rmtree(jobserver_dir / "target", ignore_errors=True)
-    say(f"building the Beam {BEAM_JAVA_VERSION} Flink job server with Maven into "
-        f"{display(layout.jobserver_jar)} ... ", end="")
+    say(
+        f"building the Beam {BEAM_JAVA_VERSION} Flink job server with Maven into {display(layout.jobserver_jar)} ... ",
+        end="",
+    )
     started = time.monotonic()
     flink_deps = jobserver_dir / "flink-dependencies.txt"
     # `package` shades the classpath into one jar; `dependency:list` records which Flink versions went in.
-    command = ["mvn", "-B", "-q", "-f", str(pom), "package", "dependency:list", "-DincludeScope=runtime",
-               "-DincludeGroupIds=org.apache.flink", f"-DoutputFile={flink_deps}"]
+    command = [
+        "mvn",
+        "-B",
+        "-q",
+        "-f",
+        str(pom),
+        "package",
+        "dependency:list",
+        "-DincludeScope=runtime",
+        "-DincludeGroupIds=org.apache.flink",
+        f"-DoutputFile={flink_deps}",
+    ]
     _run_logged(layout, command, layout.logs_dir / "install-jobserver.log", "Maven", say)
-    stray = [line.strip() for line in flink_deps.read_text().splitlines()
-             if line.strip().startswith("org.apache.flink:flink-") and f":{FLINK_VERSION}:" not in line
-             and ":flink-shaded-" not in line]
+    stray = [
+        line.strip()
+        for line in flink_deps.read_text().splitlines()
+        if line.strip().startswith("org.apache.flink:flink-")
+        and f":{FLINK_VERSION}:" not in line
+        and ":flink-shaded-" not in line
+    ]
     if stray:
-        raise FlinkError(f"the job server would mix Flink versions (the cluster runs {FLINK_VERSION}): "
-                         f"{', '.join(stray)}; pin them in FLINK_CLIENT_ARTIFACTS")
+        raise FlinkError(
+            f"the job server would mix Flink versions (the cluster runs {FLINK_VERSION}): "
+            f"{', '.join(stray)}; pin them in FLINK_CLIENT_ARTIFACTS"
+        )
     # The jar appears under its final name only once complete: an interrupted build is never taken for one.
     (jobserver_dir / "target" / "beam-flink-jobserver.jar").replace(layout.jobserver_jar)
     shutil.rmtree(jobserver_dir / "target", ignore_errors=True)
@@ -141,9 +183,11 @@ def _install_jobserver(layout: Layout, say: Say) -> None:
 
 def _run_logged(layout: Layout, command: list[str], log: Path, what: str, say: Say) -> None:
     with open(log, "wb") as out:
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=layout.state_dir,
-                                stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=layout.state_dir, stdin=subprocess.DEVNULL
+        )
     if result.returncode != 0:
         say("failed")
-        raise FlinkError(f"{what} failed with exit code {result.returncode}: {' '.join(command)}\n"
-                         f"log: {log}\n{log_tail(log, 30)}")
+        raise FlinkError(
+            f"{what} failed with exit code {result.returncode}: {' '.join(command)}\nlog: {log}\n{log_tail(log, 30)}"
+        )

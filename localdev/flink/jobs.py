@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from localdev.flink.layout import READY_TIMEOUT_SECS, FlinkError
 from plumbing.flink_rest import PENDING_TASK_STATES, TERMINAL_STATES, FlinkRest, FlinkRestError, Refused, Unreachable
@@ -75,8 +76,9 @@ class JobsMixin:
         except PollTimeout:
             which = f"named *{name}* " if name else ""
             log = self.log_path("jobserver")
-            raise FlinkError(f"no job {which}was running within {timeout} s; job server log: {log}\n"
-                             f"{log_tail(log, 30)}") from None
+            raise FlinkError(
+                f"no job {which}was running within {timeout} s; job server log: {log}\n{log_tail(log, 30)}"
+            ) from None
 
 
 def _patiently(call: Callable[[], T], deadline: float) -> T:

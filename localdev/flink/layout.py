@@ -1,13 +1,13 @@
 """Where a local Flink keeps everything: the state directory's layout, and the error every part raises.
 
-    <state_dir>/ (default build/flink/, git-ignored)
-        dist/        Flink, installed by pip, kept out of the project venv (apache-flink pins an old Beam)
-        jobserver/   the pom rendered from pom.xml and the job server: one shaded jar
-        conf/        this cluster's Flink configuration (config.py writes it on every start)
-        logs/        one log per component and run (the previous run's as *.log.1), the install logs, and
-                     Flink's own rolling copies in logs/flink/
-        checkpoints/ Flink checkpoints (filesystem), so a restarted TaskManager resumes from the last one
-        state.json   pids and ports, so `stop` and `status` work from another process
+<state_dir>/ (default build/flink/, git-ignored)
+    dist/        Flink, installed by pip, kept out of the project venv (apache-flink pins an old Beam)
+    jobserver/   the pom rendered from pom.xml and the job server: one shaded jar
+    conf/        this cluster's Flink configuration (config.py writes it on every start)
+    logs/        one log per component and run (the previous run's as *.log.1), the install logs, and
+                 Flink's own rolling copies in logs/flink/
+    checkpoints/ Flink checkpoints (filesystem), so a restarted TaskManager resumes from the last one
+    state.json   pids and ports, so `stop` and `status` work from another process
 """
 
 from __future__ import annotations
