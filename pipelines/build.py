@@ -37,13 +37,14 @@ _LOGGER = logging.getLogger(__name__)
 EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
 
 
-def make_handler(interface: ModelInterface, options: InferenceOptions) -> IsolatingModelHandler:
+def make_handler(
+    interface: ModelInterface, options: InferenceOptions, inference: InferencePath
+) -> IsolatingModelHandler:
     batching = dict(
         min_batch_size=options.min_batch_size,
         max_batch_size=options.max_batch_size,
         max_batch_duration_secs=options.max_batch_duration_secs,
     )
-    inference = InferencePath(options.inference)
     if inference == InferencePath.TF_SERVING:
         return TFServingHandler(
             interface,
@@ -84,7 +85,7 @@ def build(
     plan: Plan,
     decorate: Decorate | None = None,
 ) -> None:
-    handler = make_handler(interface, options)
+    handler = make_handler(interface, options, plan.inference)
     # From the launcher: an absent server or a mismatched signature stops the job before it starts.
     handler.preflight()
     _LOGGER.info("%s: %s on %s, scoring with %s", interface.name, plan.mode, plan.runner, handler.describe())

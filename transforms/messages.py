@@ -65,7 +65,7 @@ class Reason(enum.StrEnum):
     NOT_TEXT = "not_text"
     # infer
     MODEL_REJECTED = "model_rejected"  # the model failed on this element alone
-    MODEL_UNAVAILABLE = "model_unavailable"  # the model could not be reached, or answered too late
+    MODEL_UNAVAILABLE = "model_unavailable"  # unreachable, too slow or out of memory: it may work later
     NON_FINITE_OUTPUT = "non_finite_output"  # the model answered NaN or an infinity
     BATCH_FAILED = "batch_failed"  # the whole batch failed outside the model handler (e.g. a lost model process)
     # publish
