@@ -109,86 +109,28 @@ def _fmt(value, unit: str = "") -> str:
 
 def table(results: dict) -> str:
     s, r, t = results["summary"]["figures"], results["summary"]["ratios"], results["summary"]["target"]
-    rows = [("figure", "fraud", "price")]
-    rows.append(
-        (
-            "signature ceiling, batch 1 (events/s)",
-            _fmt(s["ceiling_fraud_b1_events_per_sec"]),
-            _fmt(s["ceiling_price_b1_events_per_sec"]),
-        )
-    )
-    rows.append(
-        (
-            "signature ceiling, batch 32 (events/s)",
-            _fmt(s["ceiling_fraud_b32_events_per_sec"]),
-            _fmt(s["ceiling_price_b32_events_per_sec"]),
-        )
-    )
-    rows.append(
-        (
-            "signature ceiling, batch 256 (events/s)",
-            _fmt(s["ceiling_fraud_b256_events_per_sec"]),
-            _fmt(s["ceiling_price_b256_events_per_sec"]),
-        )
-    )
+
+    def per_model(label: str, figures: dict, key: str, unit: str = "") -> tuple[str, str, str]:
+        """A row with one value per model: `key` names the figure with {m} where the model's name goes."""
+        return label, _fmt(figures[key.format(m="fraud")], unit), _fmt(figures[key.format(m="price")], unit)
+
     n_big = s["backfill_fraud_n_big"] or s["backfill_price_n_big"]
-    rows.append(
-        (
-            f"backfill end to end, N={_fmt(n_big)} (events/s)",
-            _fmt(s["backfill_fraud_end_to_end_events_per_sec"]),
-            _fmt(s["backfill_price_end_to_end_events_per_sec"]),
-        )
-    )
-    rows.append(
-        (
-            "backfill steady state (events/s)",
-            _fmt(s["backfill_fraud_steady_events_per_sec"]),
-            _fmt(s["backfill_price_steady_events_per_sec"]),
-        )
-    )
-    rows.append(
-        (
-            f"large backfill, N={_fmt(s['backfill_fraud_large_n'])}, 2 worker processes, end to end (events/s)",
-            _fmt(s["backfill_fraud_large_events_per_sec"]),
-            "-",
-        )
-    )
-    rows.append(("backfill fixed cost (s)", _fmt(s["backfill_fraud_fixed_secs"]), _fmt(s["backfill_price_fixed_secs"])))
-    rows.append(
-        (
-            "per event: pipeline steady state (us)",
-            _fmt(s["backfill_fraud_us_per_event_steady"]),
-            _fmt(s["backfill_price_us_per_event_steady"]),
-        )
-    )
-    rows.append(
-        (
-            "per event: project code outside Beam (us)",
-            _fmt(s["fraud_us_per_event_outside_beam"]),
-            _fmt(s["price_us_per_event_outside_beam"]),
-        )
-    )
-    rows.append(
-        (
-            "per event: the rest, Beam runner + IO (us)",
-            _fmt(s["backfill_fraud_us_per_event_runner_overhead"]),
-            _fmt(s["backfill_price_us_per_event_runner_overhead"]),
-        )
-    )
-    rows.append(
-        (
-            "backfill / ceiling (end to end)",
-            _fmt(r["backfill_fraud_end_to_end_over_ceiling"], "x"),
-            _fmt(r["backfill_price_end_to_end_over_ceiling"], "x"),
-        )
-    )
-    rows.append(
-        (
-            "backfill / ceiling (steady)",
-            _fmt(r["backfill_fraud_steady_over_ceiling"], "x"),
-            _fmt(r["backfill_price_steady_over_ceiling"], "x"),
-        )
-    )
+    large_backfill = f"large backfill, N={_fmt(s['backfill_fraud_large_n'])}, 2 worker processes, end to end (events/s)"
+    rows = [
+        ("figure", "fraud", "price"),
+        per_model("signature ceiling, batch 1 (events/s)", s, "ceiling_{m}_b1_events_per_sec"),
+        per_model("signature ceiling, batch 32 (events/s)", s, "ceiling_{m}_b32_events_per_sec"),
+        per_model("signature ceiling, batch 256 (events/s)", s, "ceiling_{m}_b256_events_per_sec"),
+        per_model(f"backfill end to end, N={_fmt(n_big)} (events/s)", s, "backfill_{m}_end_to_end_events_per_sec"),
+        per_model("backfill steady state (events/s)", s, "backfill_{m}_steady_events_per_sec"),
+        (large_backfill, _fmt(s["backfill_fraud_large_events_per_sec"]), "-"),
+        per_model("backfill fixed cost (s)", s, "backfill_{m}_fixed_secs"),
+        per_model("per event: pipeline steady state (us)", s, "backfill_{m}_us_per_event_steady"),
+        per_model("per event: project code outside Beam (us)", s, "{m}_us_per_event_outside_beam"),
+        per_model("per event: the rest, Beam runner + IO (us)", s, "backfill_{m}_us_per_event_runner_overhead"),
+        per_model("backfill / ceiling (end to end)", r, "backfill_{m}_end_to_end_over_ceiling", "x"),
+        per_model("backfill / ceiling (steady)", r, "backfill_{m}_steady_over_ceiling", "x"),
+    ]
     for name, label in (("multi_processing_2", "multi_processing"), ("multi_threading_2", "multi_threading")):
         rows.append(
             (

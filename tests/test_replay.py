@@ -8,14 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
-from localdev.model_server import ModelServerProcess
-from localdev.pubsub_emulator import free_port
-from localdev.streaming import StreamingRun
-from localdev.traffic import make_traffic
-from model_handlers.interface import FRAUD
+from outage import through_an_outage
+
+from plumbing.polling import poll_until
 from transforms.dead_letter import dead_letter_json
 from transforms.messages import DeadLetter, RawEvent
 
@@ -36,50 +33,42 @@ def test_retryable_dead_letters_of_an_outage_replayed_into_the_pipeline_are_each
     """The model server dies for longer than the retry budget: the events it caught are dead-lettered as
     retryable. It comes back; the replay sends them to the input again, and with --deduplicate every event ends
     with exactly one prediction, the replayed ones included (a retryable failure is never remembered as seen)."""
-    messages = make_traffic(FRAUD, 240, malformed_fraction=0, seed=68)
-    server = ModelServerProcess(serving_repo, free_port(), tmp_path / "server.log").start()
-    args = [
-        "--inference=tf_serving",
-        f"--tf_serving_target={server.target}",
-        "--model_version=1",
-        "--tf_serving_timeout_secs=1",
-        "--tf_serving_retry_budget_secs=2",
-        "--deduplicate",
-    ]
-    try:
-        with StreamingRun(emulator, "fraud", None, tmp_path, args, prefix="replay-") as run:
-            replay_subscription = emulator.create_subscription(
-                run.dead_letters_topic, "replay-fraud-dead-letters-replay"
-            )
-            publisher = threading.Thread(target=run.publish, args=(messages, 30))
-            publisher.start()
-            assert run.wait_for_outputs(60, timeout_secs=180), "nothing came out before the outage"
-            server.kill()
-            time.sleep(10)
-            server.start()
-            publisher.join(timeout=120)
-            assert run.wait_for_outputs(len(messages), timeout_secs=240)
-            dead = {d.body["event_id"] for d in run.dead_letters}
-            assert dead and all(d.body["error_type"] == "retryable" for d in run.dead_letters)
+    subscriptions = []
 
-            result = replay(
-                f"--from_subscription={replay_subscription}", f"--to_topic={emulator.topic_path(run.events_topic)}"
-            )
-            assert result.returncode == 0, result.stderr
-            assert f"replayed {len(run.dead_letters)}, skipped 0 permanent, failed 0" in result.stdout
+    def subscribe_to_dead_letters(run):
+        subscriptions.append(emulator.create_subscription(run.dead_letters_topic, "replay-fraud-dead-letters-replay"))
 
-            deadline = time.monotonic() + 180
-            while set(p.body["event_id"] for p in run.predictions) != {m.event_id for m in messages}:
-                assert time.monotonic() < deadline, "the replayed events were not all predicted"
-                run.check_alive()
-                time.sleep(0.5)
-            time.sleep(3)
-            counts = collections.Counter(p.body["event_id"] for p in run.predictions)
-            again = replay(
-                f"--from_subscription={replay_subscription}", f"--to_topic={emulator.topic_path(run.events_topic)}"
-            )
-    finally:
-        server.stop()
+    with through_an_outage(
+        emulator,
+        serving_repo,
+        tmp_path,
+        "replay-",
+        seed=68,
+        outage_secs=10,
+        retry_budget_secs=2,
+        extra_args=("--deduplicate",),
+        before_publish=subscribe_to_dead_letters,
+    ) as (run, messages):
+        replay_subscription = subscriptions[0]
+        dead = {d.body["event_id"] for d in run.dead_letters}
+        assert dead and all(d.body["error_type"] == "retryable" for d in run.dead_letters)
+
+        result = replay(
+            f"--from_subscription={replay_subscription}", f"--to_topic={emulator.topic_path(run.events_topic)}"
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"replayed {len(run.dead_letters)}, skipped 0 permanent, failed 0" in result.stdout
+
+        def all_predicted() -> bool | None:
+            run.check_alive()
+            return True if {p.body["event_id"] for p in run.predictions} == {m.event_id for m in messages} else None
+
+        poll_until(all_predicted, timeout=180, interval=0.5, what="a prediction for every replayed event")
+        time.sleep(3)  # a repeat would come now
+        counts = collections.Counter(p.body["event_id"] for p in run.predictions)
+        again = replay(
+            f"--from_subscription={replay_subscription}", f"--to_topic={emulator.topic_path(run.events_topic)}"
+        )
     assert {event_id: n for event_id, n in counts.items() if n != 1} == {}
     assert "replayed 0, skipped 0 permanent, failed 0" in again.stdout, "a second replay has nothing left to send"
 

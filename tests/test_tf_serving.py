@@ -11,11 +11,11 @@ import threading
 import time
 
 import pytest
+from outage import through_an_outage
 from reference import assert_close, direct_outputs
 
 from localdev.model_server import ModelServerProcess
 from localdev.pubsub_emulator import free_port
-from localdev.streaming import StreamingRun
 from localdev.traffic import make_traffic
 from model_handlers.base import InferenceFailure
 from model_handlers.errors import SignatureMismatchError
@@ -204,29 +204,11 @@ def test_tls_connects_with_the_servers_roots_and_refuses_without_them(serving_re
 
 # --- streaming, with the server killed for real ---------------------------------------------------------------
 def _stream_through_an_outage(emulator, serving_repo, tmp_path, prefix, outage_secs, retry_budget_secs):
-    messages = make_traffic(FRAUD, 240, malformed_fraction=0, seed=66)
-    server = ModelServerProcess(serving_repo, free_port(), tmp_path / "server.log").start()
-    args = [
-        "--inference=tf_serving",
-        f"--tf_serving_target={server.target}",
-        "--model_version=1",
-        "--tf_serving_timeout_secs=1",
-        f"--tf_serving_retry_budget_secs={retry_budget_secs}",
-    ]
-    try:
-        with StreamingRun(emulator, "fraud", None, tmp_path, args, prefix=prefix) as run:
-            publisher = threading.Thread(target=run.publish, args=(messages, 30))
-            publisher.start()
-            assert run.wait_for_outputs(60, timeout_secs=180), "nothing came out before the outage"
-            server.kill()
-            time.sleep(outage_secs)
-            server.start()
-            publisher.join(timeout=120)
-            assert run.wait_for_outputs(len(messages), timeout_secs=240 + retry_budget_secs)
-            time.sleep(3)
-            return messages, run.predictions, run.dead_letters
-    finally:
-        server.stop()
+    with through_an_outage(
+        emulator, serving_repo, tmp_path, prefix, seed=66, outage_secs=outage_secs, retry_budget_secs=retry_budget_secs
+    ) as (run, messages):
+        time.sleep(3)  # a repeat would come now
+        return messages, run.predictions, run.dead_letters
 
 
 def test_server_killed_and_back_within_the_retry_budget_loses_nothing(emulator, serving_repo, tmp_path):
