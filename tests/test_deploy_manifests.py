@@ -164,29 +164,27 @@ def test_overlay_passes_check(overlay, check):
     assert validation.checks(overlay)[check](rendered(overlay)) == []
 
 
-def test_cli_validates_an_overlay_offline():
-    completed = subprocess.run(
-        [sys.executable, "-m", "deploy", "validate", "--overlay", "gpu"],
+def deploy_cli(*args: str, timeout: float, check: bool) -> subprocess.CompletedProcess:
+    """`python -m deploy ARGS` as a user runs it, from the repository's root."""
+    return subprocess.run(
+        [sys.executable, "-m", "deploy", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
-        check=False,
+        timeout=timeout,
+        check=check,
     )
+
+
+def test_cli_validates_an_overlay_offline():
+    completed = deploy_cli("validate", "--overlay", "gpu", timeout=300, check=False)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert completed.stdout.rstrip().endswith("all checks passed")
     assert "[gpu] network policies: ok" in completed.stdout
 
 
 def test_cli_render_prints_what_kubectl_kustomize_renders():
-    completed = subprocess.run(
-        [sys.executable, "-m", "deploy", "render", "--overlay", "gpu"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    completed = deploy_cli("render", "--overlay", "gpu", timeout=120, check=True)
     assert completed.stdout == manifests.render_yaml("gpu")
 
 
