@@ -14,9 +14,20 @@ protos and stubs from `tensorflow-serving-api`, over the same repository layout 
 - TF Serving's status codes: NOT_FOUND for an unknown model or version, INVALID_ARGUMENT for a wrong input or an
   unknown version label, FAILED_PRECONDITION for an unknown signature.
 
+Security and limits, with TF Serving's flags and meanings (the sources are cited at LIMITS and SSLConfig below):
+
+- `--ssl_config_file`: a text-format `tensorflow.serving.SSLConfig` (server_key, server_cert, custom_ca: PEM text,
+  not paths; client_verify). It serves TLS; with `client_verify: true` it also requires a client certificate
+  signed by custom_ca (mutual TLS). `--tls_cert_file/--tls_key_file` are the stand-in's shorthand for an SSLConfig
+  of those two files alone (server TLS, no client certificate);
+- `--grpc_max_threads` (TF Serving's default, 4 per CPU): requests handled at once. One more is refused with
+  RESOURCE_EXHAUSTED at once, never queued, as TF Serving's gRPC thread quota does;
+- messages at most 64 MiB each way (TF Serving: 2 GiB), changed with TF Serving's `--grpc_channel_arguments`;
+- a request's tensors are checked before anything is allocated for them: known types, a shape whose size fits the
+  receive limit, and exactly as many values as the shape has elements. Anything else is INVALID_ARGUMENT.
+
 Production uses the official TF Serving image (see deploy/). Two switches make faults real for tests and
-benchmarks: `--delay_secs` (a slow server, or a remote GPU's latency) and `--max_concurrent_requests` (beyond it,
-RESOURCE_EXHAUSTED, as TF Serving answers when its batching queue is full).
+benchmarks: `--delay_secs` (a slow server, or a remote GPU's latency) and a small `--grpc_max_threads`.
 """
 
 from __future__ import annotations
@@ -25,7 +36,9 @@ import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -34,6 +47,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 from plumbing.process import ManagedProcess
 
@@ -43,6 +57,30 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 # What the server prints once the port is bound and every model is loaded: ModelServerProcess waits for it.
 READY_LINE = b"TF Serving stand-in serving"
+
+# LIMITS. TF Serving's defaults, in tensorflow/serving (commit 9d981c5), tensorflow_serving/model_servers/:
+# - messages: server.cc:397 `builder.SetMaxMessageSize(std::numeric_limits<int32_t>::max())`, receive and send: 2 GiB,
+#   in effect no bound (protobuf's own ceiling). The stand-in takes 64 MiB instead: 4x the pipeline's largest request
+#   at its defaults (--max_batch_size 256 x --max_event_bytes 64 KiB = 16 MiB), 16x gRPC's 4 MiB default. Either
+#   is changed with TF Serving's flag for gRPC settings, --grpc_channel_arguments (server.cc:398-410).
+# - threads: server.h:46 `grpc_max_threads = 4.0 * port::NumSchedulableCPUs()`, the gRPC ResourceQuota's thread limit
+#   (server.cc:412-414). gRPC's synchronous server answers a request that finds no thread RESOURCE_EXHAUSTED,
+#   "Server Threadpool Exhausted" (grpc, src/cpp/server/server_cc.cc, resource_exhausted_handler_), rather than
+#   queueing it. Here one executor thread per request, and gRPC Python's maximum_concurrent_rpcs at the same number
+#   refuses the next one with RESOURCE_EXHAUSTED: nothing waits in the executor's (unbounded) queue.
+# - batching: off unless --enable_batching (server.h:59); a full batching queue answers UNAVAILABLE (TensorFlow's
+#   shared_batch_scheduler.h, "The batch scheduling queue to which this task was submitted is full"). The stand-in
+#   does not batch.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_CHANNEL_ARGUMENTS = {
+    "grpc.max_receive_message_length": DEFAULT_MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": DEFAULT_MAX_MESSAGE_BYTES,
+}
+# Dimensions a request's tensor may have: what a numpy array holds, 32 in numpy 1 (64 in numpy 2), below TF's 254
+# (TensorShape::MaxDimensions(), tensorflow/core/framework/tensor_shape.h). No model here takes more than 2.
+MAX_DIMS = 32
+# What one string element costs beyond its bytes: the array's pointer and the Python bytes object around them.
+STRING_ELEMENT_BYTES = np.dtype(object).itemsize + sys.getsizeof(b"")
 
 
 class ServingError(Exception):
@@ -84,6 +122,137 @@ def read_config(path: str):
     config = model_server_config_pb2.ModelServerConfig()
     text_format.Parse(Path(path).read_text(), config)
     return config
+
+
+@functools.cache
+def ssl_config_class():
+    """TF Serving's tensorflow.serving.SSLConfig (tensorflow_serving/config/ssl_config.proto: server_key = 1,
+    server_cert = 2, custom_ca = 3, client_verify = 4), built from its descriptor: tensorflow-serving-api does not
+    ship that proto, and a file TF Serving reads must parse here the same way."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/ssl_config.proto", package="tensorflow.serving", syntax="proto3"
+    )
+    message = file.message_type.add(name="SSLConfig")
+    kinds = {"server_key": field.TYPE_STRING, "server_cert": field.TYPE_STRING}
+    kinds |= {"custom_ca": field.TYPE_STRING, "client_verify": field.TYPE_BOOL}
+    for number, (name, kind) in enumerate(kinds.items(), start=1):
+        message.field.add(name=name, number=number, type=kind, label=field.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()  # its own pool: no clash should a later package ship the proto
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.SSLConfig"))
+
+
+def read_ssl_config(path: str):
+    from google.protobuf import text_format
+
+    try:
+        return text_format.Parse(Path(path).read_text(), ssl_config_class()())
+    except text_format.ParseError as error:
+        raise ValueError(f"{path} is not a text-format SSLConfig: {error}") from None
+
+
+def server_credentials(ssl_config) -> grpc.ServerCredentials:
+    """What TF Serving's BuildServerCredentials (model_servers/server.cc:117-149) makes of an SSLConfig: its key and
+    certificate; with client_verify, a client certificate required and verified against custom_ca
+    (GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY), else none asked for."""
+    if not ssl_config.server_key or not ssl_config.server_cert:
+        raise ValueError("the SSLConfig needs server_key and server_cert, as PEM text (not file names)")
+    if ssl_config.client_verify and not ssl_config.custom_ca:
+        # TF Serving would fall back to gRPC's default roots, a public CA set: any client with a certificate from
+        # a public CA would pass. The stand-in asks for the CA that signs the clients instead.
+        raise ValueError("client_verify needs custom_ca: the PEM of the CA that signs the client certificates")
+    return grpc.ssl_server_credentials(
+        [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
+        root_certificates=ssl_config.custom_ca.encode() or None,
+        require_client_auth=ssl_config.client_verify,
+    )
+
+
+def _dtype_name(dtype_enum: int) -> str:
+    """float32 for DT_FLOAT, as TF Serving names types in its messages; a number TF does not know, as a number."""
+    import tensorflow as tf
+
+    try:
+        return tf.dtypes.as_dtype(dtype_enum).name
+    except TypeError:
+        return f"data type {dtype_enum}"
+
+
+@functools.cache
+def _tensor_types() -> dict:
+    """DataType -> (numpy dtype, the TensorProto field of its values) for what a request may carry: the types whose
+    values decode at their own width (no transient wider copy), the models' float32, int64 and string among them."""
+    from tensorflow.core.framework import types_pb2
+
+    return {
+        types_pb2.DT_FLOAT: (np.dtype(np.float32), "float_val"),
+        types_pb2.DT_DOUBLE: (np.dtype(np.float64), "double_val"),
+        types_pb2.DT_INT32: (np.dtype(np.int32), "int_val"),
+        types_pb2.DT_INT64: (np.dtype(np.int64), "int64_val"),
+        types_pb2.DT_UINT32: (np.dtype(np.uint32), "uint32_val"),
+        types_pb2.DT_UINT64: (np.dtype(np.uint64), "uint64_val"),
+        types_pb2.DT_BOOL: (np.dtype(np.bool_), "bool_val"),
+        types_pb2.DT_STRING: (np.dtype(object), "string_val"),
+    }
+
+
+def decode_tensor(proto, max_bytes: int, name: str = "") -> tuple[np.ndarray, int]:
+    """A request's TensorProto -> (array, the bytes it takes), allocating at most `max_bytes` for it.
+
+    TF's own Tensor::FromProto (tensorflow/core/framework/tensor.cc, FromProtoField) allocates the element count its
+    shape names, then fills what the values sent do not cover with the last value, or zeros: a 17-byte TensorProto
+    of shape [10000000] and one value becomes 40 MB of float32, in TF Serving as in tf.make_ndarray. Here the shape
+    is checked first: a known rank, at most MAX_DIMS dimensions, none negative, its size (element count x dtype
+    size, zero dimensions counted as 1) within `max_bytes`; then the content: tensor_content of exactly that size,
+    or exactly one value per element. Only then is anything allocated. Every refusal is INVALID_ARGUMENT, worded as
+    TF Serving's "tensor parsing error: <input>" (servables/tensorflow/tfrt_predict_util.cc:77) with the reason.
+    """
+
+    def refuse(reason: str) -> ServingError:
+        return ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {name}: {reason}")
+
+    if proto.dtype not in _tensor_types():
+        raise refuse(f"{_dtype_name(proto.dtype)} is not a type this server decodes")
+    dtype, field = _tensor_types()[proto.dtype]
+    if proto.tensor_shape.unknown_rank:
+        raise refuse("a tensor's shape must have a known rank")
+    if len(proto.tensor_shape.dim) > MAX_DIMS:
+        raise refuse(f"{len(proto.tensor_shape.dim)} dimensions, more than {MAX_DIMS}")
+    shape = [dim.size for dim in proto.tensor_shape.dim]
+    if any(size < 0 for size in shape):
+        raise refuse(f"shape {shape} has a negative dimension")
+    strings = dtype.kind == "O"
+    element_bytes = STRING_ELEMENT_BYTES if strings else dtype.itemsize
+    # The dimensions other than 0 are bounded too: numpy will not shape even an empty array beyond its address space.
+    span = math.prod(size or 1 for size in shape) * element_bytes
+    if span > max_bytes:
+        what = "takes" if 0 not in shape else "is empty, but its other dimensions span"
+        raise refuse(f"shape {shape} {what} {span} bytes, more than the {max_bytes} left of a request's bound")
+    count = math.prod(shape)
+    nbytes = count * element_bytes
+    if proto.tensor_content:
+        if strings:
+            raise refuse("string values go in string_val, not tensor_content")
+        if len(proto.tensor_content) != nbytes:
+            raise refuse(f"shape {shape} needs {nbytes} bytes of tensor_content, got {len(proto.tensor_content)}")
+        # tensor_content is little-endian; on a little-endian machine the view is not copied.
+        array = np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
+        return array.reshape(shape), nbytes
+    values = getattr(proto, field)
+    if len(values) != count:
+        raise refuse(
+            f"shape {shape} has {count} elements but the request carries {len(values)} {field} values (TF would "
+            "fill in the rest; this server does not)"
+        )
+    if strings:
+        nbytes += sum(len(value) for value in values)
+        if nbytes > max_bytes:
+            raise refuse(f"{count} strings take {nbytes} bytes, more than the {max_bytes} left of a request's bound")
+    # fromiter fills the array one value at a time: no list of Python objects as large as the tensor in between.
+    return np.fromiter(values, dtype=dtype, count=count).reshape(shape), nbytes
 
 
 class ModelRepository:
@@ -180,30 +349,26 @@ def _run(function, inputs: dict):
 class PredictionService:
     """TF Serving's PredictionService."""
 
-    def __init__(self, repository: ModelRepository, delay_secs: float, max_concurrent: int | None):
+    def __init__(self, repository: ModelRepository, delay_secs: float, max_tensor_bytes: int):
         self._repository = repository
         self._delay_secs = delay_secs
-        self._slots = threading.BoundedSemaphore(max_concurrent) if max_concurrent else None
+        # What one request's tensors may take once decoded, all together: no more than its message may carry.
+        self._max_tensor_bytes = max_tensor_bytes
 
     @contextlib.contextmanager
-    def _admitted(self, context):
-        if self._slots is not None and not self._slots.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the server is at --max_concurrent_requests; retry later")
+    def _answering(self, context):
         try:
             if self._delay_secs:
                 time.sleep(self._delay_secs)
             yield
         except ServingError as error:
             context.abort(error.code, error.message)
-        finally:
-            if self._slots is not None:
-                self._slots.release()
 
     def Predict(self, request, context):
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
-        with self._admitted(context):
+        with self._answering(context):
             model, version = self._repository.resolve(request.model_spec)
             name, signature_def, function = _signature(version, request.model_spec)
             expected, sent = set(signature_def.inputs), set(request.inputs)
@@ -220,15 +385,18 @@ class PredictionService:
                     f"Missing but required: {{{','.join(sorted(expected - sent))}}}.",
                 )
             inputs = {}
-            for key, proto in request.inputs.items():
+            left = self._max_tensor_bytes
+            for key, proto in sorted(request.inputs.items()):
                 wanted = signature_def.inputs[key].dtype
                 if proto.dtype != wanted:
                     raise ServingError(
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"Expects arg[{key}] to be {tf.dtypes.as_dtype(wanted).name} but "
-                        f"{tf.dtypes.as_dtype(proto.dtype).name} is provided",
+                        f"{_dtype_name(proto.dtype)} is provided",
                     )
-                inputs[key] = tf.constant(tf.make_ndarray(proto))
+                array, taken = decode_tensor(proto, left, key)
+                left -= taken
+                inputs[key] = tf.constant(array)
             outputs = _run(function, inputs)
             wanted_outputs = set(request.output_filter) or set(outputs)
             unknown = wanted_outputs - set(outputs)
@@ -246,7 +414,7 @@ class PredictionService:
     def GetModelMetadata(self, request, context):
         from tensorflow_serving.apis import get_model_metadata_pb2
 
-        with self._admitted(context):
+        with self._answering(context):
             if not request.metadata_field:
                 raise ServingError(
                     grpc.StatusCode.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field"
@@ -266,7 +434,7 @@ class PredictionService:
     def Classify(self, request, context):
         from tensorflow_serving.apis import classification_pb2
 
-        with self._admitted(context):
+        with self._answering(context):
             response = classification_pb2.ClassificationResponse()
             outputs = self._run_examples(request, CLASSIFY_METHOD, response)
             scores = outputs.get("scores")
@@ -283,7 +451,7 @@ class PredictionService:
     def Regress(self, request, context):
         from tensorflow_serving.apis import regression_pb2
 
-        with self._admitted(context):
+        with self._answering(context):
             response = regression_pb2.RegressionResponse()
             outputs = self._run_examples(request, REGRESS_METHOD, response)
             for value in outputs["outputs"].reshape(-1):
@@ -354,14 +522,16 @@ def serve(args) -> None:
 
     config = read_config(args.model_config_file) if args.model_config_file else None
     repository = ModelRepository(args.model_dir, config)
+    channel_arguments = DEFAULT_CHANNEL_ARGUMENTS | dict(args.grpc_channel_arguments)
+    # As many threads as requests handled at once, and gRPC refuses the one more (see LIMITS): none ever waits in
+    # the executor's queue.
     server = grpc.server(
-        concurrent.futures.ThreadPoolExecutor(max_workers=args.threads),
-        options=[
-            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-            ("grpc.max_send_message_length", 256 * 1024 * 1024),
-        ],
+        concurrent.futures.ThreadPoolExecutor(max_workers=args.grpc_max_threads),
+        options=list(channel_arguments.items()),
+        maximum_concurrent_rpcs=args.grpc_max_threads,
     )
-    prediction = PredictionService(repository, args.delay_secs, args.max_concurrent_requests)
+    max_tensor_bytes = channel_arguments["grpc.max_receive_message_length"]
+    prediction = PredictionService(repository, args.delay_secs, max_tensor_bytes)
     # Register through the generated helpers, so method names and (de)serialisers are TF Serving's own.
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         type(
@@ -381,11 +551,8 @@ def serve(args) -> None:
         server,
     )
     address = f"{args.host}:{args.port}"
-    if args.tls_cert_file:
-        credentials = grpc.ssl_server_credentials(
-            [(Path(args.tls_key_file).read_bytes(), Path(args.tls_cert_file).read_bytes())]
-        )
-        bound = server.add_secure_port(address, credentials)
+    if args.ssl_config is not None:
+        bound = server.add_secure_port(address, server_credentials(args.ssl_config))
     else:
         bound = server.add_insecure_port(address)
     if not bound:
@@ -394,7 +561,8 @@ def serve(args) -> None:
     models = ", ".join(
         f"{m.name} (versions {sorted(m.versions)}, labels {m.labels or {}})" for m in repository.models.values()
     )
-    print(f"{READY_LINE.decode()} {models} on {args.host}:{bound}", flush=True)
+    security = "plaintext" if args.ssl_config is None else "mutual TLS" if args.ssl_config.client_verify else "TLS"
+    print(f"{READY_LINE.decode()} {models} on {args.host}:{bound} ({security})", flush=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -408,21 +576,82 @@ def serve(args) -> None:
     server.stop(grace=2).wait()
 
 
-def main(argv=None) -> None:
+def channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """TF Serving's --grpc_channel_arguments: key=value pairs, comma-separated; a value that reads as an integer is
+    passed as one (model_servers/server.cc, parseGrpcChannelArgs and its use)."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
+        try:
+            pairs.append((key, int(value)))
+        except ValueError:
+            pairs.append((key, value))
+    return pairs
+
+
+def _schedulable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The flags, checked, with `ssl_config` (an SSLConfig, or None for plaintext) added; exits 2 on a bad one."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", default="models")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8500)
     parser.add_argument("--model_config_file", help="model_config_list in TF Serving's text format (version labels)")
     parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0)
-    parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--tls_cert_file", help="PEM certificate: serve over TLS")
+    parser.add_argument(
+        "--ssl_config_file",
+        help="text-format tensorflow.serving.SSLConfig (server_key, server_cert, custom_ca: PEM text; client_verify)",
+    )
+    parser.add_argument("--tls_cert_file", help="PEM certificate: serve over TLS (an SSLConfig of it and the key)")
     parser.add_argument("--tls_key_file", help="PEM private key for --tls_cert_file")
+    # --max_concurrent_requests: this flag's former name, kept for the callers that still use it.
+    parser.add_argument(
+        "--grpc_max_threads",
+        "--max_concurrent_requests",
+        type=int,
+        default=4 * _schedulable_cpus(),
+        help="requests handled at once; one more is RESOURCE_EXHAUSTED (default: TF Serving's, 4 per CPU)",
+    )
+    parser.add_argument(
+        "--grpc_channel_arguments",
+        type=channel_arguments,
+        default=[],
+        help="gRPC settings, key=value,...: e.g. grpc.max_receive_message_length, grpc.max_send_message_length "
+        f"(default {DEFAULT_MAX_MESSAGE_BYTES} each)",
+    )
     parser.add_argument("--delay_secs", type=float, default=0.0, help="added to every request (fault injection)")
-    parser.add_argument("--max_concurrent_requests", type=int, help="beyond it, RESOURCE_EXHAUSTED")
     args = parser.parse_args(argv)
+    if args.grpc_max_threads < 1:
+        parser.error(f"--grpc_max_threads must be at least 1, got {args.grpc_max_threads}")
+    for key, value in args.grpc_channel_arguments:
+        if key in DEFAULT_CHANNEL_ARGUMENTS and not (isinstance(value, int) and value > 0):
+            parser.error(f"{key} must be a positive number of bytes (the stand-in keeps its messages bounded)")
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         parser.error("--tls_cert_file and --tls_key_file go together")
+    if args.tls_cert_file and args.ssl_config_file:
+        parser.error("give --ssl_config_file or --tls_cert_file/--tls_key_file, not both")
+    try:
+        if args.ssl_config_file:
+            args.ssl_config = read_ssl_config(args.ssl_config_file)
+        elif args.tls_cert_file:
+            server_cert, server_key = Path(args.tls_cert_file).read_text(), Path(args.tls_key_file).read_text()
+            args.ssl_config = ssl_config_class()(server_key=server_key, server_cert=server_cert)
+        else:
+            args.ssl_config = None
+        if args.ssl_config is not None:
+            server_credentials(args.ssl_config)  # its checks, before the models load
+    except (OSError, ValueError) as error:
+        parser.error(f"TLS: {error}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(args)
 

@@ -19,6 +19,12 @@ One `PredictionService/Predict` request per batch, on one channel and stub per w
 - at most `max_in_flight` requests at once per worker process, across the SDK harness's bundle threads, so a
   worker cannot pile requests onto an overloaded server.
 
+Over TLS (`tls`) the server is verified against `root_certificates_file` (else the system's roots); with
+`client_certificate_file` and `client_key_file` the client presents its own certificate too (mutual TLS, for a TF
+Serving that requires one, or the proxy in front of it). The files are read where the channel is made, in the
+process that makes it (the launcher's preflight, each worker's `load_model`), never into the pickled handler: the
+key stays out of the pipeline's serialized graph, and each process needs read access to the files.
+
 Before the pipeline starts (`preflight`, from the launcher), `GetModelMetadata` must answer within the retry
 budget with a signature that takes exactly the model's schema; a mismatch fails fast, naming the fields. Workers
 repeat the check on load, but tolerate an unreachable server there (see `load_model`). Predictions carry the
@@ -50,7 +56,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import retry
 
 from model_handlers.base import IsolatingModelHandler, Scored
-from model_handlers.errors import SignatureMismatchError, TFServingRefused, TFServingUnreachable
+from model_handlers.errors import SignatureMismatchError, TFServingRefused, TFServingUnreachable, UsageError
 from model_handlers.interface import CLASSIFY, FEATURE_TYPES, STRING, ModelInterface
 from transforms.messages import ErrorType
 
@@ -89,6 +95,10 @@ _CHANNEL_OPTIONS = [
 
 class RetryBudgetSpent(TimeoutError):
     """A batch's retry budget ran out before a request could be sent (all slots busy, or earlier requests)."""
+
+
+class CredentialsUnreadable(UsageError, OSError):
+    """A TLS file named by the options cannot be read where the channel is made."""
 
 
 def error_type(error: BaseException) -> ErrorType:
@@ -161,12 +171,23 @@ class TFServingClient:
 
     deadline: float | None = None
 
-    def __init__(self, target: str, *, tls: bool, root_certificates: bytes | None, max_in_flight: int):
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: bool,
+        root_certificates: bytes | None,
+        max_in_flight: int,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
+    ):
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
         self.target = target
         if tls:
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates, private_key=client_key, certificate_chain=client_certificate
+            )
             self.channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
         else:
             self.channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
@@ -201,6 +222,8 @@ class TFServingHandler(IsolatingModelHandler):
         api: str = PREDICT,
         tls: bool = False,
         root_certificates_file: str | None = None,
+        client_certificate_file: str | None = None,
+        client_key_file: str | None = None,
         min_batch_size: int | None = None,
         max_batch_size: int | None = None,
         max_batch_duration_secs: int | None = None,
@@ -219,6 +242,8 @@ class TFServingHandler(IsolatingModelHandler):
           api: PREDICT (raw features to the serving_default signature) or CLASSIFY_REGRESS (tf.Examples to the
             model's classify or regress signature through Classify or Regress).
           tls: use TLS; `root_certificates_file` (PEM) verifies the server, else the system's roots.
+          client_certificate_file, client_key_file: PEM certificate (chain) and private key the client presents
+            (mutual TLS); both or neither, with `tls`.
           min_batch_size, max_batch_size, max_batch_duration_secs: Beam's BatchElements knobs.
         """
         super().__init__(
@@ -235,6 +260,10 @@ class TFServingHandler(IsolatingModelHandler):
             raise ValueError(f"retry_budget_secs must be positive (it bounds a batch), got {retry_budget_secs}")
         if api not in APIS:
             raise ValueError(f"api must be one of {APIS}, got {api!r}")
+        if bool(client_certificate_file) != bool(client_key_file):
+            raise ValueError("a client certificate and its key go together")
+        if (root_certificates_file or client_certificate_file) and not tls:
+            raise ValueError("certificates are for TLS: pass tls=True")
         self._api = api
         self._target = target
         self._model_name = model_name or interface.name
@@ -246,7 +275,10 @@ class TFServingHandler(IsolatingModelHandler):
         self._max_backoff_secs = max_backoff_secs
         self._max_in_flight = max_in_flight
         self._tls = tls
+        # File names only: the files are read by `_client`, in the process that opens the channel.
         self._root_certificates_file = root_certificates_file
+        self._client_certificate_file = client_certificate_file
+        self._client_key_file = client_key_file
 
     # --- what is asked for ---------------------------------------------------------------------------------
     @property
@@ -279,12 +311,13 @@ class TFServingHandler(IsolatingModelHandler):
 
     # --- Beam's ModelHandler contract ----------------------------------------------------------------------
     def _client(self, max_in_flight: int) -> TFServingClient:
-        root_certificates = None
-        if self._root_certificates_file:
-            with open(self._root_certificates_file, "rb") as f:
-                root_certificates = f.read()
         return TFServingClient(
-            self._target, tls=self._tls, root_certificates=root_certificates, max_in_flight=max_in_flight
+            self._target,
+            tls=self._tls,
+            root_certificates=_read(self._root_certificates_file, "root certificates"),
+            client_certificate=_read(self._client_certificate_file, "client certificate"),
+            client_key=_read(self._client_key_file, "client key"),
+            max_in_flight=max_in_flight,
         )
 
     def load_model(self) -> TFServingClient:
@@ -442,6 +475,16 @@ class TFServingHandler(IsolatingModelHandler):
                 )
         finally:
             client.in_flight.release()
+
+
+def _read(path: str | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as error:
+        raise CredentialsUnreadable(f"cannot read the TF Serving {what} file {path}: {error.strerror}") from error
 
 
 def tf_dtype_name(dtype_enum: int) -> str:

@@ -57,6 +57,8 @@ def make_handler(
             api=options.tf_serving_api or PREDICT,
             tls=options.tf_serving_tls,
             root_certificates_file=options.tf_serving_root_certificates,
+            client_certificate_file=options.tf_serving_client_certificate,
+            client_key_file=options.tf_serving_client_key,
             **batching,
         )
     if inference == InferencePath.TFX_BSL:

@@ -53,6 +53,8 @@ TF_SERVING_ONLY = (
     "model_version_label",
     "tf_serving_tls",
     "tf_serving_root_certificates",
+    "tf_serving_client_certificate",
+    "tf_serving_client_key",
     "tf_serving_api",
 )
 # Flags each --inference does not take. tfx_bsl reads the model repository, but keeps one Session per process.
@@ -201,6 +203,14 @@ class InferenceOptions(PipelineOptions):
         )
         serving.add_argument("--tf_serving_tls", action="store_true", help="connect over TLS")
         serving.add_argument("--tf_serving_root_certificates", help="PEM file of roots to verify the server (with TLS)")
+        serving.add_argument(
+            "--tf_serving_client_certificate",
+            help="PEM file of the certificate (chain) the client presents: mutual TLS (with TLS and "
+            "--tf_serving_client_key)",
+        )
+        serving.add_argument(
+            "--tf_serving_client_key", help="PEM file of the private key of --tf_serving_client_certificate"
+        )
 
         batching = parser.add_argument_group("batching")
         batching.add_argument("--min_batch_size", type=int, default=1)
@@ -316,8 +326,14 @@ class InferenceOptions(PipelineOptions):
                 problems.append(f"--tf_serving_target must look like host:port, got {self.tf_serving_target!r}")
             if self.model_version is not None and self.model_version_label:
                 problems.append("pin --model_version or --model_version_label, not both")
-            if self.tf_serving_root_certificates and not self.tf_serving_tls:
-                problems.append("--tf_serving_root_certificates needs --tf_serving_tls")
+            for name in ("tf_serving_root_certificates", "tf_serving_client_certificate", "tf_serving_client_key"):
+                if getattr(self, name) and not self.tf_serving_tls:
+                    problems.append(f"--{name} needs --tf_serving_tls")
+            if bool(self.tf_serving_client_certificate) != bool(self.tf_serving_client_key):
+                problems.append(
+                    "--tf_serving_client_certificate and --tf_serving_client_key go together: a certificate is "
+                    "presented with its key"
+                )
             if self.tf_serving_timeout_secs <= 0:
                 problems.append(f"--tf_serving_timeout_secs must be positive, got {self.tf_serving_timeout_secs}")
             if self.tf_serving_retry_budget_secs <= 0:
