@@ -6,18 +6,31 @@ MODEL_DIR ?= models
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models schemas demo lint test test-unit bench deploy-validate clean
+.PHONY: help setup lock models schemas demo lint test test-unit bench deploy-validate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): setup.py
+# Every package from the dev lock, each file checked against its hash; then the project alone, built by the lock's
+# setuptools (build isolation would fetch one unpinned).
+$(STAMP): setup.py requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-setup: $(STAMP) ## Create the virtual environment and install the project (idempotent)
+setup: $(STAMP) ## Create the virtual environment from the hashed lock requirements/dev.txt, then the project (idempotent)
+
+# One resolution for one target (the images': Linux x86_64, CPython 3.11) wherever it runs; uv keeps the pins an
+# existing lock has where it can. The image locks are constrained by the dev lock, so the images run the versions
+# the tests ran; the build lock is setuptools alone (setup.py's build extra, at the dev lock's version).
+LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
+lock: $(STAMP) ## Resolve setup.py into the hashed locks in requirements/ (after changing a dependency; commit both)
+	$(LOCK) setup.py --extra dev -o requirements/dev.txt
+	$(LOCK) setup.py --constraints requirements/dev.txt -o requirements/runtime.txt
+	$(LOCK) setup.py --extra gpu --constraints requirements/dev.txt -o requirements/worker-gpu.txt
+	echo setuptools | $(LOCK) - --constraints requirements/dev.txt -o requirements/build.txt
 
 models: $(STAMP) ## Build the two demo models into $(MODEL_DIR)/ if missing (FORCE=1 rebuilds)
 	$(PY) -m training.train --model_dir=$(MODEL_DIR) $(if $(FORCE),--force,)

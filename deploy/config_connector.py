@@ -1,7 +1,9 @@
-"""Config Connector's resources in the manifests (base/pubsub/): the fields they may use, and what they declare.
+"""Config Connector's resources in the manifests (base/pubsub/, base/iam/): the fields they may use, and what they
+declare.
 
 Config Connector turns Kubernetes objects into Google Cloud resources; the manifests use it for the pipelines'
-Pub/Sub topics and subscriptions and the IAM grants dead-lettering needs. Its CRDs are published in its GitHub
+Pub/Sub topics and subscriptions, the IAM grants dead-lettering needs, and the IAM grants of the deployment's own
+Google service accounts (Workload Identity, the buckets, Pub/Sub). Its CRDs are published in its GitHub
 repository and releases (GoogleCloudPlatform/k8s-config-connector, config/crds/resources/), not on Maven Central or
 PyPI, so the offline checks cannot fetch them as they fetch the Flink operator's (deploy/crd.py). Instead the
 fields the manifests may use are stated here, as the v1beta1 CRDs define them, and any other field is an error: the
@@ -32,10 +34,32 @@ def _object(required=(), **properties) -> dict:
 
 # A reference is to an object in the manifests (name) or to a resource by its path (external), never both.
 REF = {"oneOf": [_object(["name"], name=STRING, namespace=STRING), _object(["external"], external=STRING)]}
+# What an IAMPolicyMember grants a role on. The CRD takes any kind; these are the ones the manifests use, each on
+# Config Connector's list of kinds IAMPolicyMember supports (StorageBucket and IAMServiceAccount also with
+# conditions), the external ones in the formats that list gives: a bucket by its name, a service account as
+# projects/<project>/serviceAccounts/<email>. The buckets and service accounts are not the namespace's to create
+# (README, prerequisites), so they are referred to by external name.
 RESOURCE_REF = {
     "oneOf": [
-        _object(["kind", "name"], apiVersion=STRING, kind=STRING, name=STRING, namespace=STRING),
-        _object(["kind", "external"], apiVersion=STRING, kind=STRING, external=STRING),
+        _object(
+            ["kind", "name"],
+            apiVersion=STRING,
+            kind={"enum": ["PubSubTopic", "PubSubSubscription"]},
+            name=STRING,
+            namespace=STRING,
+        ),
+        _object(
+            ["kind", "external"],
+            apiVersion=STRING,
+            kind={"enum": ["StorageBucket"]},
+            external={"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$"},
+        ),
+        _object(
+            ["kind", "external"],
+            apiVersion=STRING,
+            kind={"enum": ["IAMServiceAccount"]},
+            external={"type": "string", "pattern": r"^projects/[^/]+/serviceAccounts/[^/@]+@[^/@]+$"},
+        ),
     ]
 }
 
@@ -67,6 +91,8 @@ SPECS = {
             memberFrom=_object(serviceIdentityRef=_object(["name"], name=STRING, namespace=STRING)),
             role={"type": "string", "pattern": r"^((projects|organizations)/[^/]+/)?roles/[\w_\.]+$"},
             resourceRef=RESOURCE_REF,
+            # An IAM Condition (CEL); the binding applies only where it holds.
+            condition=_object(["title", "expression"], title=STRING, description=STRING, expression=STRING),
         ),
         "oneOf": [{"required": ["member"]}, {"required": ["memberFrom"]}],
     },
@@ -150,6 +176,15 @@ class PubSub:
         if "external" in ref:
             return ref["external"]
         return next((path for path, d in self.topics.items() if d["metadata"]["name"] == ref.get("name")), None)
+
+    def subscription(self, ref: dict | None) -> str | None:
+        """The subscription path a subscription reference leads to; None when it names no PubSubSubscription in the
+        manifests."""
+        if not ref:
+            return None
+        if "external" in ref:
+            return ref["external"]
+        return next((path for path, d in self.subscriptions.items() if d["metadata"]["name"] == ref.get("name")), None)
 
     def subscribers(self, topic: str) -> list[dict]:
         return [d for d in self.subscriptions.values() if self.topic(d.get("spec", {}).get("topicRef")) == topic]

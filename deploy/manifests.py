@@ -104,6 +104,14 @@ class Pod:
         return self.flink_service_account or self.spec.get("serviceAccountName")
 
 
+def flink_service_account(doc: dict, role: str) -> str | None:
+    """The Kubernetes account a Flink role's pods run as: the TaskManagers' own when the configuration names one."""
+    config = doc["spec"].get("flinkConfiguration", {})
+    if role == "taskManager" and config.get("kubernetes.taskmanager.service-account"):
+        return config["kubernetes.taskmanager.service-account"]
+    return doc["spec"].get("serviceAccount")
+
+
 def pods(docs: list[dict]) -> list[Pod]:
     found = []
     for doc in docs:
@@ -120,7 +128,7 @@ def pods(docs: list[dict]) -> list[Pod]:
                         template.get("metadata", {}),
                         template.get("spec", {}),
                         flink_resource=spec.get("resource", {}),
-                        flink_service_account=doc["spec"].get("serviceAccount"),
+                        flink_service_account=flink_service_account(doc, role),
                     )
                 )
     return found

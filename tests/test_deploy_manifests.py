@@ -243,10 +243,6 @@ def test_flinkdeployment_mistakes_fail_the_operators_schema():
             "seccompProfile.type must be RuntimeDefault",
         ),
         (
-            lambda d: pod(d, "Job/submit-fraud-detection").spec.update(automountServiceAccountToken=True),
-            "'pipeline-submitter' has no Role, so its pods must set automountServiceAccountToken: false",
-        ),
-        (
             lambda d: (
                 pod(d, "[jobManager]").container("flink-main-container").update(resources={"limits": {"cpu": "1"}})
             ),
@@ -276,7 +272,9 @@ def test_credentials_in_the_manifests_are_caught():
 
 def test_broken_references_and_leftover_placeholders_are_caught():
     docs = rendered("cpu")
-    pod(docs, "Deployment/tf-serving").spec["volumes"][1]["configMap"]["name"] = "tf-serving-confg"
+    next(v for v in pod(docs, "Deployment/tf-serving").spec["volumes"] if v["name"] == "server-config")["configMap"][
+        "name"
+    ] = "tf-serving-confg"
     one(docs, "Deployment", "tf-serving")["spec"]["replicas"] = 3
     pod(docs, "Job/submit-price-suggestion").spec["volumes"][2]["csi"]["volumeAttributes"]["bucketName"] = (
         "MODEL_BUCKET"
@@ -297,12 +295,16 @@ def test_flink_check_catches_application_mode_wrong_ports_and_local_state():
     spec["job"] = {"jarURI": "local:///opt/flink/usrlib/pipeline.jar", "upgradeMode": "savepoint"}
     spec["flinkConfiguration"]["metrics.reporter.prom.port"] = "9250"
     spec["flinkConfiguration"]["state.checkpoints.dir"] = "file:///tmp/checkpoints"
-    worker(docs)["ports"][0]["containerPort"] = 50001
+    worker(docs)["ports"] = [{"containerPort": 50000}]
+    worker(docs).update(command=None, args=["--worker_pool"])
+    worker(docs)["readinessProbe"] = {"tcpSocket": {"port": 50000}}
     found = problems_of("flink", docs)
     assert any("session mode (no spec.job)" in p for p in found)
     assert any("metrics.reporter.prom.port must be '9249'" in p for p in found)
     assert any("state.checkpoints.dir must be a gs:// path" in p for p in found)
-    assert any("beam-worker-pool: must expose 50000" in p for p in found)
+    assert any("beam-worker-pool: must run the loopback worker pool" in p for p in found)
+    assert any("beam-worker-pool: the worker pool listens on loopback; declare no ports" in p for p in found)
+    assert any("beam-worker-pool: readinessProbe must be an exec probe" in p for p in found)
 
 
 @pytest.mark.parametrize(
@@ -313,8 +315,8 @@ def test_flink_check_catches_application_mode_wrong_ports_and_local_state():
             "--port must be 8500, got '9000'",
         ),
         (
-            lambda d: one(d, "Service", "tf-serving")["spec"]["ports"][1].update(targetPort=8500),
-            "port 8501 must reach container port 8501",
+            lambda d: one(d, "Service", "tf-serving")["spec"]["ports"].append({"port": 8500, "targetPort": "grpc"}),
+            "Service/tf-serving: may only expose Envoy's mTLS port 8443, got port 8500 -> 8500",
         ),
         (
             lambda d: (
@@ -328,7 +330,7 @@ def test_flink_check_catches_application_mode_wrong_ports_and_local_state():
             lambda d: (
                 pod(d, "Deployment/tf-serving").metadata["annotations"].update({"prometheus.io/path": "/metrics"})
             ),
-            "prometheus.io annotations must point at 8501/monitoring/prometheus/metrics",
+            "prometheus.io annotations must point at Envoy's 8502/monitoring/prometheus/metrics",
         ),
         (
             lambda d: _replace_arg(
@@ -382,8 +384,8 @@ def test_tf_serving_check_catches(mutate, expected):
             "--flink_master must be the session cluster's REST service inference-rest:8081",
         ),
         (
-            lambda d: _replace_arg(launcher(d), "--environment_config=", "--environment_config=localhost:50001"),
-            "expected --environment_type=EXTERNAL --environment_config=localhost:50000",
+            lambda d: _replace_arg(launcher(d), "--environment_config=", "--environment_config=127.0.0.1:50001"),
+            "expected --environment_type=EXTERNAL --environment_config=127.0.0.1:50000",
         ),
         (
             lambda d: _edit_args(d, lambda t: re.sub(r"--dead_letter_topic=.*\n", "", t)),
@@ -692,7 +694,7 @@ def test_gpu_on_flinks_own_container_or_in_the_cpu_overlay_is_caught():
     pod(gpu, "[taskManager]").container("flink-main-container")["resources"] = {"limits": {GPU: "1"}}
     one(gpu, "FlinkDeployment")["spec"]["flinkConfiguration"]["external-resources"] = "gpu"
     pod(gpu, "[taskManager]").spec.pop("tolerations")
-    worker(gpu)["image"] = worker(gpu)["image"].removesuffix("-gpu")
+    worker(gpu)["image"] = worker(gpu)["image"].split("@")[0].removesuffix("-gpu")
     found = problems_of("gpu", gpu, "gpu")
     assert any("GPUs exactly on" in p and "flink-main-container" in p for p in found)
     assert any("no Flink external resources" in p for p in found)
@@ -706,7 +708,9 @@ def test_gpu_overlay_puts_the_gpu_on_the_worker_sidecar_and_tf_serving_only():
     assert gpu_limit(taskmanager.container("beam-worker-pool")) == "1"
     assert gpu_limit(taskmanager.container("flink-main-container")) is None
     assert taskmanager.spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
-    assert pod(docs, "Deployment/tf-serving").container("tf-serving")["image"] == "tensorflow/serving:2.19.1-gpu"
+    assert pod(docs, "Deployment/tf-serving").container("tf-serving")["image"].split("@")[0] == (
+        "tensorflow/serving:2.19.1-gpu"
+    )
     batching = parse_batching(
         one(
             docs,
@@ -726,14 +730,14 @@ def test_gpu_overlay_puts_the_gpu_on_the_worker_sidecar_and_tf_serving_only():
     cases(
         (
             lambda d: one(d, "NetworkPolicy", "tf-serving-ingress")["spec"]["ingress"][0].pop("from"),
-            "another namespace -> TF Serving (port 8500/TCP) must be denied",
+            "another namespace -> TF Serving (port 8443/TCP) must be denied",
         ),
         (
             lambda d: d.remove(one(d, "NetworkPolicy", "submitter-egress")),
             "submitter 0 -> JobManager REST (port 8081/TCP) must be allowed",
         ),
         (
-            lambda d: one(d, "NetworkPolicy", "flink-internal")["spec"]["ingress"][0]["ports"].pop(0),
+            lambda d: one(d, "NetworkPolicy", "flink-taskmanager-ingress")["spec"]["ingress"].pop(1),
             "TaskManager -> TaskManager data (port 6121/TCP) must be allowed",
         ),
         (
@@ -745,7 +749,7 @@ def test_gpu_overlay_puts_the_gpu_on_the_worker_sidecar_and_tf_serving_only():
         (lambda d: d.remove(one(d, "NetworkPolicy", "default-deny-all")), "a default-deny policy"),
         (
             lambda d: pod(d, "Job/submit-fraud-detection").labels.update({TF_SERVING_CLIENT_LABEL: "true"}),
-            "submitter 0 -> TF Serving (port 8500/TCP) must be denied",
+            "submitter 0 -> TF Serving (port 8443/TCP) must be denied",
         ),
     ),
 )
@@ -788,10 +792,3 @@ def test_launcher_image_carries_the_job_server_jar_the_jobs_name():
     jar = f"/opt/beam/jars/beam-runners-flink-{args['FLINK_MINOR']}-job-server-{args['BEAM_VERSION']}.jar"
     for submission in submissions(rendered("cpu")):
         assert args_dict(submission.argv)["flink_job_server_jar"] == jar
-
-
-def test_worker_image_adds_cuda_only_for_the_gpu_variant_at_setup_pys_tensorflow_version():
-    text = (versions.IMAGES_DIR / "worker" / "Dockerfile").read_text()
-    assert "ARG VARIANT=cpu" in text
-    assert re.search(r'if \[ "\$VARIANT" = "gpu" \].*tensorflow\[and-cuda\]==\$\{TF_VERSION\}', text, re.S)
-    assert "tensorflow==" not in text  # the version comes from setup.py, through the installed package

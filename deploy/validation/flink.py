@@ -8,11 +8,11 @@ import re
 
 from deploy.manifests import MAIN_CONTAINER, flink_deployment, flink_role_pod, pods
 from deploy.site import (
-    BEAM_WORKER_POOL_PORT,
     FLINK_INTERNAL_PORTS,
     FLINK_METRICS_PORT,
     FLINK_REST_PORT,
     TF_SERVING_CLIENT_LABEL,
+    WORKER_POOL_COMMAND,
     WORKER_POOL_CONTAINER,
 )
 
@@ -54,10 +54,21 @@ def check_flink(docs: list[dict]) -> list[str]:
         sidecar = taskmanager.container(WORKER_POOL_CONTAINER)
     except LookupError as error:
         return problems + [str(error)]
-    if sidecar.get("args") != ["--worker_pool"]:
-        problems.append(f"{WORKER_POOL_CONTAINER}: args must be ['--worker_pool'], got {sidecar.get('args')}")
-    if [p["containerPort"] for p in sidecar.get("ports", [])] != [BEAM_WORKER_POOL_PORT]:
-        problems.append(f"{WORKER_POOL_CONTAINER}: must expose {BEAM_WORKER_POOL_PORT}, got {sidecar.get('ports')}")
+    # The pool is unauthenticated: it listens on loopback (pipelines.worker_pool), where only the TaskManager
+    # beside it can reach it, and declares no port; the image's own `boot --worker_pool` would listen everywhere.
+    if sidecar.get("command") != WORKER_POOL_COMMAND or sidecar.get("args"):
+        problems.append(
+            f"{WORKER_POOL_CONTAINER}: must run the loopback worker pool, command {WORKER_POOL_COMMAND} and no "
+            f"args, got command {sidecar.get('command')} args {sidecar.get('args')}"
+        )
+    if sidecar.get("ports"):
+        problems.append(f"{WORKER_POOL_CONTAINER}: the worker pool listens on loopback; declare no ports")
+    for probe in ("readinessProbe", "livenessProbe"):
+        if "exec" not in sidecar.get(probe, {}):
+            problems.append(
+                f"{WORKER_POOL_CONTAINER}: {probe} must be an exec probe (a kubelet probe would dial the pod's "
+                f"address, where the loopback pool does not listen), got {sidecar.get(probe)}"
+            )
     if taskmanager.labels.get(TF_SERVING_CLIENT_LABEL) != "true":
         problems.append(f"TaskManagers run the pipelines' code and must carry {TF_SERVING_CLIENT_LABEL}=true")
     return problems

@@ -4,6 +4,7 @@ sidecar and TF Serving), on GPU nodes, from GPU images; in the cpu overlay none 
 
 from __future__ import annotations
 
+from deploy.images import image_tag
 from deploy.manifests import flink_deployment, flink_role_pod, pods, tf_serving_pod
 from deploy.site import GPU, TF_SERVING_CONTAINER, WORKER_POOL_CONTAINER
 
@@ -25,7 +26,9 @@ def check_gpu(docs: list[dict], overlay: str) -> list[str]:
     with_gpu = {(p.owner, c["name"]) for p in all_pods for c in p.containers() if gpu_limit(c)}
     taskmanager = flink_role_pod(docs, "taskManager")
     serving = tf_serving_pod(docs)
-    gpu_images = {c["image"] for p in all_pods for c in p.containers() if c.get("image", "").endswith("-gpu")}
+    gpu_images = {
+        c["image"] for p in all_pods for c in p.containers() if image_tag(c.get("image", "")).endswith("-gpu")
+    }
     if overlay == "cpu":
         if with_gpu:
             problems.append(f"cpu overlay: no GPU anywhere, found {sorted(with_gpu)}")
@@ -40,7 +43,7 @@ def check_gpu(docs: list[dict], overlay: str) -> list[str]:
             problems.append(f"gpu overlay: {pod.owner} needs a nodeSelector for GPU nodes")
         if not any(t.get("key") == GPU for t in pod.spec.get("tolerations", [])):
             problems.append(f"gpu overlay: {pod.owner} must tolerate the {GPU} taint")
-        if not pod.container(container)["image"].endswith("-gpu"):
+        if not image_tag(pod.container(container)["image"]).endswith("-gpu"):
             problems.append(
                 f"gpu overlay: {pod.owner} {container} must run a GPU image, got {pod.container(container)['image']}"
             )

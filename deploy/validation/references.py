@@ -52,7 +52,9 @@ def check_references(docs: list[dict]) -> list[str]:
     return problems
 
 
-PLACEHOLDER = re.compile(r"\b(FLINK_BUCKET|MODEL_BUCKET|PIPELINE_GSA|TF_SERVING_GSA|GCP_PROJECT)\b")
+PLACEHOLDER = re.compile(
+    r"\b(CONTROL_PLANE_CIDR|FLINK_BUCKET|MODEL_BUCKET|JOBMANAGER_GSA|WORKER_GSA|SUBMITTER_GSA|TF_SERVING_GSA|GCP_PROJECT)\b"
+)
 
 
 def _placeholders(node, path="") -> Iterable[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from deploy.manifests import MAIN_CONTAINER, Pod, find, pods, ref
-from deploy.site import GPU
+from deploy.site import CLIENT_TLS_SECRET, ENVOY_CONTAINER, GPU, SERVER_TLS_SECRET, WORKER_POOL_CONTAINER
 
 
 def _effective(container: dict, pod: Pod, key: str):
@@ -18,9 +18,6 @@ def _effective(container: dict, pod: Pod, key: str):
 def check_security(docs: list[dict]) -> list[str]:
     """Non-root, read-only root filesystem (with writable /tmp), no privilege, RuntimeDefault seccomp, bounded."""
     problems = []
-    bound_accounts = {
-        s["name"] for rb in find(docs, "RoleBinding") for s in rb.get("subjects", []) if s["kind"] == "ServiceAccount"
-    }
     for pod in pods(docs):
         where = pod.owner
         pod_security = pod.spec.get("securityContext", {})
@@ -33,13 +30,6 @@ def check_security(docs: list[dict]) -> list[str]:
                 problems.append(f"{where}: {field} must not be set")
         if any("hostPath" in v for v in pod.spec.get("volumes", [])):
             problems.append(f"{where}: hostPath volumes are not allowed")
-        # A token only where the account has a Role to use it with (Flink's pods set no field: default true).
-        mounts_token = pod.spec.get("automountServiceAccountToken", True)
-        if mounts_token and pod.service_account not in bound_accounts:
-            problems.append(
-                f"{where}: service account {pod.service_account!r} has no Role, so its pods must set "
-                "automountServiceAccountToken: false"
-            )
         volumes = {v["name"]: v for v in pod.spec.get("volumes", [])}
         for container in pod.containers():
             name = f"{where} container {container['name']!r}"
@@ -89,17 +79,50 @@ def _check_resources(container: dict, pod: Pod, name: str) -> list[str]:
 SECRET_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|API_?KEY|PRIVATE_KEY|CREDENTIALS)", re.IGNORECASE)
 
 
+def _secret_owner(pod: Pod) -> dict[str, str]:
+    """{secret: the one container of this pod that may mount it}: TF Serving's mTLS keys, nothing else."""
+    if pod.owner == "Deployment/tf-serving":
+        return {SERVER_TLS_SECRET: ENVOY_CONTAINER}
+    if pod.owner.endswith("[taskManager]"):
+        return {CLIENT_TLS_SECRET: WORKER_POOL_CONTAINER}
+    return {}
+
+
+def _check_secret_volumes(pod: Pod) -> list[str]:
+    """Secrets only for TF Serving's mutual TLS, each read-only in the one container that uses it."""
+    problems = []
+    allowed = _secret_owner(pod)
+    for volume in pod.spec.get("volumes", []):
+        if "secret" not in volume:
+            continue
+        secret = volume["secret"].get("secretName")
+        if secret not in allowed:
+            problems.append(
+                f"{pod.owner}: secret volume {volume['name']!r} ({secret}); Google Cloud access is Workload Identity, "
+                f"and the only Secrets are TF Serving's TLS keys ({SERVER_TLS_SECRET}, {CLIENT_TLS_SECRET})"
+            )
+            continue
+        for container in pod.containers():
+            mount = next((m for m in container.get("volumeMounts", []) if m["name"] == volume["name"]), None)
+            if mount is None:
+                continue
+            if container["name"] != allowed[secret]:
+                problems.append(f"{pod.owner} container {container['name']!r}: must not mount {secret}")
+            elif mount.get("readOnly") is not True:
+                problems.append(f"{pod.owner} container {container['name']!r}: mount {secret} readOnly")
+    return problems
+
+
 def check_no_credentials(docs: list[dict], text: str) -> list[str]:
-    """No secrets in the manifests: Google Cloud access is Workload Identity, by annotation."""
+    """No secrets in the manifests: Google Cloud access is Workload Identity, by annotation; TF Serving's TLS keys
+    are Secrets made outside the repository, mounted only where they are used."""
     problems = [f"{ref(d)}: no Secrets in the repository" for d in find(docs, "Secret")]
     for marker in ("PRIVATE KEY-----", '"private_key"', "client_secret"):
         if marker in text:
             problems.append(f"the rendered manifests contain {marker!r}")
     accounts = {d["metadata"]["name"]: d for d in find(docs, "ServiceAccount")}
     for pod in pods(docs):
-        for volume in pod.spec.get("volumes", []):
-            if "secret" in volume:
-                problems.append(f"{pod.owner}: secret volume {volume['name']!r}; use Workload Identity")
+        problems += _check_secret_volumes(pod)
         for container in pod.containers():
             for env in container.get("env", []):
                 if "secretKeyRef" in env.get("valueFrom", {}) or SECRET_ENV.search(env["name"]):

@@ -24,6 +24,7 @@ from deploy.manifests import (
     ref,
 )
 from deploy.site import (
+    BEAM_WORKER_POOL_HOST,
     BEAM_WORKER_POOL_PORT,
     LAUNCHER_CONTAINER,
     TF_SERVING_GRPC_PORT,
@@ -165,11 +166,11 @@ def check_pipelines(docs: list[dict]) -> list[str]:
         portable = options.view_as(PortableOptions)
         if (
             portable.environment_type != "EXTERNAL"
-            or portable.environment_config != f"localhost:{BEAM_WORKER_POOL_PORT}"
+            or portable.environment_config != f"{BEAM_WORKER_POOL_HOST}:{BEAM_WORKER_POOL_PORT}"
         ):
             problems.append(
                 f"{where}: the SDK harness is the worker-pool sidecar: expected --environment_type=EXTERNAL "
-                f"--environment_config=localhost:{BEAM_WORKER_POOL_PORT}, got {portable.environment_type} {portable.environment_config}"
+                f"--environment_config={BEAM_WORKER_POOL_HOST}:{BEAM_WORKER_POOL_PORT}, got {portable.environment_type} {portable.environment_config}"
             )
         if portable.output_executable_path:
             problems.append(f"{where}: --output_executable_path is deploy.submit's to set")

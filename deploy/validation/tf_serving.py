@@ -8,7 +8,14 @@ from __future__ import annotations
 import re
 
 from deploy.manifests import args_dict, config_map_file, find, mount_path, ref, tf_serving_pod
-from deploy.site import TF_SERVING_CONTAINER, TF_SERVING_GRPC_PORT, TF_SERVING_METRICS_PATH, TF_SERVING_REST_PORT
+from deploy.site import (
+    TF_SERVING_CONTAINER,
+    TF_SERVING_GRPC_PORT,
+    TF_SERVING_METRICS_PATH,
+    TF_SERVING_METRICS_PORT,
+    TF_SERVING_REST_PORT,
+    TF_SERVING_TLS_PORT,
+)
 
 
 def parse_models_config(text: str):
@@ -66,15 +73,18 @@ def check_tf_serving(docs: list[dict]) -> list[str]:
         problems.append(
             f"tf-serving: container ports must be grpc {TF_SERVING_GRPC_PORT}, http {TF_SERVING_REST_PORT}, got {ports}"
         )
+    # The Services lead to Envoy's mTLS port alone (tf_serving_tls.py checks what Envoy lets through).
+    pod_ports = {p["name"]: p["containerPort"] for c in pod.containers() for p in c.get("ports", [])}
     for service in find(docs, "Service"):
         if service["spec"].get("selector", {}).get("app.kubernetes.io/name") != "tf-serving":
             continue
         for port in service["spec"]["ports"]:
             target = port.get("targetPort", port["port"])
-            target = ports.get(target, target)
-            if target != port["port"] or port["port"] not in ports.values():
+            target = pod_ports.get(target, target)
+            if port["port"] != TF_SERVING_TLS_PORT or target != TF_SERVING_TLS_PORT:
                 problems.append(
-                    f"{ref(service)}: port {port['port']} must reach container port {port['port']}, got {target}"
+                    f"{ref(service)}: may only expose Envoy's mTLS port {TF_SERVING_TLS_PORT}, got port "
+                    f"{port['port']} -> {target} (TF Serving's own ports take anyone's ModelService calls)"
                 )
     for probe in ("readinessProbe", "startupProbe"):
         get = container.get(probe, {}).get("httpGet", {})
@@ -87,11 +97,11 @@ def check_tf_serving(docs: list[dict]) -> list[str]:
             )
     annotations = pod.metadata.get("annotations", {})
     if (
-        annotations.get("prometheus.io/port") != str(TF_SERVING_REST_PORT)
+        annotations.get("prometheus.io/port") != str(TF_SERVING_METRICS_PORT)
         or annotations.get("prometheus.io/path") != TF_SERVING_METRICS_PATH
     ):
         problems.append(
-            f"tf-serving: prometheus.io annotations must point at {TF_SERVING_REST_PORT}{TF_SERVING_METRICS_PATH}"
+            f"tf-serving: prometheus.io annotations must point at Envoy's {TF_SERVING_METRICS_PORT}{TF_SERVING_METRICS_PATH}"
         )
 
     def file_flag(flag: str) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from deploy import MANIFESTS_DIR, REPO_ROOT
+from deploy.images import image_tag
 from deploy.manifests import args_dict, flink_deployment, ref, tf_serving_pod
 from deploy.site import TF_SERVING_CONTAINER
 from deploy.validation.submissions import submissions
@@ -64,7 +65,9 @@ def check_versions(docs: list[dict]) -> list[str]:
                 f"images/{name}/Dockerfile: ARG BEAM_VERSION must be {beam}, got {dockerfile_args(text).get('BEAM_VERSION')}"
             )
     python = setup.get("python")
-    if not re.search(rf"^FROM apache/beam_python{re.escape(python or '?')}_sdk:\$\{{BEAM_VERSION\}}$", worker, re.M):
+    # The tag from the ARG; the digest after it, where images.lock.yaml has one.
+    sdk = rf"^FROM apache/beam_python{re.escape(python or '?')}_sdk:\$\{{BEAM_VERSION\}}(@sha256:[0-9a-f]{{64}})?$"
+    if not re.search(sdk, worker, re.M):
         problems.append(f"images/worker/Dockerfile must be FROM apache/beam_python{python}_sdk:${{BEAM_VERSION}}")
     if len(re.findall(rf"^FROM python:{re.escape(python or '?')}-slim\b", launcher, re.M)) < 1:
         problems.append(f"images/launcher/Dockerfile must run on python:{python}-slim")
@@ -78,9 +81,10 @@ def check_versions(docs: list[dict]) -> list[str]:
     flink_version = dockerfile_args(flink_image).get("FLINK_VERSION", "")
     if not flink_version.startswith(flink_minor + "."):
         problems.append(f"images/flink/Dockerfile: FLINK_VERSION {flink_version} is not a {flink_minor}.x release")
-    image_tag = fd["spec"]["image"].rsplit(":", 1)[-1]
-    if image_tag != flink_version:
-        problems.append(f"FlinkDeployment image tag {image_tag} must be the Flink image's version {flink_version}")
+    # The project's tag is <Flink version>-<git commit> (images.lock.yaml).
+    flink_tag = image_tag(fd["spec"]["image"])
+    if flink_tag.split("-")[0] != flink_version:
+        problems.append(f"FlinkDeployment image tag {flink_tag} must be the Flink image's version {flink_version}")
     jar = f"/opt/beam/jars/beam-runners-flink-{flink_minor}-job-server-{beam}.jar"
     for submission in submissions(docs):
         argv = args_dict(submission.argv)
@@ -93,7 +97,7 @@ def check_versions(docs: list[dict]) -> list[str]:
                 f"{ref(submission.job)}: --flink_version must be {flink_minor}, got {argv.get('flink_version')!r}"
             )
     serving_image = tf_serving_pod(docs).container(TF_SERVING_CONTAINER)["image"]
-    serving_version = serving_image.rsplit(":", 1)[-1].removesuffix("-gpu")
+    serving_version = image_tag(serving_image).removesuffix("-gpu")
     if serving_version != setup.get("tf_serving_api"):
         problems.append(
             f"TF Serving image {serving_image} must be the version of tensorflow-serving-api in setup.py ({setup.get('tf_serving_api')})"

@@ -246,7 +246,7 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
             return [
                 sys.executable,
                 "-m",
-                "apache_beam.runners.worker.worker_pool_main",
+                "pipelines.worker_pool",  # Beam's pool on loopback only (Beam's own binds every interface)
                 f"--service_port={self.ports.worker_pool}",
             ], env
         raise ValueError(f"unknown component {name!r}")
@@ -407,7 +407,7 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
             "--flink_version=1.20",
             f"--job_endpoint=localhost:{p.job}",
             "--environment_type=EXTERNAL",
-            f"--environment_config=localhost:{p.worker_pool}",
+            f"--environment_config=127.0.0.1:{p.worker_pool}",
         ]
         if streaming:
             args += ["--streaming", f"--checkpointing_interval={checkpointing_interval_ms}"]
