@@ -36,6 +36,8 @@ EXTRAS = {
         "PyYAML==6.0.4",
         # Test certificates for TF Serving's mutual TLS (tests/certificates.py, tests/test_tls_material.py).
         "cryptography==50.0.2",
+        # Envoy's API as protos (published by gRPC): the offline check parses Envoy's config with them.
+        "xds-protos==1.85.0",
         # Lint and format (pyproject.toml); `make test` runs `ruff check` and `ruff format --check` first.
         "ruff==0.17.6",
     ],

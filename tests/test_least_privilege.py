@@ -145,6 +145,14 @@ MTLS_ARGS = (
             "envoy 8443: TLS with require_client_certificate: true is required",
         ),
         (
+            change_envoy(lambda c: grpc_manager(c).update(codec_typ="HTTP2")),
+            'HttpConnectionManager" has no field named "codec_typ" at "Bootstrap.static_resources.listeners[0]',
+        ),
+        (
+            change_envoy(lambda c: grpc_manager(c).update(codec_type="HTTP9")),
+            "envoy: not a valid Envoy Bootstrap",
+        ),
+        (
             change_envoy(lambda c: grpc_chain(c).pop("transport_socket")),
             "envoy 8443: TLS with require_client_certificate: true is required",
         ),

@@ -53,9 +53,38 @@ def _upstreams(config: dict) -> dict[str, tuple[str, int]]:
     return found
 
 
+# The extension messages the config's typed_configs name: importing a module registers its messages, so that the
+# parser can resolve "@type". A config that starts to use another extension adds its module here.
+ENVOY_EXTENSIONS = (
+    "envoy.extensions.filters.http.rbac.v3.rbac_pb2",
+    "envoy.extensions.filters.http.router.v3.router_pb2",
+    "envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2",
+    "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
+    "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
+)
+
+
+def envoy_schema_problems(config: dict) -> list[str]:
+    """The config against Envoy's own API, its Bootstrap message (Envoy's protos as gRPC publishes them, the
+    xds-protos package): a misspelt field or a wrong type is an error here, as Envoy would refuse to start."""
+    import importlib
+
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+    from google.protobuf import json_format
+
+    for module in ENVOY_EXTENSIONS:
+        importlib.import_module(module)
+    try:
+        json_format.ParseDict(config, bootstrap_pb2.Bootstrap())
+    except json_format.ParseError as error:
+        # The parser appends every field the message has: the first line says what is wrong and where.
+        return [f"envoy: not a valid Envoy Bootstrap: {str(error).splitlines()[0]}"]
+    return []
+
+
 def check_envoy(config: dict, server_tls_dir: str | None) -> list[str]:
-    """Envoy's config against the rules above; server_tls_dir is where the server secret is mounted."""
-    problems = []
+    """Envoy's config against its API and the rules above; server_tls_dir is where the server secret is mounted."""
+    problems = envoy_schema_problems(config)
     if "admin" in config:
         problems.append("envoy: no admin interface (it can change Envoy's state); remove `admin:`")
     upstreams = _upstreams(config)
