@@ -7,6 +7,7 @@
     python -m deploy stop-pipeline --job-name fraud-detection    stop with a savepoint, print where it is
     python -m deploy rollout-model --model fraud --version 2 [--label canary]
     python -m deploy rollout-model --model fraud --rollback
+    python -m deploy rollout-model --model_dir=models --model fraud --version 2 [--label canary] [--cluster]
     python -m deploy lock-images                          third-party images: each tag's digest now, into the lock
     python -m deploy lock-images --commit C --registry R  the project's images, built from C and pushed to R
 
@@ -161,6 +162,15 @@ def cmd_rollout_model(args) -> int:
     if args.rollback == (args.version is not None):
         print("error: give --version N to roll out, or --rollback", file=sys.stderr)
         return 2
+    if args.model_dir and not args.cluster:
+        try:
+            rollout.repository_rollout(
+                args.model_dir, args.model, args.version, label=args.label, rollback=args.rollback
+            )
+        except rollout.RolloutError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
     _, core = _kube(args.context)
     http = _http(core, args.namespace)
 
@@ -187,6 +197,8 @@ def cmd_rollout_model(args) -> int:
     except rollout.RolloutError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if args.model_dir:
+        rollout.repository_in_step(args.model_dir, args.model, text)
     if args.write_back:
         rollout.SOURCE_FILE.write_text(text, encoding="utf-8")
         print(f"wrote the new config to {rollout.SOURCE_FILE}: commit it, so the next apply keeps this rollout")
@@ -260,6 +272,16 @@ def parser() -> argparse.ArgumentParser:
         cluster=True,
     )
     rollout.add_argument("--model", required=True, help="fraud or price")
+    rollout.add_argument(
+        "--model_dir",
+        help="a model repository (local or gs://): move the labels in <model_dir>/<model>/labels.json, which "
+        "pipelines scoring in process follow (--model_version_label); with --cluster, TF Serving's too, in step",
+    )
+    rollout.add_argument(
+        "--cluster",
+        action="store_true",
+        help="with --model_dir: move TF Serving's labels in the cluster as well (without --model_dir it is implied)",
+    )
     rollout.add_argument("--version", type=int, help="the version to label")
     rollout.add_argument("--label", default="stable", choices=("stable", "canary"))
     rollout.add_argument("--rollback", action="store_true", help="stable back to previous (or withdraw the canary)")

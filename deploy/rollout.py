@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 
 from deploy import MANIFESTS_DIR
+from model_handlers.labels import LabelError, moved
+from model_handlers.labels import rolled_back as labels_rolled_back
 
 CONFIG_MAP = "tf-serving-models"
 KEY = "models.config"
 FIELD_MANAGER = "marketplace-deploy-rollout"
-LABELS = ("stable", "canary")
-PREVIOUS = "previous"
 SOURCE_FILE = MANIFESTS_DIR / "base" / "tf-serving" / "models.config"
 HEADER_END = "model_config_list {"
 
@@ -81,46 +81,36 @@ def with_version_loaded(config, name: str, version: int):
     return new
 
 
-def with_label(config, name: str, label: str, version: int):
-    """Step 2: `label` points at `version`; moving `stable` keeps the old one as `previous`."""
-    if label not in LABELS:
-        raise RolloutError(f"--label must be one of {LABELS}, got {label!r}")
+def _with_labels(config, name: str, move: Callable[[dict[str, int]], dict[str, int]]):
+    """A copy of the config whose model `name` has the labels `move` makes of its current ones (model_handlers.
+    labels defines the moves, for TF Serving and model repositories alike), serving exactly the labelled versions."""
     new = type(config)()
     new.CopyFrom(config)
     model = _model(new, name)
-    if version not in model.model_version_policy.specific.versions:
-        raise RolloutError(f"version {version} of {name} is not loaded: load it first (step 1)")
-    labels = model.version_labels
-    if label == "stable":
-        old = labels.get("stable")
-        if old == version:
-            raise RolloutError(f"{name}: stable is already version {version}")
-        if old is not None:
-            labels[PREVIOUS] = old
-        if labels.get("canary") == version:
-            del labels["canary"]  # promoted: the candidate is now stable
-    labels[label] = version
+    try:
+        labels = move(dict(model.version_labels))
+    except LabelError as error:
+        raise RolloutError(f"{name}: {error}") from error
+    model.version_labels.clear()
+    model.version_labels.update(labels)
     _prune(model)
     return new
+
+
+def with_label(config, name: str, label: str, version: int):
+    """Step 2: `label` points at `version`; moving `stable` keeps the old one as `previous`."""
+    if version not in _model(config, name).model_version_policy.specific.versions:
+        raise RolloutError(f"version {version} of {name} is not loaded: load it first (step 1)")
+    return _with_labels(config, name, lambda labels: moved(labels, label, version))
 
 
 def rolled_back(config, name: str, label: str = "stable"):
     """stable goes back to previous (which is still loaded); for canary, the candidate is withdrawn."""
-    new = type(config)()
-    new.CopyFrom(config)
-    model = _model(new, name)
-    labels = model.version_labels
-    if label == "canary":
-        if "canary" not in labels:
-            raise RolloutError(f"{name} has no canary to withdraw")
-        del labels["canary"]
-    else:
-        if PREVIOUS not in labels:
-            raise RolloutError(f"{name}: no previous version is recorded, so there is nothing to roll back to")
-        labels["stable"] = labels[PREVIOUS]
-        del labels[PREVIOUS]
-    _prune(model)
-    return new
+    return _with_labels(config, name, lambda labels: labels_rolled_back(labels, label))
+
+
+def labels_of(config, name: str) -> dict[str, int]:
+    return dict(_model(config, name).version_labels)
 
 
 def patch_body(text: str, resource_version: str) -> dict:
@@ -205,3 +195,64 @@ def rollout(
     write(core, namespace, render(final, header), resource_version)
     log(f"{name}: {label} -> version {version}; labels now {dict(_model(final, name).version_labels)}")
     return render(final, header)
+
+
+def check_loads(model_dir: str, name: str, version: int) -> None:
+    """What TF Serving's AVAILABLE stands for, for a repository: the version loads, its signature matches the
+    model's interface, and its warm-up requests run."""
+    from model_handlers import repository
+    from model_handlers.errors import UsageError
+    from model_handlers.interface import MODELS
+    from model_handlers.saved_model import LoadedSavedModel, warm_up
+
+    path = repository.version_path(model_dir, name, version)
+    try:
+        warm_up(LoadedSavedModel(path, MODELS[name]), path)
+    except UsageError as error:
+        raise RolloutError(f"{name} version {version} cannot serve: {error}") from error
+
+
+def repository_rollout(
+    model_dir: str,
+    name: str,
+    version: int | None,
+    *,
+    label: str = "stable",
+    rollback: bool = False,
+    check: Callable[[str, str, int], None] | None = check_loads,
+    log=print,
+) -> dict[str, int]:
+    """The same steps on a model repository's labels (model_handlers/labels.py): the version must exist and load
+    (`check`) before a label moves to it; a rollback is one move. Returns the labels written."""
+    from model_handlers import labels, repository
+
+    try:
+        current = labels.read(model_dir, name)
+        available = repository.available_versions(model_dir, name)
+        if rollback:
+            new = labels.rolled_back(current, label)
+        else:
+            if version not in available:
+                raise RolloutError(f"{name} has no version {version} under {model_dir!r}; it has {available}")
+            if check is not None:
+                check(model_dir, name, version)
+                log(f"{name} version {version} loads and matches its interface")
+            new = labels.moved(current, label, version)
+        missing = sorted(set(new.values()) - set(available))
+        if missing:
+            raise RolloutError(f"{name}: labels {new} would name versions {missing}, which {model_dir!r} no longer has")
+        labels.write(model_dir, name, new, expected=current)
+    except labels.LabelError as error:
+        raise RolloutError(f"{name}: {error}") from error
+    log(f"{name}: labels in {labels.labels_path(model_dir, name)} now {new}")
+    return new
+
+
+def repository_in_step(model_dir: str, name: str, config_text: str, log=print) -> dict[str, int]:
+    """After a cluster rollout: the repository's labels for `name` become models.config's."""
+    from model_handlers import labels
+
+    new = labels_of(parse(config_text), name)
+    labels.write(model_dir, name, new, expected=labels.read(model_dir, name))
+    log(f"{name}: labels in {labels.labels_path(model_dir, name)} now {new}, as in TF Serving's models.config")
+    return new

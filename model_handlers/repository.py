@@ -32,8 +32,11 @@ def available_versions(model_dir: str, name: str) -> list[int]:
     return sorted(versions)
 
 
-def resolve_version(model_dir: str, name: str, version: int | None = None) -> int:
-    """The pinned `version` if it exists, else the newest one; a clear error when there is none."""
+def resolve_version(model_dir: str, name: str, version: int | None = None, label: str | None = None) -> int:
+    """The pinned `version`, or the one `label` names (model_handlers/labels.py), if it exists, else the newest
+    one; a clear error when there is none."""
+    if label is not None:
+        version = _labelled(model_dir, name, label)
     versions = available_versions(model_dir, name)
     if not versions:
         raise ModelNotFoundError(
@@ -45,6 +48,21 @@ def resolve_version(model_dir: str, name: str, version: int | None = None) -> in
     if version not in versions:
         raise ModelNotFoundError(f"model {name!r} has no version {version} under {model_dir!r}; it has {versions}")
     return version
+
+
+def _labelled(model_dir: str, name: str, label: str) -> int:
+    from model_handlers import labels
+
+    try:
+        found = labels.read(model_dir, name)
+    except labels.LabelError as error:
+        raise ModelNotFoundError(str(error)) from error
+    if label not in found:
+        raise ModelNotFoundError(
+            f"model {name!r} has no label {label!r} in {labels.labels_path(model_dir, name)} (it has {found}); "
+            f"move one with `python -m deploy rollout-model --model_dir={model_dir} --model {name} --version N`"
+        )
+    return found[label]
 
 
 def version_path(model_dir: str, name: str, version: int) -> str:

@@ -108,10 +108,12 @@ class RepositoryModelHandler(IsolatingModelHandler):
         *,
         model_version: int | None,
         warmup: bool,
+        version_label: str | None = None,
         **model_handler_kwargs,
     ):
         super().__init__(interface, **model_handler_kwargs)
-        self._version = repository.resolve_version(model_dir, interface.name, model_version)
+        self._label = version_label
+        self._version = repository.resolve_version(model_dir, interface.name, model_version, version_label)
         self._path = repository.version_path(model_dir, interface.name, self._version)
         self._warmup = warmup
 
@@ -120,7 +122,8 @@ class RepositoryModelHandler(IsolatingModelHandler):
         return str(self._version)
 
     def describe(self) -> str:
-        return f"model {self.interface.name!r} version {self._version} from {self._path}"
+        label = f" (label {self._label!r})" if self._label else ""
+        return f"model {self.interface.name!r} version {self._version}{label} from {self._path}"
 
 
 class SavedModelHandler(RepositoryModelHandler):
@@ -132,6 +135,7 @@ class SavedModelHandler(RepositoryModelHandler):
         model_dir: str,
         *,
         model_version: int | None = None,
+        version_label: str | None = None,
         min_batch_size: int | None = None,
         max_batch_size: int | None = None,
         max_batch_duration_secs: int | None = None,
@@ -145,6 +149,8 @@ class SavedModelHandler(RepositoryModelHandler):
           model_dir: root of the model repository (local path or gs://).
           model_version: pin a version; the newest is taken when None. Resolved once, here, at pipeline
             construction: a version that appears later is not picked up by a running pipeline.
+          version_label: take the version this label names in the repository (labels.json) instead, resolved
+            the same way, once.
           min_batch_size, max_batch_size, max_batch_duration_secs: Beam's BatchElements knobs.
           share_across_processes: one copy per machine across SDK worker processes instead of one per process.
           model_copies: how many copies per machine when sharing across processes (implies sharing).
@@ -154,6 +160,7 @@ class SavedModelHandler(RepositoryModelHandler):
             interface,
             model_dir,
             model_version=model_version,
+            version_label=version_label,
             warmup=warmup,
             min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,

@@ -74,6 +74,7 @@ class TfxBslHandler(RepositoryModelHandler):
         model_dir: str,
         *,
         model_version: int | None = None,
+        version_label: str | None = None,
         min_batch_size: int | None = None,
         max_batch_size: int | None = None,
         max_batch_duration_secs: int | None = None,
@@ -84,6 +85,7 @@ class TfxBslHandler(RepositoryModelHandler):
           interface: the model's features and outputs.
           model_dir: root of the model repository (local path or gs://).
           model_version: pin a version; the newest is taken when None (resolved once, here).
+          version_label: take the version this label names in the repository (labels.json) instead.
           min_batch_size, max_batch_size, max_batch_duration_secs: Beam's BatchElements knobs.
           warmup: replay the warm-up file's classify/regress requests on load.
         """
@@ -91,6 +93,7 @@ class TfxBslHandler(RepositoryModelHandler):
             interface,
             model_dir,
             model_version=model_version,
+            version_label=version_label,
             warmup=warmup,
             min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,

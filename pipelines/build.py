@@ -66,6 +66,7 @@ def make_handler(
             interface,
             options.model_repository(),
             model_version=options.model_version,
+            version_label=options.model_version_label,
             warmup=options.warmup,
             **batching,
         )
@@ -73,6 +74,7 @@ def make_handler(
         interface,
         options.model_repository(),
         model_version=options.model_version,
+        version_label=options.model_version_label,
         share_across_processes=options.share_model_across_processes,
         model_copies=options.model_copies,
         warmup=options.warmup,

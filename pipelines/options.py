@@ -50,7 +50,6 @@ TARGET_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
 IN_PROCESS_ONLY = ("model_dir", "share_model_across_processes", "model_copies")
 TF_SERVING_ONLY = (
     "tf_serving_target",
-    "model_version_label",
     "tf_serving_tls",
     "tf_serving_root_certificates",
     "tf_serving_client_certificate",
@@ -166,6 +165,12 @@ class InferenceOptions(PipelineOptions):
         )
         model.add_argument("--model_version", type=int, help="pin a model version (default: the newest)")
         model.add_argument(
+            "--model_version_label",
+            help="score with the version this label names, e.g. stable: TF Serving's version_labels, or in process "
+            "the repository's <model_dir>/<name>/labels.json (python -m deploy rollout-model --model_dir), "
+            "resolved when the pipeline starts",
+        )
+        model.add_argument(
             "--share_model_across_processes",
             action="store_true",
             help="one model copy per machine, shared by all SDK worker processes (default: one per process)",
@@ -177,7 +182,6 @@ class InferenceOptions(PipelineOptions):
 
         serving = parser.add_argument_group("tf_serving")
         serving.add_argument("--tf_serving_target", help="TF Serving's gRPC address, host:port")
-        serving.add_argument("--model_version_label", help="TF Serving version label to score with, e.g. stable")
         serving.add_argument(
             "--tf_serving_timeout_secs",
             type=float,
@@ -319,13 +323,13 @@ class InferenceOptions(PipelineOptions):
         for name in NOT_FOR[self.inference]:
             if getattr(self, name):
                 problems.append(f"--{name} does not apply to --inference={self.inference}")
+        if self.model_version is not None and self.model_version_label:
+            problems.append("pin --model_version or --model_version_label, not both")
         if self.inference == InferencePath.TF_SERVING:
             if not self.tf_serving_target:
                 problems.append("--inference=tf_serving needs --tf_serving_target=host:port")
             elif not TARGET_RE.match(self.tf_serving_target):
                 problems.append(f"--tf_serving_target must look like host:port, got {self.tf_serving_target!r}")
-            if self.model_version is not None and self.model_version_label:
-                problems.append("pin --model_version or --model_version_label, not both")
             for name in ("tf_serving_root_certificates", "tf_serving_client_certificate", "tf_serving_client_key"):
                 if getattr(self, name) and not self.tf_serving_tls:
                     problems.append(f"--{name} needs --tf_serving_tls")
