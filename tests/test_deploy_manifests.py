@@ -430,15 +430,18 @@ def test_pipelines_may_score_through_tf_serving_at_its_service_and_grpc_port():
     def to_serving(text: str) -> str:
         return text.replace(
             "--model_dir=/models\n--inference=in_process",
-            "--inference=tf_serving\n--tf_serving_target=tf-serving:8500\n--model_version_label=stable",
+            "--inference=tf_serving\n--tf_serving_target=tf-serving:8443\n--model_version_label=stable\n"
+            "--tf_serving_tls\n--tf_serving_root_certificates=/etc/tf-serving-client/ca.crt\n"
+            "--tf_serving_client_certificate=/etc/tf-serving-client/tls.crt\n"
+            "--tf_serving_client_key=/etc/tf-serving-client/tls.key",
         )
 
     docs = rendered("gpu")
     _edit_args(docs, to_serving)
     assert problems_of("pipelines", docs, "gpu") == []
-    _edit_args(docs, lambda t: t.replace("tf-serving:8500", "tf-serving:8501"))
+    _edit_args(docs, lambda t: t.replace("tf-serving:8443", "tf-serving:8500"))
     assert any(
-        "--tf_serving_target must be a TF Serving Service (tf-serving, tf-serving-pods) at port 8500, got 'tf-serving:8501'"
+        "--tf_serving_target must be a TF Serving Service (tf-serving, tf-serving-pods) at its mTLS port 8443, got 'tf-serving:8500'"
         in p
         for p in problems_of("pipelines", docs, "gpu")
     )
@@ -483,7 +486,10 @@ def test_pipelines_scoring_through_tf_serving_still_fit_the_shipped_ack_deadline
         docs,
         lambda t: t.replace(
             "--model_dir=/models\n--inference=in_process",
-            "--inference=tf_serving\n--tf_serving_target=tf-serving:8500\n--model_version_label=stable",
+            "--inference=tf_serving\n--tf_serving_target=tf-serving:8443\n--model_version_label=stable\n"
+            "--tf_serving_tls\n--tf_serving_root_certificates=/etc/tf-serving-client/ca.crt\n"
+            "--tf_serving_client_certificate=/etc/tf-serving-client/tls.crt\n"
+            "--tf_serving_client_key=/etc/tf-serving-client/tls.key",
         ),
     )
     assert problems_of("pub/sub", docs, "gpu") == []

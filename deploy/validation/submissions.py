@@ -27,7 +27,7 @@ from deploy.site import (
     BEAM_WORKER_POOL_HOST,
     BEAM_WORKER_POOL_PORT,
     LAUNCHER_CONTAINER,
-    TF_SERVING_GRPC_PORT,
+    TF_SERVING_TLS_PORT,
     WORKER_POOL_CONTAINER,
     site_settings,
 )
@@ -184,17 +184,18 @@ def check_pipelines(docs: list[dict]) -> list[str]:
 
 
 def _check_tf_serving_target(where: str, docs: list[dict], target: str | None) -> list[str]:
-    """--inference=tf_serving must name one of TF Serving's Services, at its gRPC port."""
+    """--inference=tf_serving must name one of TF Serving's Services, at Envoy's mTLS port (TF Serving's own
+    ports are not reachable from the pipelines' pods)."""
     services = {
         s["metadata"]["name"]
         for s in find(docs, "Service")
         if s["spec"].get("selector", {}).get("app.kubernetes.io/name") == "tf-serving"
     }
     host, _, port = (target or "").rpartition(":")
-    if host not in services or port != str(TF_SERVING_GRPC_PORT):
+    if host not in services or port != str(TF_SERVING_TLS_PORT):
         return [
-            f"{where}: --tf_serving_target must be a TF Serving Service ({', '.join(sorted(services))}) at port "
-            f"{TF_SERVING_GRPC_PORT}, got {target!r}"
+            f"{where}: --tf_serving_target must be a TF Serving Service ({', '.join(sorted(services))}) at its mTLS "
+            f"port {TF_SERVING_TLS_PORT}, got {target!r}"
         ]
     return []
 
