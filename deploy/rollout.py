@@ -11,6 +11,11 @@ point an existing label at a version it has not loaded yet:
 Each change is a merge patch of the ConfigMap's models.config carrying the resourceVersion that was read, so a
 concurrent edit fails instead of being overwritten. TF Serving re-reads the file every
 --model_config_file_poll_wait_seconds (the ConfigMap is mounted without subPath so the kubelet updates it).
+
+A model repository's labels (`<model_dir>/<name>/labels.json`, which pipelines scoring in process follow) move in
+the same two steps: the version must load, match the model's interface and run its warm-up requests, then the
+label moves (repository_rollout); after a cluster rollout, repository_in_step copies models.config's labels there.
+The moves themselves are model_handlers/labels.py's, the same for both.
 """
 
 from __future__ import annotations
