@@ -435,11 +435,19 @@ class TFServingHandler(IsolatingModelHandler):
             )
         )
         suspect_retries = 0
+        last_status: grpc.RpcError | None = None
         try:
             while True:
                 try:
                     return self._attempt(client, method, request, deadline)
+                except RetryBudgetSpent:
+                    # The backoff ended inside the budget, but the retry could not start before it ran out (a busy
+                    # machine, or every slot taken): the batch fails with the status that made it retry.
+                    if last_status is not None:
+                        raise last_status from None
+                    raise
                 except grpc.RpcError as error:
+                    last_status = error
                     code = error.code()
                     if code in SUSPECT_CODES and suspect_retries < SUSPECT_RETRIES:
                         suspect_retries += 1

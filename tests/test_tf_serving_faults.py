@@ -132,6 +132,31 @@ def test_each_status_is_retried_as_far_as_its_meaning_allows(answering, code, ex
     assert elapsed < budget + SLACK_SECS
 
 
+REAL_SLEEP = time.sleep
+
+
+def test_a_retry_that_cannot_start_before_the_budget_ends_fails_with_the_status_that_made_it_retry(
+    answering, monkeypatch
+):
+    """A machine too busy to start the retry its backoff allowed: the dead letter names the server's status, not
+    the spent budget. The busy machine is the one fault here that cannot be made on purpose: sleep overshoots."""
+    import model_handlers.tf_serving as tf_serving
+
+    answering.code, answering.calls = S.UNAVAILABLE, 0
+    budget = 0.5
+    # The handler's backoff sleeps past the budget; nothing else in this process sleeps meanwhile.
+    monkeypatch.setattr(tf_serving.time, "sleep", lambda delay: REAL_SLEEP(delay + budget))
+    handler = TFServingHandler(FRAUD, answering.target, retry_budget_secs=budget, initial_backoff_secs=0.01)
+    client = TFServingClient(answering.target, tls=False, root_certificates=None, max_in_flight=1)
+    events, _ = generate(FRAUD, 2, seed=72)
+    results = list(handler.run_inference(features_of(events), client))
+    client.close()
+    assert answering.calls == 1
+    assert [(f.error, f.error_type) for f in failures(results)] == [
+        ("UNAVAILABLE: injected UNAVAILABLE", ErrorType.RETRYABLE)
+    ] * 2
+
+
 # --- real faults between the handler and the real server -------------------------------------------------------
 @pytest.fixture(scope="module")
 def slow_server(serving_repo, tmp_path_factory):
