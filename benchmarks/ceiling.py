@@ -4,7 +4,7 @@ each step of the pipeline's per-event work costs outside Beam.
     python -m benchmarks.ceiling --model_dir=DIR --json_out=F [--models=fraud,price] [--batch_sizes=1,32,256]
 
 Runs in its own process (the benchmark keeps TensorFlow out of its own). The model is loaded as the pipeline loads
-it (`SavedModelHandler.load_model`, warm-up included) and called through `LoadedSavedModel.predict`, which is what
+it (`SavedModelHandler.load_version`, warm-up included) and called through `LoadedSavedModel.predict`, which is what
 one RunInference batch costs at least: events/s = batch size / median call latency.
 
 Stage costs (microseconds per event, median of a few passes over 2,560 valid events, batches of 256): the
@@ -129,7 +129,7 @@ def main(argv=None) -> None:
         interface = MODELS[name]
         t0 = time.perf_counter()
         handler = SavedModelHandler(interface, args.model_dir)
-        model = handler.load_model()
+        model = handler.load_version(handler.version)
         load_secs = time.perf_counter() - t0
         rows = []
         for message in make_traffic(interface, max(int(b) for b in args.batch_sizes.split(",")), 0.0, seed=7):

@@ -229,7 +229,7 @@ def main(argv=None) -> None:
 
     interface = MODELS[args.model]
     handler = SavedModelHandler(interface, args.model_dir)
-    model = handler.load_model()  # includes the warm-up requests, as in the pipeline
+    model = handler.load_version(handler.version)  # includes the warm-up requests, as in the pipeline
     decorate = None
     if interface.name == "fraud":
         from pipelines.fraud_detection import is_fraud

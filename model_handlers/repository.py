@@ -32,11 +32,13 @@ def available_versions(model_dir: str, name: str) -> list[int]:
     return sorted(versions)
 
 
-def resolve_version(model_dir: str, name: str, version: int | None = None, label: str | None = None) -> int:
-    """The pinned `version`, or the one `label` names (model_handlers/labels.py), if it exists, else the newest
-    one; a clear error when there is none."""
+def resolve_version(
+    model_dir: str, name: str, version: int | None = None, label: str | None = None, fallback_label: str | None = None
+) -> int:
+    """The pinned `version`, or the one `label` names (model_handlers/labels.py; `fallback_label`'s when the label
+    is not set), if it exists, else the newest one; a clear error when there is none."""
     if label is not None:
-        version = _labelled(model_dir, name, label)
+        version = _labelled(model_dir, name, label, fallback_label)
     versions = available_versions(model_dir, name)
     if not versions:
         raise ModelNotFoundError(
@@ -50,13 +52,15 @@ def resolve_version(model_dir: str, name: str, version: int | None = None, label
     return version
 
 
-def _labelled(model_dir: str, name: str, label: str) -> int:
+def _labelled(model_dir: str, name: str, label: str, fallback_label: str | None) -> int:
     from model_handlers import labels
 
     try:
         found = labels.read(model_dir, name)
     except labels.LabelError as error:
         raise ModelNotFoundError(str(error)) from error
+    if label not in found and fallback_label is not None:
+        label = fallback_label
     if label not in found:
         raise ModelNotFoundError(
             f"model {name!r} has no label {label!r} in {labels.labels_path(model_dir, name)} (it has {found}); "

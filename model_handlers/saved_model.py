@@ -19,10 +19,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from apache_beam.metrics import Metrics
 
 from model_handlers import repository
 from model_handlers.base import IsolatingModelHandler, Scored
 from model_handlers.errors import SignatureMismatchError
+from model_handlers.following import SWAPPED, FollowedModel
 from model_handlers.interface import ModelInterface
 from transforms.messages import ErrorType
 
@@ -98,8 +100,10 @@ def warm_up(model: LoadedSavedModel, path: str) -> int:
 
 
 class RepositoryModelHandler(IsolatingModelHandler):
-    """A handler that loads one version of its model from the repository, resolved once at construction: a
-    version that appears later is not picked up by a running pipeline, and every prediction names its version."""
+    """A handler that scores with a version of its model from the repository: a pinned one, the newest when the
+    pipeline starts, or the one a label names. With `refresh_secs`, a label is followed while the pipeline runs
+    (model_handlers/following.py): the loaded model is a FollowedModel, and every prediction names the version
+    that made it. Subclasses implement `load_version`."""
 
     def __init__(
         self,
@@ -109,21 +113,62 @@ class RepositoryModelHandler(IsolatingModelHandler):
         model_version: int | None,
         warmup: bool,
         version_label: str | None = None,
+        fallback_label: str | None = None,
+        refresh_secs: float = 0,
         **model_handler_kwargs,
     ):
         super().__init__(interface, **model_handler_kwargs)
-        self._label = version_label
-        self._version = repository.resolve_version(model_dir, interface.name, model_version, version_label)
-        self._path = repository.version_path(model_dir, interface.name, self._version)
+        self._model_dir = model_dir
+        self._pinned = model_version
+        self._label, self._fallback_label = version_label, fallback_label
+        self._refresh_secs = refresh_secs if version_label else 0
+        # Resolved here too, in the launcher, so that a missing model or label stops the job before it starts.
+        self._version = self._resolve()
         self._warmup = warmup
+
+    def _resolve(self) -> int:
+        return repository.resolve_version(
+            self._model_dir, self.interface.name, self._pinned, self._label, self._fallback_label
+        )
+
+    def path_of(self, version: int) -> str:
+        return repository.version_path(self._model_dir, self.interface.name, version)
+
+    @property
+    def version(self) -> int:
+        """The version resolved when the handler was made (a followed label may have moved since)."""
+        return self._version
 
     @property
     def model_version(self) -> str:
         return str(self._version)
 
     def describe(self) -> str:
-        label = f" (label {self._label!r})" if self._label else ""
-        return f"model {self.interface.name!r} version {self._version}{label} from {self._path}"
+        label = ""
+        if self._label:
+            fallback = f", else {self._fallback_label!r}" if self._fallback_label else ""
+            every = f", followed every {self._refresh_secs:g}s" if self._refresh_secs else ""
+            label = f" (label {self._label!r}{fallback}{every})"
+        return f"model {self.interface.name!r} version {self._version}{label} from {self.path_of(self._version)}"
+
+    def load_version(self, version: int) -> Any:
+        """One version loaded, its signature checked and warmed up: a copy with a `predict` method."""
+        raise NotImplementedError(type(self))
+
+    def load_model(self) -> FollowedModel:
+        # Without a label the version stays the one resolved in the launcher: the newest then, not the newest when
+        # some worker happens to load.
+        resolve = self._resolve if self._label else (lambda: self._version)
+        return FollowedModel(self.interface.name, resolve, self.load_version, self._refresh_secs)
+
+    def predict_with(self, model: FollowedModel, *args) -> tuple[str, Any]:
+        """The serving copy's answer and the version that gave it; counts what the follower did meanwhile."""
+        version, answer, news = model.predict(*args)
+        namespace = self.get_metrics_namespace()
+        for item in news:
+            Metrics.counter(namespace, "model_swaps" if item.kind == SWAPPED else "model_versions_refused").inc()
+        Metrics.gauge(namespace, "serving_model_version").set(version)
+        return str(version), answer
 
 
 class SavedModelHandler(RepositoryModelHandler):
@@ -136,6 +181,8 @@ class SavedModelHandler(RepositoryModelHandler):
         *,
         model_version: int | None = None,
         version_label: str | None = None,
+        fallback_label: str | None = None,
+        refresh_secs: float = 0,
         min_batch_size: int | None = None,
         max_batch_size: int | None = None,
         max_batch_duration_secs: int | None = None,
@@ -149,8 +196,10 @@ class SavedModelHandler(RepositoryModelHandler):
           model_dir: root of the model repository (local path or gs://).
           model_version: pin a version; the newest is taken when None. Resolved once, here, at pipeline
             construction: a version that appears later is not picked up by a running pipeline.
-          version_label: take the version this label names in the repository (labels.json) instead, resolved
-            the same way, once.
+          version_label: take the version this label names in the repository (labels.json) instead;
+            `fallback_label`'s while the label is not set (a canary falls back to stable).
+          refresh_secs: follow the label, checking it this often, and swap versions without a restart (0: resolve
+            it once, here).
           min_batch_size, max_batch_size, max_batch_duration_secs: Beam's BatchElements knobs.
           share_across_processes: one copy per machine across SDK worker processes instead of one per process.
           model_copies: how many copies per machine when sharing across processes (implies sharing).
@@ -161,6 +210,8 @@ class SavedModelHandler(RepositoryModelHandler):
             model_dir,
             model_version=model_version,
             version_label=version_label,
+            fallback_label=fallback_label,
+            refresh_secs=refresh_secs,
             warmup=warmup,
             min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,
@@ -169,15 +220,16 @@ class SavedModelHandler(RepositoryModelHandler):
             model_copies=model_copies,
         )
 
-    def load_model(self) -> LoadedSavedModel:
+    def load_version(self, version: int) -> LoadedSavedModel:
         start = time.perf_counter()
-        model = LoadedSavedModel(self._path, self.interface)
+        path = self.path_of(version)
+        model = LoadedSavedModel(path, self.interface)
         loaded = time.perf_counter()
-        warmed = warm_up(model, self._path) if self._warmup else 0
+        warmed = warm_up(model, path) if self._warmup else 0
         _LOGGER.info(
             "loaded %s version %s in %.2fs, %d warm-up requests in %.2fs (pid %d)",
             self.interface.name,
-            self._version,
+            version,
             loaded - start,
             warmed,
             time.perf_counter() - loaded,
@@ -185,9 +237,9 @@ class SavedModelHandler(RepositoryModelHandler):
         )
         return model
 
-    def predict(self, batch: Sequence[Mapping[str, Any]], model: LoadedSavedModel) -> Scored:
-        outputs = model.predict(self.interface.to_columns(batch))
-        return Scored(self.interface.rows_from_outputs(outputs, len(batch)), self.model_version)
+    def predict(self, batch: Sequence[Mapping[str, Any]], model: FollowedModel) -> Scored:
+        version, outputs = self.predict_with(model, self.interface.to_columns(batch))
+        return Scored(self.interface.rows_from_outputs(outputs, len(batch)), version)
 
     def classify_error(self, error: BaseException) -> ErrorType:
         import tensorflow as tf

@@ -25,6 +25,7 @@ from typing import Any
 
 from model_handlers.base import Scored
 from model_handlers.errors import SignatureMismatchError
+from model_handlers.following import FollowedModel
 from model_handlers.interface import CLASSIFY, ModelInterface
 from model_handlers.saved_model import RepositoryModelHandler, warmup_logs
 
@@ -61,7 +62,7 @@ class TfxBslModel:
         self.handler = handler
         self.session = session
 
-    def run(self, examples: list) -> list:
+    def predict(self, examples: list) -> list:
         return list(self.handler.run_inference(examples, self.session))
 
 
@@ -75,6 +76,8 @@ class TfxBslHandler(RepositoryModelHandler):
         *,
         model_version: int | None = None,
         version_label: str | None = None,
+        fallback_label: str | None = None,
+        refresh_secs: float = 0,
         min_batch_size: int | None = None,
         max_batch_size: int | None = None,
         max_batch_duration_secs: int | None = None,
@@ -85,7 +88,8 @@ class TfxBslHandler(RepositoryModelHandler):
           interface: the model's features and outputs.
           model_dir: root of the model repository (local path or gs://).
           model_version: pin a version; the newest is taken when None (resolved once, here).
-          version_label: take the version this label names in the repository (labels.json) instead.
+          version_label, fallback_label, refresh_secs: take the version a label names in the repository
+            (labels.json) instead, and follow it (as SavedModelHandler does).
           min_batch_size, max_batch_size, max_batch_duration_secs: Beam's BatchElements knobs.
           warmup: replay the warm-up file's classify/regress requests on load.
         """
@@ -94,40 +98,43 @@ class TfxBslHandler(RepositoryModelHandler):
             model_dir,
             model_version=model_version,
             version_label=version_label,
+            fallback_label=fallback_label,
+            refresh_secs=refresh_secs,
             warmup=warmup,
             min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,
             max_batch_duration_secs=max_batch_duration_secs,
         )
 
-    def inference_spec(self):
+    def inference_spec(self, version: int):
         from tfx_bsl.public.proto import model_spec_pb2
 
         return model_spec_pb2.InferenceSpecType(
             saved_model_spec=model_spec_pb2.SavedModelSpec(
-                model_path=self._path, signature_name=[self.interface.example_signature_name]
+                model_path=self.path_of(version), signature_name=[self.interface.example_signature_name]
             )
         )
 
-    def load_model(self) -> TfxBslModel:
+    def load_version(self, version: int) -> TfxBslModel:
         from tfx_bsl.public.beam.run_inference import CreateModelHandler
 
         start = time.perf_counter()
-        check_example_signature(self._path, self.interface)
-        handler = CreateModelHandler(self.inference_spec())
+        path = self.path_of(version)
+        check_example_signature(path, self.interface)
+        handler = CreateModelHandler(self.inference_spec(version))
         model = TfxBslModel(handler, handler.load_model())
         loaded = time.perf_counter()
         warmed = 0
         if self._warmup:
             log_type = f"{self.interface.example_signature_name}_log"
-            for log in warmup_logs(self._path):
+            for log in warmup_logs(path):
                 if log.WhichOneof("log_type") == log_type:
-                    model.run(list(getattr(log, log_type).request.input.example_list.examples))
+                    model.predict(list(getattr(log, log_type).request.input.example_list.examples))
                     warmed += 1
         _LOGGER.info(
             "tfx-bsl loaded %s version %s (%s signature) in %.2fs, %d warm-up requests in %.2fs (pid %d)",
             self.interface.name,
-            self._version,
+            version,
             self.interface.example_signature_name,
             loaded - start,
             warmed,
@@ -136,8 +143,8 @@ class TfxBslHandler(RepositoryModelHandler):
         )
         return model
 
-    def predict(self, batch: Sequence[Mapping[str, Any]], model: TfxBslModel) -> Scored:
-        logs = model.run([self.interface.to_example(row) for row in batch])
+    def predict(self, batch: Sequence[Mapping[str, Any]], model: FollowedModel) -> Scored:
+        version, logs = self.predict_with(model, [self.interface.to_example(row) for row in batch])
         log_type = f"{self.interface.example_signature_name}_log"
         results = []
         for log in logs:
@@ -148,4 +155,4 @@ class TfxBslHandler(RepositoryModelHandler):
             )
         if len(results) != len(batch):
             raise ValueError(f"tfx-bsl returned {len(results)} results for a batch of {len(batch)}")
-        return Scored(self.interface.rows_from_example_results(results), self.model_version)
+        return Scored(self.interface.rows_from_example_results(results), version)

@@ -67,6 +67,7 @@ def make_handler(
             options.model_repository(),
             model_version=options.model_version,
             version_label=options.model_version_label,
+            refresh_secs=options.refresh_secs(),
             warmup=options.warmup,
             **batching,
         )
@@ -75,6 +76,7 @@ def make_handler(
         options.model_repository(),
         model_version=options.model_version,
         version_label=options.model_version_label,
+        refresh_secs=options.refresh_secs(),
         share_across_processes=options.share_model_across_processes,
         model_copies=options.model_copies,
         warmup=options.warmup,

@@ -40,6 +40,8 @@ class InferencePath(enum.StrEnum):
 
 
 DEFAULT_MODEL_DIR = "models"
+# How often a pipeline scoring in process checks the labels it follows: a rollout takes effect within this long.
+DEFAULT_MODEL_REFRESH_SECS = 30.0
 # Publishing an output, with the client's retries, before the message is left for Pub/Sub to deliver again.
 DEFAULT_PUBLISH_TIMEOUT_SECS = 10.0
 # Longer than Pub/Sub's default ack deadline (10 s) many times over, and than a restart: a redelivery comes within it.
@@ -168,7 +170,14 @@ class InferenceOptions(PipelineOptions):
             "--model_version_label",
             help="score with the version this label names, e.g. stable: TF Serving's version_labels, or in process "
             "the repository's <model_dir>/<name>/labels.json (python -m deploy rollout-model --model_dir), "
-            "resolved when the pipeline starts",
+            "followed while the pipeline runs",
+        )
+        model.add_argument(
+            "--model_refresh_secs",
+            type=float,
+            help=f"in_process, tfx_bsl: check the labels followed this often; a moved label's version is loaded, "
+            f"checked and warmed up beside the serving one, then swapped in between batches (default: "
+            f"{DEFAULT_MODEL_REFRESH_SECS:g}; 0: resolve once, at start). TF Serving resolves labels per request",
         )
         model.add_argument(
             "--share_model_across_processes",
@@ -248,6 +257,12 @@ class InferenceOptions(PipelineOptions):
     def model_repository(self) -> str:
         return self.model_dir or DEFAULT_MODEL_DIR
 
+    def refresh_secs(self) -> float:
+        """How often a pipeline scoring in process checks its labels (0: never); TF Serving needs no checks."""
+        if self.inference == InferencePath.TF_SERVING:
+            return 0
+        return DEFAULT_MODEL_REFRESH_SECS if self.model_refresh_secs is None else self.model_refresh_secs
+
     def mode(self) -> Mode:
         return Mode.STREAMING if self.input_subscription else Mode.BACKFILL
 
@@ -325,6 +340,16 @@ class InferenceOptions(PipelineOptions):
                 problems.append(f"--{name} does not apply to --inference={self.inference}")
         if self.model_version is not None and self.model_version_label:
             problems.append("pin --model_version or --model_version_label, not both")
+        if self.model_refresh_secs is not None:
+            if self.inference == InferencePath.TF_SERVING:
+                problems.append(
+                    "--model_refresh_secs does not apply to --inference=tf_serving: TF Serving resolves a version "
+                    "label on every request"
+                )
+            elif not self.model_version_label:
+                problems.append("--model_refresh_secs needs a label to follow: give --model_version_label")
+            if self.model_refresh_secs < 0:
+                problems.append(f"--model_refresh_secs must be 0 (never) or positive, got {self.model_refresh_secs}")
         if self.inference == InferencePath.TF_SERVING:
             if not self.tf_serving_target:
                 problems.append("--inference=tf_serving needs --tf_serving_target=host:port")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-INTEGRATION_FIXTURES = frozenset({"model_dir", "emulator", "serving_repo", "model_server", "flink"})
+INTEGRATION_FIXTURES = frozenset(
+    {"model_dir", "emulator", "serving_repo", "model_server", "flink", "fraud_versions", "lifecycle_repo"}
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -34,6 +36,35 @@ def model_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("models")
     train.build(root, names=("fraud", "price"), version=1, force=False, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fraud_versions(model_dir, tmp_path_factory):
+    """fraud at version 1 (model_dir's), 2 (trained again with another seed: genuinely different answers) and a
+    broken 3 (price's SavedModel under fraud's name: it loads, but does not match fraud's interface). Built once per
+    session; tests copy it (lifecycle_repo) before moving labels."""
+    import shutil
+
+    from training import train
+
+    root = tmp_path_factory.mktemp("fraud-versions")
+    shutil.copytree(model_dir / "fraud" / "1", root / "fraud" / "1")
+    train.build(root, names=("fraud",), version=2, force=False, seed=1)
+    shutil.copytree(model_dir / "price" / "1", root / "fraud" / "3")
+    return root
+
+
+@pytest.fixture
+def lifecycle_repo(fraud_versions, tmp_path):
+    """A copy of fraud_versions of the test's own, labelled stable = 1."""
+    import shutil
+
+    from model_handlers import labels
+
+    root = tmp_path / "lifecycle-repo"
+    shutil.copytree(fraud_versions, root)
+    labels.write(str(root), "fraud", {"stable": 1}, expected={})
     return root
 
 

@@ -100,3 +100,18 @@ def test_fraud_threshold_outside_zero_to_one_is_rejected(tmp_path):
     )
     assert result.returncode == 2
     assert "--fraud_threshold must be within [0, 1], got 1.5" in result.stderr
+
+
+def test_model_refresh_needs_a_label_in_process_and_is_refused_for_tf_serving():
+    assert "--model_refresh_secs needs a label to follow" in problems(STREAMING + ["--model_refresh_secs=5"])
+    assert "must be 0 (never) or positive, got -1.0" in problems(
+        STREAMING + ["--model_version_label=stable", "--model_refresh_secs=-1"]
+    )
+    serving = ["--inference=tf_serving", "--tf_serving_target=localhost:8500", "--model_version_label=stable"]
+    assert "TF Serving resolves a version label on every request" in problems(
+        STREAMING + serving + ["--model_refresh_secs=5"]
+    )
+    following = PipelineOptions(STREAMING + ["--model_version_label=stable"]).view_as(InferenceOptions)
+    following.validate()
+    assert following.refresh_secs() == 30
+    assert PipelineOptions(STREAMING + serving).view_as(InferenceOptions).refresh_secs() == 0
