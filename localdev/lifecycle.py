@@ -8,17 +8,19 @@ which on Flink is in a worker's log. Probes are ordinary events: each is predict
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from localdev.streaming import StreamingRun
 from localdev.traffic import Message, make_traffic
 from model_handlers.interface import ModelInterface
 
 
-def probes(interface: ModelInterface, seed: int) -> Iterator[Message]:
-    """Valid events, one at a time, whose ids no other traffic of this seed uses."""
+def probes(interface: ModelInterface, seed: int, only: Callable[[Message], bool] | None = None) -> Iterator[Message]:
+    """Valid events (those `only` accepts), one at a time, whose ids no other traffic of this seed uses."""
     while True:
-        yield from make_traffic(interface, 50, malformed_fraction=0.0, seed=seed)
+        for message in make_traffic(interface, 50, malformed_fraction=0.0, seed=seed):
+            if only is None or only(message):
+                yield message
         seed += 1_000_003
 
 
@@ -29,14 +31,16 @@ def publish_until_version(
     seed: int,
     timeout_secs: float = 120,
     every_secs: float = 0.5,
+    only: Callable[[Message], bool] | None = None,
 ) -> list[Message]:
-    """Publishes a probe every `every_secs` until a probe's prediction names `version`; returns the probes sent
-    (each still to be accounted for). Raises TimeoutError, naming the versions seen, when it never does."""
+    """Publishes a probe (an event `only` accepts, e.g. one outside a canary's share) every `every_secs` until a
+    probe's prediction names `version`; returns the probes sent (each still to be accounted for). Raises
+    TimeoutError, naming the versions seen, when it never does."""
     sent: list[Message] = []
     ids: set[str] = set()
     seen: set[str] = set()
     deadline = time.monotonic() + timeout_secs
-    source = probes(interface, seed)
+    source = probes(interface, seed, only)
     while time.monotonic() < deadline:
         probe = next(source)
         run.publish([probe])

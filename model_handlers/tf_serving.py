@@ -47,7 +47,7 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -81,6 +81,9 @@ TRANSIENT_CODES = frozenset(
 # What a connection reset mid-request often surfaces as, but also what a deterministic server bug answers.
 SUSPECT_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED})
 SUSPECT_RETRIES = 2
+# While TF Serving does not set a handler's label (a withdrawn canary), how long it asks for the fallback label
+# before trying its own again.
+LABEL_RECHECK_SECS = 5.0
 # Requests carry up to max_batch_size events of up to max_event_bytes each: gRPC's 4 MiB default is too small.
 _MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _CHANNEL_OPTIONS = [
@@ -116,6 +119,15 @@ def unanswered(error: BaseException) -> bool:
     if isinstance(error, RetryBudgetSpent):
         return True
     return isinstance(error, grpc.RpcError) and error.code() in TRANSIENT_CODES | SUSPECT_CODES
+
+
+def label_unset(error: BaseException) -> bool:
+    """TF Serving's answer to a request for a version label its models.config does not set (server_core.cc)."""
+    return (
+        isinstance(error, grpc.RpcError)
+        and error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "Unrecognized servable version label" in (error.details() or "")
+    )
 
 
 def status_text(error: BaseException) -> str:
@@ -214,6 +226,7 @@ class TFServingHandler(IsolatingModelHandler):
         model_name: str | None = None,
         model_version: int | None = None,
         version_label: str | None = None,
+        fallback_label: str | None = None,
         timeout_secs: float = 5.0,
         retry_budget_secs: float = 30.0,
         initial_backoff_secs: float = 0.25,
@@ -234,6 +247,8 @@ class TFServingHandler(IsolatingModelHandler):
           target: TF Serving's gRPC address, host:port.
           model_name: the name TF Serving serves the model under (default: the interface's name).
           model_version, version_label: pin a version or a label (e.g. "stable"); neither: TF Serving's latest.
+          fallback_label: the label asked for while TF Serving does not set `version_label` (a canary falls back
+            to stable once its label is withdrawn); it asks for `version_label` again every LABEL_RECHECK_SECS.
           timeout_secs: deadline of each request, cut to what is left of the retry budget.
           retry_budget_secs: the wall time one batch's scoring may take, requests, retries, backoff and
             element-by-element rescoring together (and the start-up check's); past it the batch fails as retryable.
@@ -269,6 +284,8 @@ class TFServingHandler(IsolatingModelHandler):
         self._model_name = model_name or interface.name
         self._model_version = model_version
         self._version_label = version_label
+        self._fallback_label = fallback_label
+        self._label_unset_until = 0.0  # monotonic: until then, ask for the fallback label
         self._timeout_secs = timeout_secs
         self._retry_budget_secs = retry_budget_secs
         self._initial_backoff_secs = initial_backoff_secs
@@ -294,20 +311,37 @@ class TFServingHandler(IsolatingModelHandler):
             f" version {self._model_version}"
             if self._model_version is not None
             else f" label {self._version_label!r}"
+            + (f" (else {self._fallback_label!r})" if self._fallback_label else "")
             if self._version_label
             else " (latest version)"
         )
         return f"model {self._model_name!r}{pinned} at {self._target}"
 
-    def model_spec(self):
+    def model_spec(self, label: str | None = None):
+        """The ModelSpec of every request: the pinned version, else `label` (by default the handler's label)."""
         from tensorflow_serving.apis import model_pb2
 
         spec = model_pb2.ModelSpec(name=self._model_name, signature_name=self.signature_name)
         if self._model_version is not None:
             spec.version.value = self._model_version
-        elif self._version_label:
-            spec.version_label = self._version_label
+        elif label or self._version_label:
+            spec.version_label = label or self._version_label
         return spec
+
+    def _with_fallback(self, call: Callable[[Any], Any]):
+        """`call(model_spec)` with the handler's label, or, while TF Serving does not set that label, with the
+        fallback label."""
+        if self._fallback_label is None:
+            return call(self.model_spec())
+        if time.monotonic() < self._label_unset_until:
+            return call(self.model_spec(self._fallback_label))
+        try:
+            return call(self.model_spec())
+        except grpc.RpcError as error:
+            if not label_unset(error):
+                raise
+            self._label_unset_until = time.monotonic() + LABEL_RECHECK_SECS
+            return call(self.model_spec(self._fallback_label))
 
     # --- Beam's ModelHandler contract ----------------------------------------------------------------------
     def _client(self, max_in_flight: int) -> TFServingClient:
@@ -353,7 +387,9 @@ class TFServingHandler(IsolatingModelHandler):
 
         if self._api == CLASSIFY_REGRESS:
             method = "Classify" if self.interface.example_signature_name == CLASSIFY else "Regress"
-            response = self._call(model, method, example_request(self.interface, batch, self.model_spec()))
+            response = self._with_fallback(
+                lambda spec: self._call(model, method, example_request(self.interface, batch, spec))
+            )
             result = response.result
             results = (
                 result.classifications if self.interface.example_signature_name == CLASSIFY else result.regressions
@@ -362,7 +398,9 @@ class TFServingHandler(IsolatingModelHandler):
                 raise ValueError(f"{method} returned {len(results)} results for a batch of {len(batch)}")
             rows = self.interface.rows_from_example_results(results)
         else:
-            response = self._call(model, "Predict", predict_request(self.interface, batch, self.model_spec()))
+            response = self._with_fallback(
+                lambda spec: self._call(model, "Predict", predict_request(self.interface, batch, spec))
+            )
             outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
             rows = self.interface.rows_from_outputs(outputs, len(batch))
         version = str(response.model_spec.version.value) if response.model_spec.HasField("version") else "unknown"
@@ -383,11 +421,12 @@ class TFServingHandler(IsolatingModelHandler):
         it is unreachable after the retry budget, fails if `require_reachable`, else warns."""
         from tensorflow_serving.apis import get_model_metadata_pb2
 
-        request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=self.model_spec(), metadata_field=["signature_def"]
-        )
+        def metadata(spec):
+            request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=["signature_def"])
+            return self._call(client, "GetModelMetadata", request)
+
         try:
-            response = self._call(client, "GetModelMetadata", request)
+            response = self._with_fallback(metadata)
         except (grpc.RpcError, RetryBudgetSpent) as error:
             if unanswered(error):
                 message = (

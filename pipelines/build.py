@@ -30,7 +30,7 @@ from transforms.files import ReadEventFiles, WriteDeadLetters, WriteMessageBodie
 from transforms.predictions import Decorate
 from transforms.pubsub import Reader, ReadEvents
 from transforms.pubsub_publish import AcknowledgeDuplicates, Destination, PublishOutcomes
-from transforms.scoring import Score
+from transforms.scoring import Canary, Handlers, Score
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,8 +38,15 @@ EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
 
 
 def make_handler(
-    interface: ModelInterface, options: InferenceOptions, inference: InferencePath
+    interface: ModelInterface,
+    options: InferenceOptions,
+    inference: InferencePath,
+    *,
+    version: int | None = None,
+    label: str | None = None,
+    fallback_label: str | None = None,
 ) -> IsolatingModelHandler:
+    """A handler scoring with `version`, or the version `label` names (else `fallback_label`'s), or the newest."""
     batching = dict(
         min_batch_size=options.min_batch_size,
         max_batch_size=options.max_batch_size,
@@ -49,8 +56,9 @@ def make_handler(
         return TFServingHandler(
             interface,
             options.tf_serving_target,
-            model_version=options.model_version,
-            version_label=options.model_version_label,
+            model_version=version,
+            version_label=label,
+            fallback_label=fallback_label,
             timeout_secs=options.tf_serving_timeout_secs,
             retry_budget_secs=options.tf_serving_retry_budget_secs,
             max_in_flight=options.tf_serving_max_in_flight,
@@ -61,27 +69,32 @@ def make_handler(
             client_key_file=options.tf_serving_client_key,
             **batching,
         )
+    following = dict(
+        model_version=version,
+        version_label=label,
+        fallback_label=fallback_label,
+        refresh_secs=options.refresh_secs(),
+        warmup=options.warmup,
+    )
     if inference == InferencePath.TFX_BSL:
-        return TfxBslHandler(
-            interface,
-            options.model_repository(),
-            model_version=options.model_version,
-            version_label=options.model_version_label,
-            refresh_secs=options.refresh_secs(),
-            warmup=options.warmup,
-            **batching,
-        )
+        return TfxBslHandler(interface, options.model_repository(), **following, **batching)
     return SavedModelHandler(
         interface,
         options.model_repository(),
-        model_version=options.model_version,
-        version_label=options.model_version_label,
-        refresh_secs=options.refresh_secs(),
         share_across_processes=options.share_model_across_processes,
         model_copies=options.model_copies,
-        warmup=options.warmup,
+        **following,
         **batching,
     )
+
+
+def make_handlers(interface: ModelInterface, options: InferenceOptions, inference: InferencePath) -> Handlers:
+    """The handler whose predictions go out, and the canary's, if a canary takes a share."""
+    handler = make_handler(interface, options, inference, version=options.model_version, label=options.champion_label())
+    if not options.canary_percent:
+        return Handlers(handler)
+    canary = make_handler(interface, options, inference, label="canary", fallback_label="stable")
+    return Handlers(handler, Canary(canary, options.canary_percent))
 
 
 def build(
@@ -91,10 +104,11 @@ def build(
     plan: Plan,
     decorate: Decorate | None = None,
 ) -> None:
-    handler = make_handler(interface, options, plan.inference)
-    # From the launcher: an absent server or a mismatched signature stops the job before it starts.
-    handler.preflight()
-    _LOGGER.info("%s: %s on %s, scoring with %s", interface.name, plan.mode, plan.runner, handler.describe())
+    handlers = make_handlers(interface, options, plan.inference)
+    for handler in handlers.all():
+        # From the launcher: an absent server or a mismatched signature stops the job before it starts.
+        handler.preflight()
+    _LOGGER.info("%s: %s on %s, scoring with %s", interface.name, plan.mode, plan.runner, handlers.describe())
     if plan.mode == Mode.STREAMING:
         reader = Reader.PULL if plan.pipeline_acknowledges else Reader.BEAM
         events = pipeline | "ReadEvents" >> ReadEvents(
@@ -103,7 +117,8 @@ def build(
     else:
         events = pipeline | "ReadEvents" >> ReadEventFiles(options.input, options.input_format)
     scored = events | "Score" >> Score(
-        handler,
+        handlers.predictions,
+        canary=handlers.canary,
         max_event_bytes=options.max_event_bytes,
         decorate=decorate,
         input_format=options.input_format,

@@ -179,6 +179,13 @@ class InferenceOptions(PipelineOptions):
             f"checked and warmed up beside the serving one, then swapped in between batches (default: "
             f"{DEFAULT_MODEL_REFRESH_SECS:g}; 0: resolve once, at start). TF Serving resolves labels per request",
         )
+        lifecycle = parser.add_argument_group("model lifecycle (version labels: stable, canary, previous)")
+        lifecycle.add_argument(
+            "--canary_percent",
+            type=float,
+            help="score this share of events (0 < P <= 100, by a stable hash of event_id) with the version labelled "
+            "canary, the rest with stable; while no canary is labelled, every event goes to stable",
+        )
         model.add_argument(
             "--share_model_across_processes",
             action="store_true",
@@ -256,6 +263,10 @@ class InferenceOptions(PipelineOptions):
 
     def model_repository(self) -> str:
         return self.model_dir or DEFAULT_MODEL_DIR
+
+    def champion_label(self) -> str | None:
+        """The label the predictions follow: --model_version_label, or stable when a canary takes a share."""
+        return self.model_version_label or ("stable" if self.canary_percent else None)
 
     def refresh_secs(self) -> float:
         """How often a pipeline scoring in process checks its labels (0: never); TF Serving needs no checks."""
@@ -340,13 +351,23 @@ class InferenceOptions(PipelineOptions):
                 problems.append(f"--{name} does not apply to --inference={self.inference}")
         if self.model_version is not None and self.model_version_label:
             problems.append("pin --model_version or --model_version_label, not both")
+        if self.canary_percent is not None:
+            if not 0 < self.canary_percent <= 100:
+                problems.append(f"--canary_percent must be above 0 and at most 100, got {self.canary_percent}")
+            if self.model_version is not None:
+                problems.append("--canary_percent splits traffic between labels: drop --model_version")
+            if self.model_version_label not in (None, "stable"):
+                problems.append(
+                    f"--canary_percent shares traffic between stable and canary, so the rest follows stable, "
+                    f"not --model_version_label={self.model_version_label}"
+                )
         if self.model_refresh_secs is not None:
             if self.inference == InferencePath.TF_SERVING:
                 problems.append(
                     "--model_refresh_secs does not apply to --inference=tf_serving: TF Serving resolves a version "
                     "label on every request"
                 )
-            elif not self.model_version_label:
+            elif not self.champion_label():
                 problems.append("--model_refresh_secs needs a label to follow: give --model_version_label")
             if self.model_refresh_secs < 0:
                 problems.append(f"--model_refresh_secs must be 0 (never) or positive, got {self.model_refresh_secs}")

@@ -23,10 +23,10 @@ def rollout(repo, *args: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def check_versions(predictions, stages, repo, interface) -> dict[str, int]:
-    """`stages`: [(messages, allowed versions or None for any)]. Every message is predicted exactly once, by an
-    allowed version, and equal to that version's direct answer. Returns predictions per version."""
-    bodies = [p.body for p in predictions]
+def check_versions(bodies, stages, repo, interface) -> dict[str, int]:
+    """`bodies`: the prediction bodies; `stages`: [(messages, allowed versions or None for any)]. Every message is
+    predicted exactly once, by an allowed version, and equal to that version's direct answer. Returns predictions
+    per version."""
     counts = collections.Counter(body["event_id"] for body in bodies)
     repeated = {event_id: n for event_id, n in counts.items() if n > 1}
     assert not repeated, f"events predicted more than once: {list(repeated.items())[:10]}"

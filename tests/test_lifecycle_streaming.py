@@ -3,15 +3,19 @@ rollback and a broken version, without a restart; every event predicted exactly 
 
 from __future__ import annotations
 
+import shutil
 import time
 
+import pytest
 from lifecycle_checks import check_versions, rollout
+from test_canary import within_binomial
 
 from localdev.lifecycle import publish_until_version
 from localdev.streaming import StreamingRun
 from localdev.traffic import make_traffic
 from model_handlers import labels
 from model_handlers.interface import FRAUD
+from transforms.routing import CANARY, in_share
 
 REFRESH_SECS = 1
 
@@ -46,10 +50,77 @@ def test_in_process_follows_its_label_forward_back_and_past_a_broken_version(lif
         time.sleep(3 * REFRESH_SECS)
         stages.append((publish_all(run, make_traffic(FRAUD, 150, 0.0, seed=104)), {"1"}))
         time.sleep(2)  # repeats, if any, show up
-        predictions = run.predictions
+        predictions = [p.body for p in run.predictions]
         assert not run.dead_letters
     per_version = check_versions(predictions, stages, lifecycle_repo, FRAUD)
     assert per_version["2"] >= 150 and per_version["1"] >= 450
     log = run.log_path.read_text()
     assert "fraud: version 2 now serves, after 1" in log and "fraud: version 1 now serves, after 2" in log
     assert log.count("refused version 3") == 1 and "does not match the 'fraud' schema" in log
+
+
+SERVING_CONFIG = """model_config_list {{ config {{
+  name: "fraud" base_path: "fraud" model_platform: "tensorflow" model_version_policy {{ all {{}} }}
+  {labels}
+}} }}
+"""
+
+
+def write_serving_config(path, **labels_now):
+    """TF Serving's models.config with these version labels (what `rollout-model --cluster` applies)."""
+    entries = " ".join(f'version_labels {{ key: "{k}" value: {v} }}' for k, v in labels_now.items())
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(SERVING_CONFIG.format(labels=entries))
+    temporary.replace(path)
+
+
+@pytest.fixture
+def lifecycle_server(fraud_versions, tmp_path):
+    """The TF Serving stand-in serving fraud 1 and 2 (genuinely different), re-reading its models.config every half
+    second, as TF Serving does with --model_config_file_poll_wait_seconds."""
+    from localdev.model_server import ModelServerProcess
+    from plumbing.ports import free_port
+
+    root = tmp_path / "serving"
+    for version in ("1", "2"):
+        shutil.copytree(fraud_versions / "fraud" / version, root / "fraud" / version)
+    config = root / "models.config"
+    write_serving_config(config, stable=1, canary=2)
+    args = [f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0.5"]
+    with ModelServerProcess(root, free_port(), tmp_path / "server.log", args) as server:
+        server.config = config
+        server.repo = root
+        yield server
+
+
+@pytest.mark.parametrize("inference", ["in_process", "tf_serving"])
+def test_a_canary_takes_its_share_and_once_promoted_scores_everything(
+    inference, lifecycle_repo, emulator, request, tmp_path
+):
+    percent = 30
+    if inference == "tf_serving":
+        server = request.getfixturevalue("lifecycle_server")
+        where, repo = None, server.repo
+        args = ["--inference=tf_serving", f"--tf_serving_target={server.target}"]
+        promote = lambda: write_serving_config(server.config, stable=2, previous=1)  # noqa: E731
+    else:
+        labels.write(str(lifecycle_repo), "fraud", {"stable": 1, "canary": 2}, expected={"stable": 1})
+        where, repo = lifecycle_repo, lifecycle_repo
+        args = [f"--model_refresh_secs={REFRESH_SECS}"]
+        promote = lambda: rollout(lifecycle_repo, "--version", "2")  # noqa: E731
+    in_canary = lambda m: in_share(m.event_id, percent, CANARY)  # noqa: E731
+    with StreamingRun(
+        emulator, "fraud", where, tmp_path, [f"--canary_percent={percent}", *args], prefix=f"canary-{inference}-"
+    ) as run:
+        split = publish_all(run, make_traffic(FRAUD, 600, 0.0, seed=111))
+        stages = [([m], {"2" if in_canary(m) else "1"}) for m in split]
+
+        promote()  # stable = 2 and the canary label withdrawn: the canary's share falls back to stable, now 2 too
+        stages.append((publish_until_version(run, FRAUD, "2", seed=211, only=lambda m: not in_canary(m)), None))
+        stages.append((publish_all(run, make_traffic(FRAUD, 200, 0.0, seed=112)), {"2"}))
+        time.sleep(2)
+        predictions = [p.body for p in run.predictions]
+        assert not run.dead_letters
+    check_versions(predictions, stages, repo, FRAUD)
+    canary_count = sum(1 for m in split if in_canary(m))
+    assert within_binomial(canary_count, len(split), percent)

@@ -115,3 +115,14 @@ def test_model_refresh_needs_a_label_in_process_and_is_refused_for_tf_serving():
     following.validate()
     assert following.refresh_secs() == 30
     assert PipelineOptions(STREAMING + serving).view_as(InferenceOptions).refresh_secs() == 0
+
+
+def test_a_canary_shares_between_labels_so_pins_and_other_labels_are_refused():
+    assert "--canary_percent must be above 0 and at most 100, got 0.0" in problems(STREAMING + ["--canary_percent=0"])
+    assert "drop --model_version" in problems(STREAMING + ["--canary_percent=10", "--model_version=1"])
+    assert "not --model_version_label=previous" in problems(
+        STREAMING + ["--canary_percent=10", "--model_version_label=previous"]
+    )
+    canary = PipelineOptions(STREAMING + ["--canary_percent=10", "--model_refresh_secs=2"]).view_as(InferenceOptions)
+    canary.validate()
+    assert (canary.champion_label(), canary.refresh_secs()) == ("stable", 2)

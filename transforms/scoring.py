@@ -4,6 +4,9 @@
                      \\              \\                                   \\
                       +-> dead letters (parse | validate | infer)          +-> duplicates (raw messages)
 
+With a canary, Infer splits the events by a stable hash of event_id (transforms.routing) between two RunInference
+steps, stable and canary, each with its own handler and model, and joins their predictions again.
+
 Every event leaves on exactly one of the outputs. Dead letters leave as records: each sink writes them in its own
 form (a Pub/Sub message, a JSON line). The model handler retries a failing batch element by element
 (model_handlers.base), so only elements that fail alone are dead-lettered; a batch that fails even so (e.g. the
@@ -25,8 +28,32 @@ from model_handlers.base import InferenceFailure, IsolatingModelHandler
 from transforms.events import DEFAULT_MAX_EVENT_BYTES, ParseEvents
 from transforms.messages import DEAD_LETTERS, DeadLetter, ErrorType, Format, OutputMessage, RawEvent, Reason, Stage
 from transforms.predictions import Decorate, FormatPredictionLogsFn, FormatPredictionsFn
+from transforms.routing import CANARY, in_share
 
 DUPLICATES = "duplicates"
+
+
+class Canary(NamedTuple):
+    """A canary: `percent` of the events (by a stable hash of event_id, transforms.routing) scored by `handler`."""
+
+    handler: IsolatingModelHandler
+    percent: float
+
+
+class Handlers(NamedTuple):
+    """The handlers of one pipeline: the one whose predictions go out, and a canary taking a share of them."""
+
+    predictions: IsolatingModelHandler
+    canary: Canary | None = None
+
+    def all(self) -> list[IsolatingModelHandler]:
+        return [self.predictions] + ([self.canary.handler] if self.canary else [])
+
+    def describe(self) -> str:
+        text = self.predictions.describe()
+        if self.canary:
+            text += f"; {self.canary.percent:g}% of events (the canary) with {self.canary.handler.describe()}"
+        return text
 
 
 class ScoringOutputs(NamedTuple):
@@ -36,6 +63,12 @@ class ScoringOutputs(NamedTuple):
 
 
 class _SplitInferenceFailures(beam.DoFn):
+    """Failures to the dead letters; predictions on, counted per model version (`predictions_version_N`)."""
+
+    def __init__(self, namespace: str):
+        self._namespace = namespace
+        self._per_version = {}
+
     def process(self, keyed_result):  # (EventRef, PredictionResult)
         ref, result = keyed_result
         if isinstance(result.inference, InferenceFailure):
@@ -44,8 +77,13 @@ class _SplitInferenceFailures(beam.DoFn):
                 DEAD_LETTERS,
                 DeadLetter(ref.raw, Stage.INFER, failure.error, failure.error_type, ref.event_id, failure.reason),
             )
-        else:
-            yield keyed_result
+            return
+        counter = self._per_version.get(result.model_id)
+        if counter is None:
+            counter = Metrics.counter(self._namespace, f"predictions_version_{result.model_id}")
+            self._per_version[result.model_id] = counter
+        counter.inc()
+        yield keyed_result
 
 
 def _failed_batch_to_dead_letters(failed):
@@ -71,6 +109,37 @@ class EventKeyedHandler(KeyedModelHandler):
 
     def get_num_bytes(self, batch) -> int:
         return self._unkeyed.get_num_bytes([example for _key, example in batch])
+
+
+def _canary_side(keyed, _partitions: int, percent: float) -> int:
+    return 1 if in_share(keyed[0].event_id, percent, CANARY) else 0
+
+
+class _Infer(beam.PTransform):
+    """(EventRef, features) -> ((EventRef, PredictionResult), failed batches): RunInference with `handler`, or,
+    with a canary, with the canary's handler for its share of event ids and `handler` for the rest."""
+
+    def __init__(self, handler: IsolatingModelHandler, canary: Canary | None):
+        super().__init__()
+        self._handler = handler
+        self._canary = canary
+
+    def expand(self, events):
+        if self._canary is None:
+            results, failed = (
+                events | "Stable" >> RunInference(EventKeyedHandler(self._handler)).with_exception_handling()
+            )
+            return results, failed.failed_inferences
+        stable, canary = events | "SplitCanary" >> beam.Partition(_canary_side, 2, self._canary.percent)
+        results, failures = [], []
+        for name, handler, share in (("Stable", self._handler, stable), ("Canary", self._canary.handler, canary)):
+            scored, failed = share | name >> RunInference(EventKeyedHandler(handler)).with_exception_handling()
+            results.append(scored)
+            failures.append(failed.failed_inferences)
+        return (
+            results | "CollectResults" >> beam.Flatten(),
+            failures | "CollectFailedBatches" >> beam.Flatten(),
+        )
 
 
 class _KeepFirstPredictionFn(beam.DoFn):
@@ -139,6 +208,7 @@ class Score(beam.PTransform):
         self,
         handler: IsolatingModelHandler,
         *,
+        canary: Canary | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         decorate: Decorate | None = None,
         input_format: Format = Format.JSONL,
@@ -148,6 +218,7 @@ class Score(beam.PTransform):
     ):
         super().__init__()
         self._handler = handler
+        self._canary = canary
         self._deduplicate_ttl_secs = deduplicate_ttl_secs
         self._max_event_bytes = max_event_bytes
         self._decorate = decorate
@@ -160,15 +231,11 @@ class Score(beam.PTransform):
         parsed = raw_events | "ParseEvents" >> ParseEvents(
             interface, self._max_event_bytes, self._input_format, self._timestamp_attribute
         )
-        results, failed = (
-            parsed.events | "Infer" >> RunInference(EventKeyedHandler(self._handler)).with_exception_handling()
-        )
-        split = results | "SplitInferenceFailures" >> beam.ParDo(_SplitInferenceFailures()).with_outputs(
-            DEAD_LETTERS, main="scored"
-        )
-        failed_batches = failed.failed_inferences | "UnbatchFailedBatches" >> beam.FlatMap(
-            _failed_batch_to_dead_letters
-        )
+        results, failed = parsed.events | "Infer" >> _Infer(self._handler, self._canary)
+        split = results | "SplitInferenceFailures" >> beam.ParDo(
+            _SplitInferenceFailures(self._handler.get_metrics_namespace())
+        ).with_outputs(DEAD_LETTERS, main="scored")
+        failed_batches = failed | "UnbatchFailedBatches" >> beam.FlatMap(_failed_batch_to_dead_letters)
         scored = split.scored
         if self._deduplicate_ttl_secs:
             deduplicated = scored | "Deduplicate" >> DeduplicatePredictions(self._deduplicate_ttl_secs)
