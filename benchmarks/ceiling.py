@@ -43,10 +43,10 @@ def stage_costs(interface, handler, model, passes: int = 5, batch_size: int = 25
 
     from apache_beam.ml.inference.base import PredictionResult
 
+    from model_handlers.base import EventKeyedHandler
     from transforms.events import parse_event
     from transforms.messages import EventRef, RawEvent
     from transforms.predictions import format_prediction
-    from transforms.scoring import EventKeyedHandler
 
     decorate = None
     if interface.name == "fraud":

@@ -103,6 +103,7 @@ class StreamingRun(contextlib.AbstractContextManager):
         extra_args: Sequence[str] = (),
         prefix: str = "",
         ack_deadline_secs: int = 60,
+        comparisons: bool = False,
     ):
         self.emulator = emulator
         self.model = model
@@ -117,6 +118,8 @@ class StreamingRun(contextlib.AbstractContextManager):
             f"{name}-dead-letters",
         )
         self.input_subscription = f"{name}-events-pipeline"
+        # With a shadow: the topic its comparison records go to (--shadow_output), observed like the others.
+        self.comparisons_topic = f"{name}-comparisons" if comparisons else None
         self._process: ManagedProcess | None = None
         self._collectors: list[Collector] = []
         self._publisher = None
@@ -132,6 +135,9 @@ class StreamingRun(contextlib.AbstractContextManager):
         # Observer subscriptions exist before the pipeline starts, so nothing it publishes can be missed.
         em.create_subscription(self.predictions_topic, f"{self.predictions_topic}-observer")
         em.create_subscription(self.dead_letters_topic, f"{self.dead_letters_topic}-observer")
+        if self.comparisons_topic:
+            em.create_topic(self.comparisons_topic)
+            em.create_subscription(self.comparisons_topic, f"{self.comparisons_topic}-observer")
         self._process = ManagedProcess(
             self.command(),
             self.log_path,
@@ -143,6 +149,8 @@ class StreamingRun(contextlib.AbstractContextManager):
             Collector(em.subscription_path(f"{self.predictions_topic}-observer")),
             Collector(em.subscription_path(f"{self.dead_letters_topic}-observer"), decode=dead_letter_body),
         ]
+        if self.comparisons_topic:
+            self._collectors.append(Collector(em.subscription_path(f"{self.comparisons_topic}-observer")))
         self._publisher = pubsub_v1.PublisherClient()
         return self
 
@@ -157,6 +165,7 @@ class StreamingRun(contextlib.AbstractContextManager):
             f"--output_topic={em.topic_path(self.predictions_topic)}",
             f"--dead_letter_topic={em.topic_path(self.dead_letters_topic)}",
             *([f"--model_dir={self.model_dir}"] if self.model_dir else []),
+            *([f"--shadow_output={em.topic_path(self.comparisons_topic)}"] if self.comparisons_topic else []),
             *self.extra_args,
         ]
 
@@ -228,6 +237,11 @@ class StreamingRun(contextlib.AbstractContextManager):
     @property
     def dead_letters(self) -> list[Received]:
         return self._collectors[1].snapshot()
+
+    @property
+    def comparisons(self) -> list[Received]:
+        """The shadow's comparison records (with `comparisons=True`)."""
+        return self._collectors[2].snapshot()
 
     def outputs(self) -> int:
         return len(self._collectors[0].messages) + len(self._collectors[1].messages)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
 
 from model_handlers.interface import ModelInterface
 from transforms.messages import ErrorType, Reason
@@ -136,3 +136,12 @@ class IsolatingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, An
 
     def get_metrics_namespace(self) -> str:
         return f"marketplace_{self._interface.name}"
+
+
+class EventKeyedHandler(KeyedModelHandler):
+    """Beam's KeyedModelHandler (keyed by what the event is scored for), counting only what the model receives as
+    inference bytes. Beam's own count pickles every key once per batch (here the raw payload and attributes) just to
+    feed that metric: about 5 us an event, a twentieth of a backfill's time."""
+
+    def get_num_bytes(self, batch) -> int:
+        return self._unkeyed.get_num_bytes([example for _key, example in batch])

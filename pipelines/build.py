@@ -29,8 +29,9 @@ from pipelines.pubsub_checks import check_pubsub
 from transforms.files import ReadEventFiles, WriteDeadLetters, WriteMessageBodies
 from transforms.predictions import Decorate
 from transforms.pubsub import Reader, ReadEvents
-from transforms.pubsub_publish import AcknowledgeDuplicates, Destination, PublishOutcomes
+from transforms.pubsub_publish import AcknowledgeDuplicates, Destination, PublishOutcomes, PublishRecords
 from transforms.scoring import Canary, Handlers, Score
+from transforms.shadow import Shadow
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -89,12 +90,19 @@ def make_handler(
 
 
 def make_handlers(interface: ModelInterface, options: InferenceOptions, inference: InferencePath) -> Handlers:
-    """The handler whose predictions go out, and the canary's, if a canary takes a share."""
+    """The handler whose predictions go out, the canary's if a canary takes a share, the shadow's if one scores
+    beside them."""
     handler = make_handler(interface, options, inference, version=options.model_version, label=options.champion_label())
-    if not options.canary_percent:
-        return Handlers(handler)
-    canary = make_handler(interface, options, inference, label="canary", fallback_label="stable")
-    return Handlers(handler, Canary(canary, options.canary_percent))
+    canary = shadow = None
+    if options.canary_percent:
+        canary_handler = make_handler(interface, options, inference, label="canary", fallback_label="stable")
+        canary = Canary(canary_handler, options.canary_percent)
+    if options.shadow_label or options.shadow_version:
+        challenger = make_handler(
+            interface, options, inference, version=options.shadow_version, label=options.shadow_label
+        )
+        shadow = Shadow(challenger, options.shadow_percent)
+    return Handlers(handler, canary, shadow)
 
 
 def build(
@@ -119,6 +127,7 @@ def build(
     scored = events | "Score" >> Score(
         handlers.predictions,
         canary=handlers.canary,
+        shadow=handlers.shadow,
         max_event_bytes=options.max_event_bytes,
         decorate=decorate,
         input_format=options.input_format,
@@ -139,9 +148,18 @@ def build(
         _ = (scored.predictions, scored.dead_letters) | "PublishOutcomes" >> PublishOutcomes(destination)
         if scored.duplicates is not None:
             _ = scored.duplicates | "AcknowledgeDuplicates" >> AcknowledgeDuplicates(destination)
+        if scored.comparisons is not None:
+            _ = scored.comparisons | "PublishComparisons" >> PublishRecords(
+                options.shadow_output,
+                options.pubsub_emulator_host,
+                handlers.predictions.get_metrics_namespace(),
+                options.publish_timeout_secs,
+            )
     else:
         scored.predictions | "WritePredictions" >> WriteMessageBodies(options.output, options.output_format)
         scored.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(options.dead_letter_output, interface.name)
+        if scored.comparisons is not None:
+            scored.comparisons | "WriteComparisons" >> WriteMessageBodies(options.shadow_output)
 
 
 def _needs_bundles_finished_at_checkpoints(pipeline_options: PipelineOptions, plan: Plan) -> bool:

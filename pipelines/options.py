@@ -186,6 +186,24 @@ class InferenceOptions(PipelineOptions):
             help="score this share of events (0 < P <= 100, by a stable hash of event_id) with the version labelled "
             "canary, the rest with stable; while no canary is labelled, every event goes to stable",
         )
+        lifecycle.add_argument(
+            "--shadow_label",
+            choices=["stable", "canary", "previous"],
+            help="score events with this label's version too (the challenger) and compare: its answers go to "
+            "--shadow_output, never to the output topic",
+        )
+        lifecycle.add_argument("--shadow_version", type=int, help="as --shadow_label, with a pinned version")
+        lifecycle.add_argument(
+            "--shadow_percent",
+            type=float,
+            default=100.0,
+            help="the share of events the challenger scores (by a stable hash of event_id; default: all)",
+        )
+        lifecycle.add_argument(
+            "--shadow_output",
+            help="where comparison records go: projects/<project>/topics/<id> when streaming, a path prefix for "
+            "JSON Lines files in a backfill",
+        )
         model.add_argument(
             "--share_model_across_processes",
             action="store_true",
@@ -263,6 +281,9 @@ class InferenceOptions(PipelineOptions):
 
     def model_repository(self) -> str:
         return self.model_dir or DEFAULT_MODEL_DIR
+
+    def follows_labels(self) -> bool:
+        return bool(self.champion_label() or self.shadow_label)
 
     def champion_label(self) -> str | None:
         """The label the predictions follow: --model_version_label, or stable when a canary takes a share."""
@@ -344,6 +365,30 @@ class InferenceOptions(PipelineOptions):
         if problems:
             raise InvalidOptions("invalid options:\n  - " + "\n  - ".join(problems))
 
+    def _shadow_problems(self) -> list[str]:
+        problems = []
+        shadowed = self.shadow_label or self.shadow_version is not None
+        if self.shadow_label and self.shadow_version is not None:
+            problems.append("shadow --shadow_label or --shadow_version, not both")
+        if self.shadow_version is not None and self.shadow_version < 1:
+            problems.append(f"--shadow_version must be a positive integer, got {self.shadow_version}")
+        if not 0 < self.shadow_percent <= 100:
+            problems.append(f"--shadow_percent must be above 0 and at most 100, got {self.shadow_percent}")
+        if shadowed and not self.shadow_output:
+            problems.append("a shadow needs --shadow_output, where its comparison records go")
+        if self.shadow_output and not shadowed:
+            problems.append("--shadow_output needs a challenger: give --shadow_label or --shadow_version")
+        if self.shadow_output and self.mode() == Mode.STREAMING:
+            if not TOPIC_RE.match(self.shadow_output):
+                problems.append(
+                    f"--shadow_output must look like projects/<project>/topics/<id>, got {self.shadow_output!r}"
+                )
+            elif self.shadow_output in (self.output_topic, self.dead_letter_topic):
+                problems.append("--shadow_output must differ from --output_topic and --dead_letter_topic")
+        elif self.shadow_output and self.shadow_output in (self.output, self.dead_letter_output):
+            problems.append("--shadow_output must differ from --output and --dead_letter_output")
+        return problems
+
     def _inference_problems(self) -> list[str]:
         problems = []
         for name in NOT_FOR[self.inference]:
@@ -361,13 +406,14 @@ class InferenceOptions(PipelineOptions):
                     f"--canary_percent shares traffic between stable and canary, so the rest follows stable, "
                     f"not --model_version_label={self.model_version_label}"
                 )
+        problems += self._shadow_problems()
         if self.model_refresh_secs is not None:
             if self.inference == InferencePath.TF_SERVING:
                 problems.append(
                     "--model_refresh_secs does not apply to --inference=tf_serving: TF Serving resolves a version "
                     "label on every request"
                 )
-            elif not self.champion_label():
+            elif not self.follows_labels():
                 problems.append("--model_refresh_secs needs a label to follow: give --model_version_label")
             if self.model_refresh_secs < 0:
                 problems.append(f"--model_refresh_secs must be 0 (never) or positive, got {self.model_refresh_secs}")

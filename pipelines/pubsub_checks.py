@@ -1,5 +1,6 @@
-"""The launcher's Pub/Sub checks, before a streaming job is submitted: the subscription and both topics exist, and
-the subscription's ack deadline covers the longest a message can be in flight (pipelines.delivery).
+"""The launcher's Pub/Sub checks, before a streaming job is submitted: the subscription and the topics exist (a
+shadow's too), and the subscription's ack deadline covers the longest a message can be in flight
+(pipelines.delivery).
 
 What fails here fails at once, with the fix, instead of as a job that runs and reads nothing, or one that scores
 every message twice because Pub/Sub delivers it again while it is being scored.
@@ -53,8 +54,10 @@ def check_pubsub(pipeline_options, acknowledged_by_pipeline: bool) -> None:
                 )
                 if problem:
                     problems.append(problem)
-        for flag in ("output_topic", "dead_letter_topic"):
+        for flag in ("output_topic", "dead_letter_topic", "shadow_output"):
             topic = getattr(options, flag)
+            if topic is None:
+                continue
             try:
                 publisher.get_topic(request={"topic": topic}, timeout=TIMEOUT_SECS)
             except exceptions.NotFound:

@@ -3,11 +3,13 @@ rollback and a broken version, without a restart; every event predicted exactly 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
 import pytest
 from lifecycle_checks import check_versions, rollout
+from reference import assert_close, direct_outputs
 from test_canary import within_binomial
 
 from localdev.lifecycle import publish_until_version
@@ -15,7 +17,7 @@ from localdev.streaming import StreamingRun
 from localdev.traffic import make_traffic
 from model_handlers import labels
 from model_handlers.interface import FRAUD
-from transforms.routing import CANARY, in_share
+from transforms.routing import CANARY, SHADOW, in_share
 
 REFRESH_SECS = 1
 
@@ -124,3 +126,54 @@ def test_a_canary_takes_its_share_and_once_promoted_scores_everything(
     check_versions(predictions, stages, repo, FRAUD)
     canary_count = sum(1 for m in split if in_canary(m))
     assert within_binomial(canary_count, len(split), percent)
+
+
+def wait_for_comparisons(run, expected: int, timeout_secs: float = 90) -> list[dict]:
+    deadline = time.monotonic() + timeout_secs
+    while len(run.comparisons) < expected and time.monotonic() < deadline:
+        run.check_alive()
+        time.sleep(0.2)
+    time.sleep(2)  # repeats, if any, show up
+    return [c.body for c in run.comparisons]
+
+
+@pytest.mark.parametrize("inference", ["in_process", "tf_serving"])
+def test_a_shadow_pairs_every_sampled_event_and_a_failing_challenger_changes_no_prediction(
+    inference, lifecycle_repo, emulator, request, tmp_path
+):
+    percent = 50
+    args = ["--model_version_label=stable", "--shadow_label=canary", f"--shadow_percent={percent}"]
+    if inference == "tf_serving":
+        server = request.getfixturevalue("lifecycle_server")  # stable 1, canary 2
+        where, repo = None, server.repo
+        args += ["--inference=tf_serving", f"--tf_serving_target={server.target}", "--tf_serving_retry_budget_secs=5"]
+    else:
+        labels.write(str(lifecycle_repo), "fraud", {"stable": 1, "canary": 2}, expected={"stable": 1})
+        where, repo = lifecycle_repo, lifecycle_repo
+    sampled = lambda messages: sorted(m.event_id for m in messages if in_share(m.event_id, percent, SHADOW))  # noqa: E731
+    with StreamingRun(emulator, "fraud", where, tmp_path, args, prefix=f"shadow-{inference}-", comparisons=True) as run:
+        first = publish_all(run, make_traffic(FRAUD, 400, 0.0, seed=121))
+        records = wait_for_comparisons(run, len(sampled(first)))
+        stages = [(first, {"1"})]
+        if inference == "tf_serving":
+            # The challenger's label withdrawn: every challenger request fails; the champion does not notice.
+            write_serving_config(server.config, stable=1)
+            time.sleep(2)
+            second = publish_all(run, make_traffic(FRAUD, 200, 0.0, seed=122))
+            stages.append((second, {"1"}))
+            records = wait_for_comparisons(run, len(records) + len(sampled(second)))
+            failed = [r for r in records if r["event_id"] in set(sampled(second))]
+            assert sorted(r["event_id"] for r in failed) == sampled(second)
+            assert all(r["challenger"] is None and "Unrecognized servable version label" in r["error"] for r in failed)
+            records = [r for r in records if r not in failed]
+        predictions = [p.body for p in run.predictions]
+        assert not run.dead_letters
+    check_versions(predictions, stages, repo, FRAUD)
+    assert sorted(r["event_id"] for r in records) == sampled(first), "not one comparison per sampled event"
+    events = [json.loads(m.payload) for m in first if in_share(m.event_id, percent, SHADOW)]
+    one, two = (direct_outputs(repo, FRAUD, events, version=v) for v in (1, 2))
+    for record in records:
+        assert (record["champion_version"], record["challenger_version"]) == ("1", "2")
+        assert_close(record["champion"], one[record["event_id"]], FRAUD)
+        assert_close(record["challenger"], two[record["event_id"]], FRAUD)
+        assert record["agree"] == (record["champion"]["is_fraud"] == record["challenger"]["is_fraud"])

@@ -126,3 +126,33 @@ def test_a_canary_shares_between_labels_so_pins_and_other_labels_are_refused():
     canary = PipelineOptions(STREAMING + ["--canary_percent=10", "--model_refresh_secs=2"]).view_as(InferenceOptions)
     canary.validate()
     assert (canary.champion_label(), canary.refresh_secs()) == ("stable", 2)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shadow_label=canary", "--shadow_version=2"], "--shadow_label or --shadow_version, not both"),
+        (["--shadow_percent=0", "--shadow_version=1"], "--shadow_percent must be above 0 and at most 100, got 0.0"),
+        (["--shadow_label=canary"], "a shadow needs --shadow_output"),
+        (["--shadow_output=projects/p/topics/shadow"], "--shadow_output needs a challenger"),
+        (
+            ["--shadow_label=canary", "--shadow_output=shadow"],
+            "--shadow_output must look like projects/<project>/topics",
+        ),
+        (
+            ["--shadow_label=canary", "--shadow_output=projects/p/topics/predictions"],
+            "--shadow_output must differ from --output_topic",
+        ),
+    ],
+)
+def test_shadow_options_that_cannot_work_are_refused_with_the_reason(args, message):
+    assert message in problems(STREAMING + args)
+
+
+def test_a_backfill_shadow_writes_files_apart_from_the_predictions():
+    assert "--shadow_output must differ from --output" in problems(
+        BACKFILL + ["--shadow_version=1", "--shadow_output=out/pred"]
+    )
+    PipelineOptions(BACKFILL + ["--shadow_version=1", "--shadow_output=out/shadow"]).view_as(
+        InferenceOptions
+    ).validate()

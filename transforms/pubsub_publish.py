@@ -308,3 +308,61 @@ class AcknowledgeDuplicates(beam.PTransform):
     def expand(self, duplicates):
         duplicates | "Acknowledge" >> beam.ParDo(_PublishFn(self._destination, ack_only=True))
         return beam.pvalue.PDone(duplicates.pipeline)
+
+
+class _PublishRecordsFn(beam.DoFn):
+    """OutputMessage -> `topic`, best effort: one that is not published within the timeout is counted and dropped.
+    Nothing is acknowledged: the records go beside the predictions, whose publishing acknowledges the input."""
+
+    def __init__(self, topic: str, emulator_host: str | None, namespace: str, timeout_secs: float):
+        self._topic = topic
+        self._emulator_host = emulator_host
+        self._timeout_secs = timeout_secs
+        self._published = Metrics.counter(namespace, "records_published")
+        self._dropped = Metrics.counter(namespace, "records_dropped")
+
+    def setup(self):
+        self._publisher = publisher_client(self._emulator_host)
+
+    def teardown(self):
+        publisher, self._publisher = getattr(self, "_publisher", None), None
+        if publisher is not None:
+            publisher.stop()
+
+    def start_bundle(self):
+        self._pending = []
+
+    def process(self, message: OutputMessage):
+        try:
+            future = self._publisher.publish(
+                self._topic, message.data, timeout=self._timeout_secs, **message.attributes
+            )
+        except Exception as error:  # pylint: disable=broad-except
+            future = concurrent.futures.Future()
+            future.set_exception(error)
+        self._pending.append(future)
+
+    def finish_bundle(self):
+        deadline, errors = time.monotonic() + self._timeout_secs + 5, []
+        for future in self._pending:
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+                self._published.inc()
+            except Exception as error:  # pylint: disable=broad-except
+                self._dropped.inc()
+                errors.append(error)
+        if errors:
+            _LOGGER.warning("dropped %d records for %s: %s", len(errors), self._topic, errors[0])
+        self._pending = []
+
+
+@beam.typehints.with_input_types(OutputMessage)
+class PublishRecords(beam.PTransform):
+    """PCollection[OutputMessage] -> `topic`, best effort (shadow comparisons: losing one loses no prediction)."""
+
+    def __init__(self, topic: str, emulator_host: str | None, namespace: str, timeout_secs: float):
+        super().__init__()
+        self._fn = _PublishRecordsFn(topic, emulator_host, namespace, timeout_secs)
+
+    def expand(self, records):
+        return records | "Publish" >> beam.ParDo(self._fn)

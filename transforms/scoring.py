@@ -5,7 +5,8 @@
                       +-> dead letters (parse | validate | infer)          +-> duplicates (raw messages)
 
 With a canary, Infer splits the events by a stable hash of event_id (transforms.routing) between two RunInference
-steps, stable and canary, each with its own handler and model, and joins their predictions again.
+steps, stable and canary, each with its own handler and model, and joins their predictions again. With a shadow,
+the predictions also go to a challenger, whose comparisons leave on `comparisons` (transforms.shadow).
 
 Every event leaves on exactly one of the outputs. Dead letters leave as records: each sink writes them in its own
 form (a Pub/Sub message, a JSON line). The model handler retries a failing batch element by element
@@ -20,15 +21,16 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam import coders
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.ml.inference.base import RunInference
 from apache_beam.transforms import userstate
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from model_handlers.base import InferenceFailure, IsolatingModelHandler
+from model_handlers.base import EventKeyedHandler, InferenceFailure, IsolatingModelHandler
 from transforms.events import DEFAULT_MAX_EVENT_BYTES, ParseEvents
 from transforms.messages import DEAD_LETTERS, DeadLetter, ErrorType, Format, OutputMessage, RawEvent, Reason, Stage
 from transforms.predictions import Decorate, FormatPredictionLogsFn, FormatPredictionsFn
 from transforms.routing import CANARY, in_share
+from transforms.shadow import Shadow, ShadowScore
 
 DUPLICATES = "duplicates"
 
@@ -41,18 +43,22 @@ class Canary(NamedTuple):
 
 
 class Handlers(NamedTuple):
-    """The handlers of one pipeline: the one whose predictions go out, and a canary taking a share of them."""
+    """The handlers of one pipeline: the one whose predictions go out, a canary taking a share of them, and a
+    shadow (the challenger) scoring beside them."""
 
     predictions: IsolatingModelHandler
     canary: Canary | None = None
+    shadow: Shadow | None = None
 
     def all(self) -> list[IsolatingModelHandler]:
-        return [self.predictions] + ([self.canary.handler] if self.canary else [])
+        return [self.predictions] + [extra.handler for extra in (self.canary, self.shadow) if extra]
 
     def describe(self) -> str:
         text = self.predictions.describe()
         if self.canary:
             text += f"; {self.canary.percent:g}% of events (the canary) with {self.canary.handler.describe()}"
+        if self.shadow:
+            text += f"; shadowed on {self.shadow.percent:g}% of events by {self.shadow.handler.describe()}"
         return text
 
 
@@ -60,6 +66,7 @@ class ScoringOutputs(NamedTuple):
     predictions: beam.PCollection  # OutputMessage
     dead_letters: beam.PCollection  # DeadLetter: each sink writes them in its own form
     duplicates: beam.PCollection | None  # RawEvent: repeats dropped by deduplication, to be acknowledged
+    comparisons: beam.PCollection | None = None  # OutputMessage: the shadow's comparison records
 
 
 class _SplitInferenceFailures(beam.DoFn):
@@ -100,15 +107,6 @@ def _failed_batch_to_dead_letters(failed):
             ref.event_id,
             Reason.BATCH_FAILED,
         )
-
-
-class EventKeyedHandler(KeyedModelHandler):
-    """Beam's KeyedModelHandler, counting only what the model receives as inference bytes. Beam's own count
-    pickles every key once per batch (here the raw payload and attributes) just to feed that metric: about 5 us
-    an event, a twentieth of a backfill's time."""
-
-    def get_num_bytes(self, batch) -> int:
-        return self._unkeyed.get_num_bytes([example for _key, example in batch])
 
 
 def _canary_side(keyed, _partitions: int, percent: float) -> int:
@@ -209,6 +207,7 @@ class Score(beam.PTransform):
         handler: IsolatingModelHandler,
         *,
         canary: Canary | None = None,
+        shadow: Shadow | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         decorate: Decorate | None = None,
         input_format: Format = Format.JSONL,
@@ -219,6 +218,7 @@ class Score(beam.PTransform):
         super().__init__()
         self._handler = handler
         self._canary = canary
+        self._shadow = shadow
         self._deduplicate_ttl_secs = deduplicate_ttl_secs
         self._max_event_bytes = max_event_bytes
         self._decorate = decorate
@@ -247,9 +247,12 @@ class Score(beam.PTransform):
         else:
             format_fn = FormatPredictionsFn(interface, self._decorate)
         predictions = scored | "FormatPredictions" >> beam.ParDo(format_fn).with_output_types(OutputMessage)
+        comparisons = None
+        if self._shadow is not None:
+            comparisons = scored | "Shadow" >> ShadowScore(self._shadow, self._decorate)
         dead_letters = (
             parsed.dead_letters,
             split.dead_letters,
             failed_batches,
         ) | "CollectDeadLetters" >> beam.Flatten().with_output_types(DeadLetter)
-        return ScoringOutputs(predictions, dead_letters, duplicates)
+        return ScoringOutputs(predictions, dead_letters, duplicates, comparisons)

@@ -1,0 +1,212 @@
+"""ShadowScore: a challenger scores the events the champion scored, and each pair of answers becomes a comparison.
+
+    (EventRef, champion's PredictionResult) -> sample by event_id -> Reshuffle -> RunInference(challenger)
+                                                                                -> comparison records (OutputMessage)
+
+Only the champion's predictions go out; the challenger's are compared and recorded, never published as
+predictions. The comparison is made on the same event, so its difference is the models' difference and nothing
+else: decision agreement for a classifier (fraud: is_fraud, by the pipeline's threshold), relative error for a
+regressor (price).
+
+A challenger that fails or is slow must not delay, change or dead-letter the champion's prediction:
+- the Reshuffle ends the fused stage, so on Flink the challenger scores in a stage of its own and the champion's
+  bundle does not wait for it (on the DirectRunner each step runs on its own anyway);
+- its failures become comparison records with the error (and a count), never dead letters; one that cannot even
+  be loaded (a label withdrawn from TF Serving, say) fails its comparisons, not the worker;
+- its records are published best effort: one that cannot be published is counted and dropped; its input message
+  was acknowledged with the champion's prediction.
+
+A comparison record (JSON): event_id, model, champion_version, challenger_version, champion and challenger (their
+outputs, with what the pipeline derives from them), then `agree` (decisions equal; a regressor: its relative
+error within REGRESSION_AGREEMENT) and, for a regressor, `relative_error`; or `error` in place of the challenger's
+answer. Beam metrics in the model's namespace give the running agreement: shadow_compared, shadow_agreed,
+shadow_failed, and the distribution shadow_relative_error_ppm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import PredictionResult, RunInference
+
+from model_handlers.base import EventKeyedHandler, InferenceFailure, IsolatingModelHandler
+from model_handlers.interface import CLASSIFY
+from transforms.messages import COMPACT_JSON, ErrorType, OutputMessage
+from transforms.predictions import Decorate
+from transforms.routing import SHADOW, in_share
+
+_LOGGER = logging.getLogger(__name__)
+
+# How often a challenger that could not be loaded is tried again.
+RELOAD_SECS = 30.0
+# A regressor's challenger agrees when its answer is within this relative error of the champion's.
+REGRESSION_AGREEMENT = 0.05
+
+
+class Shadow(NamedTuple):
+    """A challenger scoring `percent` of the events (by a stable hash of event_id) beside the champion."""
+
+    handler: IsolatingModelHandler
+    percent: float
+
+
+class Champion(NamedTuple):
+    """The key the challenger scores an event under: the champion's answer to compare with."""
+
+    event_id: str
+    version: str
+    outputs: dict[str, float]
+
+
+def _sample(keyed_result, percent: float):
+    ref, result = keyed_result
+    if percent >= 100 or in_share(ref.event_id, percent, SHADOW):
+        yield Champion(ref.event_id, str(result.model_id), dict(result.inference)), result.example
+
+
+class _CompareFn(beam.DoFn):
+    """(Champion, challenger's PredictionResult) -> a comparison record; counts the agreement."""
+
+    def __init__(self, model: str, classifier: bool, decorate: Decorate | None):
+        self._model = model
+        self._classifier = classifier
+        self._decorate = decorate
+        namespace = f"marketplace_{model}"
+        self._compared = Metrics.counter(namespace, "shadow_compared")
+        self._agreed = Metrics.counter(namespace, "shadow_agreed")
+        self._failed = Metrics.counter(namespace, "shadow_failed")
+        self._relative_error = Metrics.distribution(namespace, "shadow_relative_error_ppm")
+
+    def _answer(self, outputs: dict[str, float]) -> dict[str, Any]:
+        return {**outputs, **self._decorate(outputs)} if self._decorate else dict(outputs)
+
+    def process(self, keyed):
+        champion, result = keyed
+        if isinstance(result.inference, InferenceFailure):
+            self._failed.inc()
+            yield self._record(champion, None, self._answer(champion.outputs), None, error=result.inference.error)
+            return
+        challenger = self._answer(result.inference)
+        champion_answer = self._answer(champion.outputs)
+        comparison: dict[str, Any] = {}
+        if self._classifier and self._decorate:
+            derived = list(self._decorate(champion.outputs))
+            comparison["agree"] = all(champion_answer[k] == challenger[k] for k in derived)
+        else:
+            errors = [
+                abs(challenger[name] - value) / max(abs(value), 1e-12) for name, value in champion.outputs.items()
+            ]
+            relative_error = max(errors)
+            self._relative_error.update(int(min(relative_error, 1e6) * 1e6))
+            comparison["agree"] = relative_error <= REGRESSION_AGREEMENT
+            comparison["relative_error"] = relative_error
+        self._compared.inc()
+        if comparison["agree"]:
+            self._agreed.inc()
+        yield self._record(champion, str(result.model_id), champion_answer, challenger, **comparison)
+
+    def _record(self, champion: Champion, challenger_version, champion_answer, challenger, **comparison):
+        body = {
+            "event_id": champion.event_id,
+            "model": self._model,
+            "champion_version": champion.version,
+            "challenger_version": challenger_version,
+            "champion": champion_answer,
+            "challenger": challenger,
+            **comparison,
+        }
+        attributes = {"event_id": champion.event_id, "model": self._model, "champion_version": champion.version}
+        if challenger_version is not None:
+            attributes["challenger_version"] = challenger_version
+        return OutputMessage(COMPACT_JSON.encode(body).encode("utf-8"), attributes)
+
+
+class _Recovering:
+    """The challenger's model, or the reason it could not be loaded; a failed load is tried again at most every
+    RELOAD_SECS, from the batch that finds it due."""
+
+    def __init__(self, load):
+        self._load = load
+        self._model, self._error, self._tried = None, None, 0.0
+        self._lock = threading.Lock()  # the worker's threads share this object (Beam's Shared)
+        self.get()
+
+    def get(self):
+        with self._lock:
+            return self._get()
+
+    def _get(self):
+        if self._model is None and time.monotonic() - self._tried >= RELOAD_SECS:
+            self._tried = time.monotonic()
+            try:
+                self._model, self._error = self._load(), None
+            except Exception as error:  # pylint: disable=broad-except
+                self._error = f"the challenger could not be loaded: {type(error).__name__}: {error}"
+                _LOGGER.error(
+                    "%s; its comparisons record the error, and it is tried again in %ss", self._error, RELOAD_SECS
+                )
+        return self._model
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+
+class ChallengerHandler(EventKeyedHandler):
+    """The challenger's handler, keyed by its Champion: a challenger that cannot be loaded fails its comparisons,
+    not the worker (the champion's RunInference shares that worker). It keeps one copy per worker process, never
+    one shared across processes: a shared copy's proxy cannot carry a model that may not be there."""
+
+    def load_model(self) -> _Recovering:
+        return _Recovering(self._unkeyed.load_model)
+
+    def run_inference(self, batch, model: _Recovering, inference_args=None):
+        loaded = model.get()
+        if loaded is None:
+            failure = InferenceFailure(model.error, ErrorType.RETRYABLE)
+            return [(key, PredictionResult(example, failure, None)) for key, example in batch]
+        return super().run_inference(batch, loaded, inference_args)
+
+    def share_model_across_processes(self) -> bool:
+        return False
+
+    def model_copies(self) -> int:
+        return 1
+
+
+def _failed_batch_records(failed):
+    """RunInference's (batch, (type, repr, traceback)) of the challenger -> one failure per element, for _CompareFn."""
+    batch, (error_class, error_repr, _traceback) = failed
+    failure = InferenceFailure(f"{error_class.__name__}: {error_repr}", ErrorType.RETRYABLE)
+    for champion, features in batch:
+        yield champion, PredictionResult(features, failure, None)
+
+
+class ShadowScore(beam.PTransform):
+    """PCollection[(EventRef, PredictionResult)] of the champion -> PCollection[OutputMessage] of comparisons."""
+
+    def __init__(self, shadow: Shadow, decorate: Decorate | None = None):
+        super().__init__()
+        self._shadow = shadow
+        self._decorate = decorate
+
+    def expand(self, scored):
+        interface = self._shadow.handler.interface
+        sampled = scored | "Sample" >> beam.FlatMap(_sample, self._shadow.percent)
+        # A stage of its own for the challenger (see the module's docstring).
+        detached = sampled | "Detach" >> beam.Reshuffle()
+        results, failed = (
+            detached | "Challenger" >> RunInference(ChallengerHandler(self._shadow.handler)).with_exception_handling()
+        )
+        failures = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch_records)
+        classifier = interface.example_signature_name == CLASSIFY
+        return (
+            (results, failures)
+            | "Together" >> beam.Flatten()
+            | "Compare" >> beam.ParDo(_CompareFn(interface.name, classifier, self._decorate))
+        )
