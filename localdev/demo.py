@@ -4,7 +4,9 @@ or (`--runner=flink`, `make demo RUNNER=flink`) on a real local Flink cluster st
 It starts the emulator, creates the topics and subscriptions, starts `pipelines.fraud_detection` and
 `pipelines.price_suggestion` as streaming processes, publishes synthetic events for both (a few percent malformed),
 prints progress as predictions and dead letters come back, and ends with a summary: events in, predictions out,
-dead letters by reason, throughput, and publish-to-prediction latency p50/p99. Everything it starts, it stops.
+dead letters by reason, throughput, and publish-to-prediction latency p50/p99. With in-process inference it also
+plays the lifecycle act on fraud (localdev.lifecycle): a roll forward and a rollback mid-stream, without a restart,
+while a shadow compares the challenger. Everything it starts, it stops.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from localdev.flink import LocalFlink
+from localdev.lifecycle import LifecycleAct
 from localdev.model_server import ModelServerProcess
 from localdev.pubsub_emulator import PubsubEmulator, free_port
 from localdev.streaming import PipelineDied, StreamingRun
@@ -44,6 +47,9 @@ class Demo:
         self.models = args.models.split(",")
         self.published = collections.Counter()
         self.runs: dict[str, StreamingRun] = {}
+        self.act = None
+        if args.lifecycle and "fraud" in self.models and args.inference == "in_process":
+            self.act = LifecycleAct(args.model_dir, args.log_dir, self.say)
 
     def say(self, text: str) -> None:
         print(text, flush=True)
@@ -80,9 +86,20 @@ class Demo:
                 model_dir, pipeline_args = None, ["--inference=tf_serving", f"--tf_serving_target={server.target}"]
             if args.runner == "flink":
                 pipeline_args += self._start_flink(stack, emulator)
+            if self.act is not None:
+                self.act.prepare()
+                self.say(
+                    f"      lifecycle act: fraud follows `stable` (v1) in {self.act.repo}, shadowed by v2; "
+                    "mid-stream stable rolls forward to v2, then back"
+                )
             started = time.monotonic()
             for model in self.models:
-                run = StreamingRun(emulator, model, model_dir, log_dir, pipeline_args)
+                if model == "fraud" and self.act is not None:
+                    run = StreamingRun(
+                        emulator, model, None, log_dir, pipeline_args + self.act.pipeline_args(), comparisons=True
+                    )
+                else:
+                    run = StreamingRun(emulator, model, model_dir, log_dir, pipeline_args)
                 stack.callback(run.stop)
                 self.runs[model] = run.start()
             try:
@@ -135,6 +152,8 @@ class Demo:
         ]
         for publisher in publishers:
             publisher.start()
+        if self.act is not None:
+            self.act.start(args.events / args.rate)
 
         def all_accounted_for() -> bool | None:
             if all(run.outputs() >= len(traffic[m]) for m, run in self.runs.items()):
@@ -152,6 +171,17 @@ class Demo:
                 what="every event's outcome",
                 report=lambda: self.progress(stream_start),
             )
+        if self.act is not None:
+            self.act.wait()
+            fraud = self.runs["fraud"]
+            # The challenger scores in a stage of its own, a little behind the predictions.
+            with contextlib.suppress(PollTimeout):
+                poll_until(
+                    lambda: len(fraud.comparisons) >= len(fraud.predictions) or None,
+                    timeout=30,
+                    interval=0.2,
+                    what="the shadow's comparisons",
+                )
         self.progress(stream_start)
         return self._summary(traffic, stream_start_wall)
 
@@ -195,6 +225,10 @@ class Demo:
                     f"    latency p50 / p99   {percentile(latencies, 50) * 1000:.0f} ms / "
                     f"{percentile(latencies, 99) * 1000:.0f} ms  (publish to prediction received)"
                 )
+            if model == "fraud" and self.act is not None:
+                for line in self.act.summary(predictions, run.comparisons):
+                    self.say(line)
+                complete &= self.act.failed is None
         if self.args.runner == "direct":
             self.say(
                 "  note: the DirectRunner reads Pub/Sub through Beam's bundled reader (about 60 events/s here); "
@@ -224,6 +258,12 @@ def main(argv=None) -> int:
     parser.add_argument("--malformed_fraction", type=float, default=0.03)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--log_dir", default=".demo")
+    parser.add_argument(
+        "--no_lifecycle",
+        dest="lifecycle",
+        action="store_false",
+        help="skip the lifecycle act (fraud, in process: a roll forward, a rollback and a shadow mid-stream)",
+    )
     parser.add_argument("--startup_timeout", type=float, default=180.0)
     parser.add_argument("--drain_timeout", type=float, default=120.0, help="seconds to wait after publishing ends")
     args = parser.parse_args(argv)

@@ -7,10 +7,16 @@ which on Flink is in a worker's log. Probes are ordinary events: each is predict
 
 from __future__ import annotations
 
+import collections
+import shutil
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from localdev.streaming import StreamingRun
+from localdev.streaming import Received, StreamingRun
 from localdev.traffic import Message, make_traffic
 from model_handlers.interface import ModelInterface
 
@@ -55,3 +61,123 @@ def publish_until_version(
         f"after {timeout_secs:.0f}s of probes the pipeline still predicts with {seen or 'nothing'}, "
         f"not version {version}"
     )
+
+
+class LifecycleAct:
+    """The demo's lifecycle act, on one model (fraud): a repository of its own with two genuinely different versions,
+    stable = 1; the pipeline follows stable, and version 2 shadows it as the challenger. Mid-stream the act rolls
+    stable forward to 2, then back to 1, as the rollout command does, and the summary shows the predictions per
+    version, how long each switch took to show, and the shadow's agreement with the champion of the moment."""
+
+    # (what, the rollout command's arguments, the version stable names after it, when: a share of the stream)
+    STEPS = (
+        ("roll forward: stable -> 2", ("--version", "2"), "2", 0.2),
+        ("roll back: stable -> 1", ("--rollback",), "1", 0.55),
+    )
+    REFRESH_SECS = 2
+
+    def __init__(self, source_model_dir: str | Path, work_dir: str | Path, say: Callable[[str], None]):
+        self.source = Path(source_model_dir)
+        self.repo = Path(work_dir) / "lifecycle-models"
+        self.say = say
+        self.done: list[tuple[str, str, float]] = []  # (step, version expected, wall time the rollout finished)
+        self._thread: threading.Thread | None = None
+        self.failed: str | None = None
+
+    def prepare(self) -> None:
+        """fraud 1 (the demo's) and 2 (trained once with another seed, about 10 s), stable = 1."""
+        from model_handlers import labels
+
+        first = self.repo / "fraud" / "1"
+        if not first.exists():
+            shutil.copytree(self.source / "fraud" / "1", first)
+        if not (self.repo / "fraud" / "2" / "saved_model.pb").exists():
+            self.say("      training fraud version 2 for the lifecycle act (another seed; once, about 10 s)")
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "training.train",
+                    f"--model_dir={self.repo}",
+                    "--models=fraud",
+                    "--version=2",
+                    "--seed=1",
+                ],
+                check=True,
+                capture_output=True,
+            )
+        labels.write(str(self.repo), "fraud", {"stable": 1}, expected=labels.read(str(self.repo), "fraud"))
+        import tensorflow  # noqa: F401  # the rollouts check a version loads: import it now, not mid-stream
+
+    def pipeline_args(self) -> list[str]:
+        return [
+            f"--model_dir={self.repo}",
+            "--model_version_label=stable",
+            f"--model_refresh_secs={self.REFRESH_SECS}",
+            "--shadow_version=2",
+        ]
+
+    def start(self, stream_secs: float) -> None:
+        """Runs the steps at their share of the stream, from a thread."""
+        self._thread = threading.Thread(target=self._run, args=(stream_secs,), daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self, stream_secs: float) -> None:
+        from deploy.rollout import RolloutError, repository_rollout
+
+        start = time.monotonic()
+        for step, args, version, when in self.STEPS:
+            time.sleep(max(0.0, start + stream_secs * when - time.monotonic()))
+            # What `python -m deploy rollout-model --model_dir=... --model fraud ARGS` does, in this process (the
+            # command would import TensorFlow again, for seconds, to check that the version loads).
+            try:
+                repository_rollout(
+                    str(self.repo),
+                    "fraud",
+                    int(version) if "--version" in args else None,
+                    rollback="--rollback" in args,
+                    log=lambda _message: None,
+                )
+            except RolloutError as error:
+                self.failed = f"{step}: {error}"
+                return
+            self.done.append((step, version, time.time()))
+            self.say(f"      lifecycle: {step}  (python -m deploy rollout-model --model fraud {' '.join(args)})")
+
+    def summary(self, predictions: list[Received], comparisons: list[Received]) -> list[str]:
+        per_version = collections.Counter(p.body["model_version"] for p in predictions)
+        lines = ["    predictions by      " + ", ".join(f"v{v}: {n}" for v, n in sorted(per_version.items()))]
+        if self.failed:
+            lines.append(f"    lifecycle FAILED    {self.failed}")
+        for step, version, finished in self.done:
+            after = [
+                p.received_at for p in predictions if p.received_at >= finished and p.body["model_version"] == version
+            ]
+            shown = f"first v{version} prediction {min(after) - finished:.1f}s later" if after else "never shown"
+            lines.append(f"    {step:<27} {shown}")
+        if len(self.done) < len(self.STEPS) and not self.failed:
+            lines.append("    lifecycle           the stream ended before every step ran")
+        records = [c.body for c in comparisons]
+        compared = [r for r in records if r.get("challenger") is not None]
+        pairs = collections.defaultdict(list)
+        for record in compared:
+            pairs[(record["champion_version"], record["challenger_version"])].append(record["agree"])
+        if compared:
+            agreed = sum(r["agree"] for r in compared)
+            gap = sum(abs(r["champion"]["fraud_probability"] - r["challenger"]["fraud_probability"]) for r in compared)
+            lines.append(
+                f"    shadow (v2)         {len(compared)} comparisons: is_fraud agrees on {agreed / len(compared):.1%}, "
+                f"fraud_probability differs by {gap / len(compared):.4f} on average"
+            )
+            for (champion, challenger), agreements in sorted(pairs.items()):
+                lines.append(
+                    f"      v{champion} vs v{challenger}: {sum(agreements) / len(agreements):.1%} agree, "
+                    f"{len(agreements)} events"
+                )
+        if len(compared) < len(records):
+            lines.append(f"    shadow failures     {len(records) - len(compared)} (each record carries the error)")
+        return lines

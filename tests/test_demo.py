@@ -49,3 +49,31 @@ def test_demo_on_flink_accounts_for_every_event_and_stops_the_cluster(model_dir,
     assert "started the streaming pipelines on a local Flink cluster" in out
     assert out.rstrip().endswith("stopped the pipelines, the emulator and the Flink cluster")
     assert not any(component.up for component in LocalFlink(verbose=False).status().components)
+
+
+def test_the_lifecycle_act_rolls_forward_and_back_mid_stream_while_a_shadow_compares(model_dir, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "localdev.demo",
+            f"--model_dir={model_dir}",
+            "--models=fraud",
+            "--events=900",
+            "--rate=60",
+            "--malformed_fraction=0",
+            f"--log_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    assert "accounted for       900/900" in out
+    versions = dict(re.findall(r"v(\d): (\d+)", re.search(r"predictions by +(.*)", out).group(1)))
+    assert set(versions) == {"1", "2"} and sum(map(int, versions.values())) == 900, out
+    assert re.search(r"roll forward: stable -> 2 +first v2 prediction [\d.]+s later", out), out
+    assert re.search(r"roll back: stable -> 1 +first v1 prediction [\d.]+s later", out), out
+    assert re.search(r"shadow \(v2\) +900 comparisons: is_fraud agrees on", out), out
+    assert "v2 vs v2: 100.0% agree" in out and "shadow failures" not in out

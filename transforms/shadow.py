@@ -126,6 +126,16 @@ class _CompareFn(beam.DoFn):
         return OutputMessage(COMPACT_JSON.encode(body).encode("utf-8"), attributes)
 
 
+_LOGGED: dict[str, float] = {}  # error -> when it was last logged, in this process
+
+
+def _log_once_a_while(error: str) -> None:
+    # A runner may load the challenger again for every bundle (the DirectRunner does): one line per RELOAD_SECS.
+    if time.monotonic() - _LOGGED.get(error, -RELOAD_SECS) >= RELOAD_SECS:
+        _LOGGED[error] = time.monotonic()
+        _LOGGER.error("%s; its comparisons record the error, and it is tried again in %gs", error, RELOAD_SECS)
+
+
 class _Recovering:
     """The challenger's model, or the reason it could not be loaded; a failed load is tried again at most every
     RELOAD_SECS, from the batch that finds it due."""
@@ -147,9 +157,7 @@ class _Recovering:
                 self._model, self._error = self._load(), None
             except Exception as error:  # pylint: disable=broad-except
                 self._error = f"the challenger could not be loaded: {type(error).__name__}: {error}"
-                _LOGGER.error(
-                    "%s; its comparisons record the error, and it is tried again in %ss", self._error, RELOAD_SECS
-                )
+                _log_once_a_while(self._error)
         return self._model
 
     @property
