@@ -13,7 +13,16 @@ from __future__ import annotations
 import pytest
 
 INTEGRATION_FIXTURES = frozenset(
-    {"model_dir", "emulator", "serving_repo", "model_server", "flink", "fraud_versions", "lifecycle_repo"}
+    {
+        "model_dir",
+        "emulator",
+        "serving_repo",
+        "model_server",
+        "flink",
+        "fraud_versions",
+        "lifecycle_repo",
+        "lifecycle_server",
+    }
 )
 
 
@@ -123,4 +132,27 @@ def model_server(serving_repo, tmp_path_factory):
     with ModelServerProcess(
         serving_repo, free_port(), log, [f"--model_config_file={serving_repo}/models.config"]
     ) as server:
+        yield server
+
+
+@pytest.fixture
+def lifecycle_server(fraud_versions, tmp_path):
+    """The TF Serving stand-in serving fraud 1 and 2 (genuinely different), re-reading its models.config every half
+    second, as TF Serving does with --model_config_file_poll_wait_seconds."""
+    import shutil
+
+    from lifecycle_checks import write_serving_config
+
+    from localdev.model_server import ModelServerProcess
+    from plumbing.ports import free_port
+
+    root = tmp_path / "serving"
+    for version in ("1", "2"):
+        shutil.copytree(fraud_versions / "fraud" / version, root / "fraud" / version)
+    config = root / "models.config"
+    write_serving_config(config, stable=1, canary=2)
+    args = [f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0.5"]
+    with ModelServerProcess(root, free_port(), tmp_path / "server.log", args) as server:
+        server.config = config
+        server.repo = root
         yield server

@@ -47,3 +47,18 @@ def check_versions(bodies, stages, repo, interface) -> dict[str, int]:
         for event in scored:
             assert_close(by_id[event["event_id"]], expected[event["event_id"]], interface)
     return {version: len(scored) for version, scored in sorted(per_version.items())}
+
+
+SERVING_CONFIG = """model_config_list {{ config {{
+  name: "fraud" base_path: "fraud" model_platform: "tensorflow" model_version_policy {{ all {{}} }}
+  {labels}
+}} }}
+"""
+
+
+def write_serving_config(path, **labels_now):
+    """TF Serving's models.config with these version labels (what `rollout-model --cluster` applies)."""
+    entries = " ".join(f'version_labels {{ key: "{k}" value: {v} }}' for k, v in labels_now.items())
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(SERVING_CONFIG.format(labels=entries))
+    temporary.replace(path)

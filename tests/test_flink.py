@@ -13,14 +13,19 @@ import time
 
 import pytest
 from hostile import HOSTILE_STAGES, hostile_traffic
+from lifecycle_checks import check_versions, rollout, write_serving_config
 from reference import assert_close, check_every_event_accounted_for, direct_outputs, publish_and_account
 from test_backfill import read_json_lines
+from test_canary import within_binomial
 
 from localdev.fault_proxy import FaultProxy
+from localdev.lifecycle import publish_until_version
 from localdev.streaming import PipelineDied, StreamingRun
 from localdev.traffic import MALFORMED_KINDS, make_traffic
+from model_handlers import labels
 from model_handlers.interface import FRAUD, PRICE
 from pipelines import fraud_detection, price_suggestion
+from transforms.routing import CANARY, SHADOW, in_share
 
 INTERFACES = {"fraud": FRAUD, "price": PRICE}
 PIPELINES = {"fraud": fraud_detection, "price": price_suggestion}
@@ -310,3 +315,82 @@ def test_workers_that_cannot_reach_pubsub_fail_the_launcher_with_the_reason(mode
     assert "exited with code 1" in str(died.value)
     assert "the job's workers cannot reach Pub/Sub, so it was cancelled" in str(died.value)
     assert f"at {address} has succeeded for" in str(died.value)
+
+
+@pytest.mark.parametrize("inference", ["in_process", "tf_serving"])
+def test_the_model_lifecycle_on_flink_predicts_every_event_exactly_once_by_the_version_expected(
+    inference, lifecycle_repo, emulator, flink, request, tmp_path
+):
+    """With --deduplicate: a canary takes its share, a shadow pairs every sampled event, stable rolls forward and
+    back and (in process) a hand-labelled broken version is refused, without a restart. Every event is predicted
+    exactly once, by the version expected of it, and equal to a direct call of that version's SavedModel."""
+    canary, shadow = 30, 50
+    args = streaming_args(
+        flink, "--deduplicate", f"--canary_percent={canary}", "--shadow_version=2", f"--shadow_percent={shadow}"
+    )
+    if inference == "tf_serving":
+        server = request.getfixturevalue("lifecycle_server")  # stable 1, canary 2
+        where, repo = None, server.repo
+        args += ["--inference=tf_serving", f"--tf_serving_target={server.target}"]
+        promote = lambda: write_serving_config(server.config, stable=2, previous=1)  # noqa: E731
+        roll_back = lambda: write_serving_config(server.config, stable=1)  # noqa: E731
+    else:
+        labels.write(str(lifecycle_repo), "fraud", {"stable": 1, "canary": 2}, expected={"stable": 1})
+        where, repo = lifecycle_repo, lifecycle_repo
+        args += ["--model_refresh_secs=1"]
+        promote = lambda: rollout(lifecycle_repo, "--version", "2")  # noqa: E731
+        roll_back = lambda: rollout(lifecycle_repo, "--rollback")  # noqa: E731
+    in_canary = lambda m: in_share(m.event_id, canary, CANARY)  # noqa: E731
+    sent = []
+
+    def publish(messages, allowed):
+        run.publish(messages)
+        sent.extend(messages)
+        stages.append((messages, allowed))
+        wait_for_every_event(run, [m.event_id for m in messages], timeout_secs=240)
+
+    def switch_to(version, seed):
+        probes = publish_until_version(run, FRAUD, version, seed=seed, only=lambda m: not in_canary(m))
+        sent.extend(probes)
+        stages.append((probes, None))
+        time.sleep(3)  # every SDK worker's copy follows, not only the one that scored the probe
+
+    with StreamingRun(emulator, "fraud", where, tmp_path, args, prefix=f"lc-{inference}-", comparisons=True) as run:
+        flink.wait_for_job_running(timeout=180)
+        stages = []
+        split = make_traffic(FRAUD, 400, 0.0, seed=131)
+        run.publish(split)
+        sent.extend(split)
+        stages.extend(([m], {"2" if in_canary(m) else "1"}) for m in split)
+        wait_for_every_event(run, [m.event_id for m in split], timeout_secs=240)
+
+        promote()  # stable 2, the canary label withdrawn: its share falls back to stable
+        switch_to("2", seed=231)
+        publish(make_traffic(FRAUD, 200, 0.0, seed=132), {"2"})
+        roll_back()
+        switch_to("1", seed=232)
+        publish(make_traffic(FRAUD, 200, 0.0, seed=133), {"1"})
+        if inference == "in_process":
+            labels.write(str(lifecycle_repo), "fraud", {"stable": 3, "previous": 1}, expected={"stable": 1})
+            time.sleep(4)
+            publish(make_traffic(FRAUD, 200, 0.0, seed=134), {"1"})
+
+        sampled = sorted(m.event_id for m in sent if in_share(m.event_id, shadow, SHADOW))
+        deadline = time.monotonic() + 120
+        while len(run.comparisons) < len(sampled) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(5)  # repeats, if any, show up
+        predictions = [p.body for p in run.predictions]
+        records = [c.body for c in run.comparisons]
+        assert run.dead_letters == []
+        assert_never_restarted(flink)
+    check_versions(predictions, stages, repo, FRAUD)
+    assert within_binomial(sum(map(in_canary, split)), len(split), canary)
+
+    assert sorted(r["event_id"] for r in records) == sampled, "not exactly one comparison per sampled event"
+    version_of = {p["event_id"]: p["model_version"] for p in predictions}
+    events = {json.loads(m.payload)["event_id"]: json.loads(m.payload) for m in sent}
+    challenger = direct_outputs(repo, FRAUD, [events[r["event_id"]] for r in records], version=2)
+    for record in records:
+        assert record["champion_version"] == version_of[record["event_id"]] and record["challenger_version"] == "2"
+        assert_close(record["challenger"], challenger[record["event_id"]], FRAUD)

@@ -4,11 +4,10 @@ rollback and a broken version, without a restart; every event predicted exactly 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import pytest
-from lifecycle_checks import check_versions, rollout
+from lifecycle_checks import check_versions, rollout, write_serving_config
 from reference import assert_close, direct_outputs
 from test_canary import within_binomial
 
@@ -59,40 +58,6 @@ def test_in_process_follows_its_label_forward_back_and_past_a_broken_version(lif
     log = run.log_path.read_text()
     assert "fraud: version 2 now serves, after 1" in log and "fraud: version 1 now serves, after 2" in log
     assert log.count("refused version 3") == 1 and "does not match the 'fraud' schema" in log
-
-
-SERVING_CONFIG = """model_config_list {{ config {{
-  name: "fraud" base_path: "fraud" model_platform: "tensorflow" model_version_policy {{ all {{}} }}
-  {labels}
-}} }}
-"""
-
-
-def write_serving_config(path, **labels_now):
-    """TF Serving's models.config with these version labels (what `rollout-model --cluster` applies)."""
-    entries = " ".join(f'version_labels {{ key: "{k}" value: {v} }}' for k, v in labels_now.items())
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(SERVING_CONFIG.format(labels=entries))
-    temporary.replace(path)
-
-
-@pytest.fixture
-def lifecycle_server(fraud_versions, tmp_path):
-    """The TF Serving stand-in serving fraud 1 and 2 (genuinely different), re-reading its models.config every half
-    second, as TF Serving does with --model_config_file_poll_wait_seconds."""
-    from localdev.model_server import ModelServerProcess
-    from plumbing.ports import free_port
-
-    root = tmp_path / "serving"
-    for version in ("1", "2"):
-        shutil.copytree(fraud_versions / "fraud" / version, root / "fraud" / version)
-    config = root / "models.config"
-    write_serving_config(config, stable=1, canary=2)
-    args = [f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0.5"]
-    with ModelServerProcess(root, free_port(), tmp_path / "server.log", args) as server:
-        server.config = config
-        server.repo = root
-        yield server
 
 
 @pytest.mark.parametrize("inference", ["in_process", "tf_serving"])
