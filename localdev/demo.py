@@ -89,7 +89,8 @@ class Demo:
             if self.act is not None:
                 self.act.prepare()
                 self.say(
-                    f"      lifecycle act: fraud follows `stable` (v1) in {self.act.repo}, shadowed by v2; "
+                    f"      lifecycle act: fraud follows `stable` (v1) in {self.act.repo}, shadowed by v2 on "
+                    f"{self.act.SHADOW_PERCENT}% of events; "
                     "mid-stream stable rolls forward to v2, then back"
                 )
             started = time.monotonic()
@@ -174,10 +175,11 @@ class Demo:
         if self.act is not None:
             self.act.wait()
             fraud = self.runs["fraud"]
+            sampled = self.act.sampled(p.body["event_id"] for p in fraud.predictions)
             # The challenger scores in a stage of its own, a little behind the predictions.
             with contextlib.suppress(PollTimeout):
                 poll_until(
-                    lambda: len(fraud.comparisons) >= len(fraud.predictions) or None,
+                    lambda: len(fraud.comparisons) >= sampled or None,
                     timeout=30,
                     interval=0.2,
                     what="the shadow's comparisons",

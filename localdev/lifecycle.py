@@ -19,6 +19,7 @@ from pathlib import Path
 from localdev.streaming import Received, StreamingRun
 from localdev.traffic import Message, make_traffic
 from model_handlers.interface import ModelInterface
+from transforms.routing import SHADOW, in_share
 
 
 def probes(interface: ModelInterface, seed: int, only: Callable[[Message], bool] | None = None) -> Iterator[Message]:
@@ -65,8 +66,8 @@ def publish_until_version(
 
 class LifecycleAct:
     """The demo's lifecycle act, on one model (fraud): a repository of its own with two genuinely different versions,
-    stable = 1; the pipeline follows stable, and version 2 shadows it as the challenger. Mid-stream the act rolls
-    stable forward to 2, then back to 1, as the rollout command does, and the summary shows the predictions per
+    stable = 1; the pipeline follows stable, and version 2 shadows it as the challenger on half the events. Mid-stream the act rolls
+    stable forward to 2, then back to 1, with the rollout command an operator runs, and the summary shows the predictions per
     version, how long each switch took to show, and the shadow's agreement with the champion of the moment."""
 
     # (what, the rollout command's arguments, the version stable names after it, when: a share of the stream)
@@ -75,12 +76,13 @@ class LifecycleAct:
         ("roll back: stable -> 1", ("--rollback",), "1", 0.55),
     )
     REFRESH_SECS = 2
+    SHADOW_PERCENT = 50
 
     def __init__(self, source_model_dir: str | Path, work_dir: str | Path, say: Callable[[str], None]):
         self.source = Path(source_model_dir)
         self.repo = Path(work_dir) / "lifecycle-models"
         self.say = say
-        self.done: list[tuple[str, str, float]] = []  # (step, version expected, wall time the rollout finished)
+        self.done: list[tuple[str, str, float]] = []  # (step, version expected, wall time the label moved)
         self._thread: threading.Thread | None = None
         self.failed: str | None = None
 
@@ -107,7 +109,6 @@ class LifecycleAct:
                 capture_output=True,
             )
         labels.write(str(self.repo), "fraud", {"stable": 1}, expected=labels.read(str(self.repo), "fraud"))
-        import tensorflow  # noqa: F401  # the rollouts check a version loads: import it now, not mid-stream
 
     def pipeline_args(self) -> list[str]:
         return [
@@ -115,6 +116,8 @@ class LifecycleAct:
             "--model_version_label=stable",
             f"--model_refresh_secs={self.REFRESH_SECS}",
             "--shadow_version=2",
+            # Half the events: a shadow costs what scoring costs, again, on the demo's two cores.
+            f"--shadow_percent={self.SHADOW_PERCENT}",
         ]
 
     def start(self, stream_secs: float) -> None:
@@ -127,26 +130,23 @@ class LifecycleAct:
             self._thread.join()
 
     def _run(self, stream_secs: float) -> None:
-        from deploy.rollout import RolloutError, repository_rollout
-
         start = time.monotonic()
         for step, args, version, when in self.STEPS:
             time.sleep(max(0.0, start + stream_secs * when - time.monotonic()))
-            # What `python -m deploy rollout-model --model_dir=... --model fraud ARGS` does, in this process (the
-            # command would import TensorFlow again, for seconds, to check that the version loads).
-            try:
-                repository_rollout(
-                    str(self.repo),
-                    "fraud",
-                    int(version) if "--version" in args else None,
-                    rollback="--rollback" in args,
-                    log=lambda _message: None,
-                )
-            except RolloutError as error:
-                self.failed = f"{step}: {error}"
+            # The command an operator runs; it checks that the version loads first, so it takes a few seconds.
+            command = [sys.executable, "-m", "deploy", "rollout-model", f"--model_dir={self.repo}", "--model", "fraud"]
+            done = subprocess.run([*command, *args], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                self.failed = f"{step}: {done.stderr.strip()[-500:]}"
                 return
-            self.done.append((step, version, time.time()))
+            # When the label moved: the command's last write (it exits a while later, tearing TensorFlow down).
+            moved_at = (self.repo / "fraud" / "labels.json").stat().st_mtime
+            self.done.append((step, version, moved_at))
             self.say(f"      lifecycle: {step}  (python -m deploy rollout-model --model fraud {' '.join(args)})")
+
+    def sampled(self, event_ids) -> int:
+        """How many of these events the shadow scores."""
+        return sum(in_share(event_id, self.SHADOW_PERCENT, SHADOW) for event_id in event_ids)
 
     def summary(self, predictions: list[Received], comparisons: list[Received]) -> list[str]:
         per_version = collections.Counter(p.body["model_version"] for p in predictions)
@@ -157,7 +157,9 @@ class LifecycleAct:
             after = [
                 p.received_at for p in predictions if p.received_at >= finished and p.body["model_version"] == version
             ]
-            shown = f"first v{version} prediction {min(after) - finished:.1f}s later" if after else "never shown"
+            shown = (
+                f"first v{version} prediction {min(after) - finished:.1f}s after the move" if after else "never shown"
+            )
             lines.append(f"    {step:<27} {shown}")
         if len(self.done) < len(self.STEPS) and not self.failed:
             lines.append("    lifecycle           the stream ended before every step ran")
@@ -170,7 +172,7 @@ class LifecycleAct:
             agreed = sum(r["agree"] for r in compared)
             gap = sum(abs(r["champion"]["fraud_probability"] - r["challenger"]["fraud_probability"]) for r in compared)
             lines.append(
-                f"    shadow (v2)         {len(compared)} comparisons: is_fraud agrees on {agreed / len(compared):.1%}, "
+                f"    shadow (v2, {self.SHADOW_PERCENT}%)    {len(compared)} comparisons: is_fraud agrees on {agreed / len(compared):.1%}, "
                 f"fraud_probability differs by {gap / len(compared):.4f} on average"
             )
             for (champion, challenger), agreements in sorted(pairs.items()):
