@@ -7,7 +7,8 @@ Builds a repository of its own from `--model_dir` (fraud 1, and 2 trained with a
 `<out>/lifecycle-models`), then:
 
 1. memory and batch latency, in a fresh process (`--part=handler`): the handler follows `stable` while the label
-   moves between 1 and 2 every few seconds, the new version loading beside the serving one. RSS (from
+   moves between 1 and 2 every few seconds, the new version loading beside the serving one (and the old copy
+   collected at the swap; a full collection alone is timed too). RSS (from
    /proc/self/status) after TensorFlow is imported, with one version loaded, right after the second has loaded
    beside it, and after each swap once the old copy is released (a copy that leaked would show as growth).
    Meanwhile one thread scores batches of 256 as fast as it can: batch latency while a version loads
@@ -109,18 +110,24 @@ def handler_part(repo: Path, swaps: int, swap_every_secs: float) -> dict:
     scorer = threading.Thread(target=score, daemon=True)
     scorer.start()
     after_release = []
+    swaps_at: list[tuple[float, float]] = []  # each refresh: the load beside, the swap, the old copy collected
     time.sleep(swap_every_secs)
     for i in range(swaps):
         move_stable(repo, 2 if i % 2 == 0 else 1)
-        follower.refresh()  # loads beside the serving copy, then swaps; what the follower's thread does
-        gc.collect()
+        begin = time.monotonic()
+        follower.refresh()  # loads beside the serving copy, swaps, collects the old: what the follower's thread does
+        swaps_at.append((begin, time.monotonic()))
         after_release.append(rss_mb())
         time.sleep(swap_every_secs)
+    # What a swap's collection of the old copy costs on its own: a full collection, nothing to free.
+    begin = time.monotonic()
+    gc.collect()
+    full_collection_secs = time.monotonic() - begin
     stop.set()
     scorer.join()
 
     def overlaps_a_load(start: float, seconds: float) -> bool:
-        return any(start < item["end"] and start + seconds > item["start"] for item in loads[1:])
+        return any(start < end and start + seconds > begin for begin, end in swaps_at)
 
     through = [s * 1000 for start, s, _ in batches if overlaps_a_load(start, s)]
     steady = [s * 1000 for start, s, _ in batches if not overlaps_a_load(start, s)]
@@ -132,6 +139,8 @@ def handler_part(repo: Path, swaps: int, swap_every_secs: float) -> dict:
             "after_release": after_release,
         },
         "loads_secs": [item["end"] - item["start"] for item in loads],
+        "refresh_secs": [end - begin for begin, end in swaps_at],
+        "full_collection_secs": full_collection_secs,
         "batch_ms": {"through_a_swap": through, "steady": steady},
         "batch_size": len(rows),
     }

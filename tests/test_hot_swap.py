@@ -100,27 +100,32 @@ def test_a_pinned_version_or_no_refresh_never_moves(lifecycle_repo):
     assert [m.serving_version() for m in models] == [1, 1]
 
 
-def test_the_old_copy_is_released_after_the_swap_even_while_a_batch_held_it(lifecycle_repo):
+def test_the_old_copy_is_released_at_the_swap_or_once_the_batch_that_held_it_ends(lifecycle_repo):
     handler = SavedModelHandler(FRAUD, str(lifecycle_repo), version_label="stable")
     copies = []
 
     def load(version):
         copy = handler.load_version(version)
-        copies.append((version, weakref.ref(copy)))
+        copies.append(weakref.ref(copy))
         return copy
 
     follower = FollowedModel("fraud", handler._resolve, load)  # pylint: disable=protected-access
     columns = FRAUD.to_columns(features_of(generate(FRAUD, 8, seed=1)[0]))
     assert follower.predict(columns)[0] == 1
-    held = copies[0][1]()  # a batch that took version 1 before the swap and is still scoring
+
     move(lifecycle_repo, stable=2, previous=1)
     news = follower.refresh()
     assert (news.kind, news.version) == (SWAPPED, 2)
+    assert copies[0]() is None, "version 1 is still held after the swap"
+
+    held = copies[1]()  # a batch that took version 2 before the next swap and is still scoring
+    move(lifecycle_repo, stable=1, previous=2)
+    assert follower.refresh().version == 1
     assert held.predict(columns)  # the batch finishes on its copy
     del held
-    gc.collect()
-    assert copies[0][1]() is None, "version 1 is still held after the swap and its last batch"
-    assert copies[1][1]() is not None and follower.serving_version() == 2
+    gc.collect()  # Python's next collection
+    assert copies[1]() is None, "version 2 is still held after the swap and its last batch"
+    assert copies[2]() is not None and follower.serving_version() == 1
 
 
 def test_a_shared_copy_across_processes_follows_its_label_too(lifecycle_repo):
