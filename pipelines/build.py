@@ -46,8 +46,10 @@ def make_handler(
     version: int | None = None,
     label: str | None = None,
     fallback_label: str | None = None,
+    target: str | None = None,
 ) -> IsolatingModelHandler:
-    """A handler scoring with `version`, or the version `label` names (else `fallback_label`'s), or the newest."""
+    """A handler scoring with `version`, or the version `label` names (else `fallback_label`'s), or the newest;
+    over TF Serving, at `target` (default: --tf_serving_target)."""
     batching = dict(
         min_batch_size=options.min_batch_size,
         max_batch_size=options.max_batch_size,
@@ -56,7 +58,7 @@ def make_handler(
     if inference == InferencePath.TF_SERVING:
         return TFServingHandler(
             interface,
-            options.tf_serving_target,
+            target or options.tf_serving_target,
             model_version=version,
             version_label=label,
             fallback_label=fallback_label,
@@ -99,9 +101,14 @@ def make_handlers(interface: ModelInterface, options: InferenceOptions, inferenc
         canary = Canary(canary_handler, options.canary_percent)
     if options.shadow_label or options.shadow_version:
         challenger = make_handler(
-            interface, options, inference, version=options.shadow_version, label=options.shadow_label
+            interface,
+            options,
+            inference,
+            version=options.shadow_version,
+            label=options.shadow_label,
+            target=options.shadow_tf_serving_target,
         )
-        shadow = Shadow(challenger, options.shadow_percent)
+        shadow = Shadow(challenger, options.shadow_percent, options.shadow_max_lag_secs)
     return Handlers(handler, canary, shadow)
 
 

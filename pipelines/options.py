@@ -18,6 +18,7 @@ from model_handlers.tf_serving import APIS as TF_SERVING_APIS
 from transforms.events import DEFAULT_MAX_EVENT_BYTES
 from transforms.messages import Format
 from transforms.pubsub_pull import UNREACHABLE_AFTER_SECS
+from transforms.shadow import DEFAULT_MAX_LAG_SECS as DEFAULT_SHADOW_MAX_LAG_SECS
 
 SUBSCRIPTION_RE = re.compile(r"^projects/[^/]+/subscriptions/[^/]{3,255}$")
 TOPIC_RE = re.compile(r"^projects/[^/]+/topics/[^/]{3,255}$")
@@ -57,6 +58,7 @@ TF_SERVING_ONLY = (
     "tf_serving_client_certificate",
     "tf_serving_client_key",
     "tf_serving_api",
+    "shadow_tf_serving_target",
 )
 # Flags each --inference does not take. tfx_bsl reads the model repository, but keeps one Session per process.
 NOT_FOR = {
@@ -198,6 +200,18 @@ class InferenceOptions(PipelineOptions):
             type=float,
             default=100.0,
             help="the share of events the challenger scores (by a stable hash of event_id; default: all)",
+        )
+        lifecycle.add_argument(
+            "--shadow_max_lag_secs",
+            type=float,
+            default=DEFAULT_SHADOW_MAX_LAG_SECS,
+            help="an event the challenger reaches this long after the champion scored it is shed (recorded as "
+            "such, not scored), so that a slow challenger never holds the predictions back",
+        )
+        lifecycle.add_argument(
+            "--shadow_tf_serving_target",
+            help="tf_serving: the challenger's own TF Serving, host:port (default: --tf_serving_target), so that "
+            "shadow traffic does not load the server the predictions come from",
         )
         lifecycle.add_argument(
             "--shadow_output",
@@ -374,6 +388,17 @@ class InferenceOptions(PipelineOptions):
             problems.append(f"--shadow_version must be a positive integer, got {self.shadow_version}")
         if not 0 < self.shadow_percent <= 100:
             problems.append(f"--shadow_percent must be above 0 and at most 100, got {self.shadow_percent}")
+        if self.shadow_max_lag_secs <= 0:
+            problems.append(f"--shadow_max_lag_secs must be positive, got {self.shadow_max_lag_secs}")
+        if self.shadow_tf_serving_target:
+            if not shadowed:
+                problems.append(
+                    "--shadow_tf_serving_target needs a challenger: give --shadow_label or --shadow_version"
+                )
+            if not TARGET_RE.match(self.shadow_tf_serving_target):
+                problems.append(
+                    f"--shadow_tf_serving_target must look like host:port, got {self.shadow_tf_serving_target!r}"
+                )
         if shadowed and not self.shadow_output:
             problems.append("a shadow needs --shadow_output, where its comparison records go")
         if self.shadow_output and not shadowed:

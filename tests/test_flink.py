@@ -394,3 +394,41 @@ def test_the_model_lifecycle_on_flink_predicts_every_event_exactly_once_by_the_v
     for record in records:
         assert record["champion_version"] == version_of[record["event_id"]] and record["challenger_version"] == "2"
         assert_close(record["challenger"], challenger[record["event_id"]], FRAUD)
+
+
+def test_a_slow_challenger_sheds_what_it_cannot_reach_in_time_and_every_prediction_flows(
+    lifecycle_server, emulator, flink, tmp_path
+):
+    """The challenger on a TF Serving of its own that takes 3 s a request, made slow for real: it falls behind, the
+    events it reaches more than a second late are recorded as shed, unscored, and every prediction flows, exactly
+    once and by the champion."""
+    from localdev.model_server import ModelServerProcess
+    from plumbing.ports import free_port
+
+    messages = make_traffic(FRAUD, 400, 0.0, seed=141)
+    with ModelServerProcess(lifecycle_server.repo, free_port(), tmp_path / "slow.log", ["--delay_secs=3"]) as slow:
+        args = streaming_args(
+            flink,
+            "--inference=tf_serving",
+            f"--tf_serving_target={lifecycle_server.target}",
+            "--model_version=1",
+            "--shadow_version=2",
+            f"--shadow_tf_serving_target={slow.target}",
+            "--shadow_max_lag_secs=1",
+        )
+        with StreamingRun(emulator, "fraud", None, tmp_path, args, prefix="slow-", comparisons=True) as run:
+            flink.wait_for_job_running(timeout=180)
+            run.publish(messages, rate_per_sec=40)
+            wait_for_every_event(run, [m.event_id for m in messages], timeout_secs=120)
+            deadline = time.monotonic() + 120
+            while len(run.comparisons) < len(messages) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            time.sleep(3)
+            predictions = [p.body for p in run.predictions]
+            records = [c.body for c in run.comparisons]
+            assert run.dead_letters == []
+    check_versions(predictions, [(messages, {"1"})], lifecycle_server.repo, FRAUD)
+    assert sorted(r["event_id"] for r in records) == sorted(m.event_id for m in messages)
+    shed = [r for r in records if r["challenger"] is None]
+    assert shed and all(r["error"].startswith("shed: the challenger reached this event") for r in shed)
+    assert all(r["challenger_version"] == "2" for r in records if r["challenger"] is not None)

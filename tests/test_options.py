@@ -156,3 +156,20 @@ def test_a_backfill_shadow_writes_files_apart_from_the_predictions():
     PipelineOptions(BACKFILL + ["--shadow_version=1", "--shadow_output=out/shadow"]).view_as(
         InferenceOptions
     ).validate()
+
+
+def test_the_challengers_own_tf_serving_and_its_lag_are_checked():
+    serving = ["--inference=tf_serving", "--tf_serving_target=localhost:8500"]
+    shadow = ["--shadow_version=2", "--shadow_output=projects/p/topics/shadow"]
+    assert "--shadow_tf_serving_target does not apply to --inference=in_process" in problems(
+        STREAMING + shadow + ["--shadow_tf_serving_target=localhost:8501"]
+    )
+    assert "--shadow_tf_serving_target needs a challenger" in problems(
+        STREAMING + serving + ["--shadow_tf_serving_target=localhost:8501"]
+    )
+    assert "--shadow_max_lag_secs must be positive, got 0.0" in problems(
+        STREAMING + shadow + ["--shadow_max_lag_secs=0"]
+    )
+    PipelineOptions(STREAMING + serving + shadow + ["--shadow_tf_serving_target=localhost:8501"]).view_as(
+        InferenceOptions
+    ).validate()

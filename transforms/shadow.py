@@ -1,7 +1,7 @@
 """ShadowScore: a challenger scores the events the champion scored, and each pair of answers becomes a comparison.
 
-    (EventRef, champion's PredictionResult) -> sample by event_id -> Reshuffle -> RunInference(challenger)
-                                                                                -> comparison records (OutputMessage)
+    (EventRef, champion's PredictionResult) -> sample by event_id -> Reshuffle
+        -> RunInference(challenger; the late shed) -> comparison records (OutputMessage)
 
 Only the champion's predictions go out; the challenger's are compared and recorded, never published as
 predictions. The comparison is made on the same event, so its difference is the models' difference and nothing
@@ -13,6 +13,10 @@ A challenger that fails or is slow must not delay, change or dead-letter the cha
   bundle does not wait for it (on the DirectRunner each step runs on its own anyway);
 - its failures become comparison records with the error (and a count), never dead letters; one that cannot even
   be loaded (a label withdrawn from TF Serving, say) fails its comparisons, not the worker;
+- a challenger slower than the traffic sheds: an event it reaches more than --shadow_max_lag_secs after the
+  champion scored it is recorded as shed (`shadow_shed`) without being scored, so the queue in front of it, which on
+  Flink would fill and hold the champion back through backpressure, empties again. (The DirectRunner runs one step
+  at a time, so there a slow challenger slows everything: it is a local runner.)
 - its records are published best effort: one that cannot be published is counted and dropped; its input message
   was acknowledged with the champion's prediction.
 
@@ -20,7 +24,8 @@ A comparison record (JSON): event_id, model, champion_version, challenger_versio
 outputs, with what the pipeline derives from them), then `agree` (decisions equal; a regressor: its relative
 error within REGRESSION_AGREEMENT) and, for a regressor, `relative_error`; or `error` in place of the challenger's
 answer. Beam metrics in the model's namespace give the running agreement: shadow_compared, shadow_agreed,
-shadow_failed, and the distribution shadow_relative_error_ppm.
+shadow_failed (every record without the challenger's answer), shadow_shed (those shed among them), and the
+distribution shadow_relative_error_ppm.
 """
 
 from __future__ import annotations
@@ -44,29 +49,34 @@ _LOGGER = logging.getLogger(__name__)
 
 # How often a challenger that could not be loaded is tried again.
 RELOAD_SECS = 30.0
+# How far behind the champion the challenger may fall before it sheds events (--shadow_max_lag_secs).
+DEFAULT_MAX_LAG_SECS = 10.0
 # A regressor's challenger agrees when its answer is within this relative error of the champion's.
 REGRESSION_AGREEMENT = 0.05
 
 
 class Shadow(NamedTuple):
-    """A challenger scoring `percent` of the events (by a stable hash of event_id) beside the champion."""
+    """A challenger scoring `percent` of the events (by a stable hash of event_id) beside the champion; an event
+    that reaches it more than `max_lag_secs` after the champion scored it is shed."""
 
     handler: IsolatingModelHandler
     percent: float
+    max_lag_secs: float = DEFAULT_MAX_LAG_SECS
 
 
 class Champion(NamedTuple):
-    """The key the challenger scores an event under: the champion's answer to compare with."""
+    """The key the challenger scores an event under: the champion's answer to compare with, and when it was given."""
 
     event_id: str
     version: str
     outputs: dict[str, float]
+    scored_at: float  # time.time()
 
 
 def _sample(keyed_result, percent: float):
     ref, result = keyed_result
     if percent >= 100 or in_share(ref.event_id, percent, SHADOW):
-        yield Champion(ref.event_id, str(result.model_id), dict(result.inference)), result.example
+        yield Champion(ref.event_id, str(result.model_id), dict(result.inference), time.time()), result.example
 
 
 class _CompareFn(beam.DoFn):
@@ -166,19 +176,48 @@ class _Recovering:
 
 
 class ChallengerHandler(EventKeyedHandler):
-    """The challenger's handler, keyed by its Champion: a challenger that cannot be loaded fails its comparisons,
-    not the worker (the champion's RunInference shares that worker). It keeps one copy per worker process, never
-    one shared across processes: a shared copy's proxy cannot carry a model that may not be there."""
+    """The challenger's handler, keyed by its Champion.
+
+    - A challenger that cannot be loaded fails its comparisons, not the worker (the champion's RunInference shares
+      that worker).
+    - A batch's events that the challenger reaches more than `max_lag_secs` after the champion scored them are shed:
+      recorded as such, not scored. Shedding costs nothing, so a challenger that has fallen behind catches up, and
+      the queue in front of it, which on Flink would fill and hold the champion back through backpressure, empties.
+    - It keeps one copy per worker process, never one shared across processes: a shared copy's proxy cannot carry
+      a model that may not be there.
+    """
+
+    def __init__(self, unkeyed: IsolatingModelHandler, max_lag_secs: float = DEFAULT_MAX_LAG_SECS):
+        super().__init__(unkeyed)
+        self._max_lag_secs = max_lag_secs
 
     def load_model(self) -> _Recovering:
         return _Recovering(self._unkeyed.load_model)
 
     def run_inference(self, batch, model: _Recovering, inference_args=None):
+        now = time.time()
+        fresh, shed = [], []
+        for champion, features in batch:
+            if now - champion.scored_at <= self._max_lag_secs:
+                fresh.append((champion, features))
+            else:
+                shed.append(self._shed(champion, features, now))
+        if not fresh:
+            return shed
         loaded = model.get()
         if loaded is None:
             failure = InferenceFailure(model.error, ErrorType.RETRYABLE)
-            return [(key, PredictionResult(example, failure, None)) for key, example in batch]
-        return super().run_inference(batch, loaded, inference_args)
+            return shed + [(key, PredictionResult(example, failure, None)) for key, example in fresh]
+        return shed + list(super().run_inference(fresh, loaded, inference_args))
+
+    def _shed(self, champion: Champion, features, now: float):
+        Metrics.counter(self.get_metrics_namespace(), "shadow_shed").inc()
+        failure = InferenceFailure(
+            f"shed: the challenger reached this event {now - champion.scored_at:.1f}s after the champion scored it "
+            f"(more than --shadow_max_lag_secs={self._max_lag_secs:g})",
+            ErrorType.RETRYABLE,
+        )
+        return champion, PredictionResult(features, failure, None)
 
     def share_model_across_processes(self) -> bool:
         return False
@@ -208,9 +247,8 @@ class ShadowScore(beam.PTransform):
         sampled = scored | "Sample" >> beam.FlatMap(_sample, self._shadow.percent)
         # A stage of its own for the challenger (see the module's docstring).
         detached = sampled | "Detach" >> beam.Reshuffle()
-        results, failed = (
-            detached | "Challenger" >> RunInference(ChallengerHandler(self._shadow.handler)).with_exception_handling()
-        )
+        challenger = ChallengerHandler(self._shadow.handler, self._shadow.max_lag_secs)
+        results, failed = detached | "Challenger" >> RunInference(challenger).with_exception_handling()
         failures = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch_records)
         classifier = interface.example_signature_name == CLASSIFY
         return (
