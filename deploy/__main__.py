@@ -171,6 +171,14 @@ def cmd_rollout_model(args) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
         return 0
+    if args.model_dir and not args.rollback:
+        # The repository TF Serving serves from: the version must load, match the interface and warm up before
+        # TF Serving is asked to load it (TF Serving's AVAILABLE says it loads, not that it matches).
+        try:
+            rollout.check_loads(args.model_dir, args.model, args.version)
+        except rollout.RolloutError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     _, core = _kube(args.context)
     http = _http(core, args.namespace)
 
@@ -280,7 +288,8 @@ def parser() -> argparse.ArgumentParser:
     rollout.add_argument(
         "--cluster",
         action="store_true",
-        help="with --model_dir: move TF Serving's labels in the cluster as well (without --model_dir it is implied)",
+        help="with --model_dir: move TF Serving's labels in the cluster as well, after the version is checked in the "
+        "repository (without --model_dir it is implied, and TF Serving's AVAILABLE is the only check)",
     )
     rollout.add_argument("--version", type=int, help="the version to label")
     rollout.add_argument("--label", default="stable", choices=("stable", "canary"))

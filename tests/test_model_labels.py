@@ -7,6 +7,7 @@ scoring in process with the version a label names.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -204,3 +205,29 @@ def test_a_pipeline_in_process_scores_with_the_version_its_label_names(repositor
     assert SavedModelHandler(MODELS["fraud"], str(repository), version_label="previous").model_version == "1"
     with pytest.raises(ModelNotFoundError, match="has no label 'canary'"):
         SavedModelHandler(MODELS["fraud"], str(repository), version_label="canary")
+
+
+def test_a_cluster_rollout_checks_the_repositorys_version_before_it_touches_the_cluster(repository, tmp_path):
+    """TF Serving's AVAILABLE says a version loads, not that it matches the interface: with --model_dir, the
+    cluster rollout refuses a broken version first, with no cluster contacted (none is configured here)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deploy",
+            "rollout-model",
+            f"--model_dir={repository}",
+            "--cluster",
+            "--model",
+            "fraud",
+            "--version",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "no-such-kubeconfig")},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "fraud version 3 cannot serve" in done.stderr and "does not match" in done.stderr
