@@ -13,6 +13,8 @@ collector frees it). A batch still scoring with it keeps it until that batch end
 
 A version that fails to load, to match the interface or to warm up is refused: the serving one stays, and the
 refusal is logged and reported. It is not tried again until the labels name another version and come back to it.
+A worker that starts while its label names such a version has nothing serving yet: it falls back (for `stable`,
+to `previous`), as its running peers, which refused the version, still serve that one.
 
 The thread cannot increment Beam metrics, which belong to the bundle being processed, so what it does is kept as
 `News`, which the handler takes with the next batch and counts.
@@ -56,16 +58,17 @@ class FollowedModel:
         resolve: Callable[[], int],
         load: Callable[[int], Any],
         refresh_secs: float = 0,
+        fallbacks: Callable[[], list[int]] | None = None,
     ):
         self._name = name
         self._resolve = resolve
         self._load = load
         self._lock = threading.Lock()
-        self._version = resolve()
-        self._model = load(self._version)  # the first load must work: a worker without a model cannot score
         self._refused: set[int] = set()
         self._news: list[News] = []
         self._problem: str | None = None
+        self._version = resolve()
+        self._model = self._first_load(fallbacks)
         self._stop = threading.Event()
         if refresh_secs > 0:
             # The thread holds only a weak reference, so that the follower is freed (and the thread ends) when Beam
@@ -77,6 +80,29 @@ class FollowedModel:
                 name=f"follow-{name}-model",
                 daemon=True,
             ).start()
+
+    def _first_load(self, fallbacks: Callable[[], list[int]] | None):
+        """The version the labels name; if it cannot serve, the first of `fallbacks()` that can (a worker that
+        starts, or restarts, while the label names a broken version serves what its running peers serve, the
+        version before it); if none can, the error: a worker without a model cannot score."""
+        try:
+            return self._load(self._version)
+        except Exception as error:  # pylint: disable=broad-except
+            candidates = [v for v in (fallbacks() if fallbacks else []) if v != self._version]
+            if not candidates:
+                raise
+            refused, reason = self._version, f"{type(error).__name__}: {error}"
+            self._refused.add(refused)
+            self._news.append(News(REFUSED, refused, reason))
+            self._version = candidates[0]
+            _LOGGER.error(
+                "%s: refused version %d, so version %d serves (its fallback): %s",
+                self._name,
+                refused,
+                self._version,
+                reason,
+            )
+            return self._load(self._version)
 
     def predict(self, *args) -> tuple[int, Any, list[News]]:
         """Calls the serving copy's `predict`: (its version, its answer, the news since the last call). The copy

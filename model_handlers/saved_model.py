@@ -158,8 +158,20 @@ class RepositoryModelHandler(IsolatingModelHandler):
     def load_model(self) -> FollowedModel:
         # Without a label the version stays the one resolved in the launcher: the newest then, not the newest when
         # some worker happens to load.
-        resolve = self._resolve if self._label else (lambda: self._version)
-        return FollowedModel(self.interface.name, resolve, self.load_version, self._refresh_secs)
+        if not self._label:
+            return FollowedModel(self.interface.name, lambda: self._version, self.load_version)
+        return FollowedModel(
+            self.interface.name, self._resolve, self.load_version, self._refresh_secs, fallbacks=self._fallbacks
+        )
+
+    def _fallbacks(self) -> list[int]:
+        """What a worker starting on a broken labelled version serves instead: the fallback label's version, then,
+        following `stable`, the version stable named before (`previous`)."""
+        from model_handlers import labels
+
+        found = labels.read(self._model_dir, self.interface.name)
+        names = [self._fallback_label] + ([labels.PREVIOUS] if self._label == "stable" else [])
+        return [found[name] for name in names if name in found]
 
     def predict_with(self, model: FollowedModel, *args) -> tuple[str, Any]:
         """The serving copy's answer and the version that gave it; counts what the follower did meanwhile."""

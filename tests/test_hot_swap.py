@@ -16,6 +16,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from reference import assert_close, direct_outputs
 
 from model_handlers import labels
+from model_handlers.errors import SignatureMismatchError
 from model_handlers.following import REFUSED, SWAPPED, FollowedModel
 from model_handlers.interface import FRAUD
 from model_handlers.saved_model import SavedModelHandler
@@ -89,6 +90,26 @@ def test_a_followed_label_moves_the_serving_version_without_a_restart(handler_cl
     assert wait_for(lambda: model.serving_version() == 1)
     assert scored_by(handler, model, events) == {"1"}
     model.close()
+
+
+def test_a_worker_that_starts_while_its_label_names_a_broken_version_serves_the_version_before(lifecycle_repo, caplog):
+    caplog.set_level(logging.INFO)
+    move(lifecycle_repo, stable=3, previous=1)
+    handler = SavedModelHandler(FRAUD, str(lifecycle_repo), version_label="stable", refresh_secs=0.2)
+    model = handler.load_model()
+    assert model.serving_version() == 1
+    assert "refused version 3, so version 1 serves (its fallback)" in caplog.text
+    events, _ = generate(FRAUD, 16, seed=4)
+    assert scored_by(handler, model, events) == {"1"}
+    time.sleep(0.6)  # a few checks: the refused version is not loaded again
+    assert caplog.text.count("refused version 3") == 1
+    move(lifecycle_repo, stable=2, previous=1)
+    assert wait_for(lambda: model.serving_version() == 2)
+    model.close()
+
+    move(lifecycle_repo, stable=3)  # nothing to fall back on: a worker without a model cannot score
+    with pytest.raises(SignatureMismatchError, match="does not match the 'fraud' schema"):
+        SavedModelHandler(FRAUD, str(lifecycle_repo), version_label="stable").load_model()
 
 
 def test_a_pinned_version_or_no_refresh_never_moves(lifecycle_repo):
