@@ -59,7 +59,9 @@ def test_the_lifecycle_act_rolls_forward_and_back_mid_stream_while_a_shadow_comp
             "localdev.demo",
             f"--model_dir={model_dir}",
             "--models=fraud",
-            "--events=1500",
+            # 40 s at 60/s: both moves show before the stream ends, even on a busy machine, where each rollout
+            # command takes several seconds to load TensorFlow and check the version.
+            "--events=2400",
             "--rate=60",
             "--malformed_fraction=0",
             f"--log_dir={tmp_path}",
@@ -70,15 +72,15 @@ def test_the_lifecycle_act_rolls_forward_and_back_mid_stream_while_a_shadow_comp
     )
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
-    assert "accounted for       1500/1500" in out
+    assert "accounted for       2400/2400" in out
     versions = dict(re.findall(r"v(\d): (\d+)", re.search(r"predictions by +(.*)", out).group(1)))
-    assert set(versions) == {"1", "2"} and sum(map(int, versions.values())) == 1500, out
+    assert set(versions) == {"1", "2"} and sum(map(int, versions.values())) == 2400, out
     assert re.search(r"roll forward: stable -> 2 +first v2 prediction [\d.]+s after the move", out), out
     assert re.search(r"roll back: stable -> 1 +first v1 prediction [\d.]+s after the move", out), out
     from localdev.traffic import make_traffic
     from model_handlers.interface import FRAUD
     from transforms.routing import SHADOW, in_share
 
-    sampled = sum(in_share(m.event_id, 50, SHADOW) for m in make_traffic(FRAUD, 1500, 0.0, seed=7))
+    sampled = sum(in_share(m.event_id, 50, SHADOW) for m in make_traffic(FRAUD, 2400, 0.0, seed=7))
     assert re.search(rf"shadow \(v2, 50%\) +{sampled} comparisons: is_fraud agrees on", out), out
     assert "v2 vs v2: 100.0% agree" in out and "shadow failures" not in out
