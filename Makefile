@@ -6,7 +6,7 @@ MODEL_DIR ?= models
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock models schemas demo lint test test-unit bench deploy-validate clean
+.PHONY: help setup lock models schemas demo lint test test-unit bench bench-gpu deploy-validate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -55,6 +55,15 @@ test-unit: $(STAMP) ## The unit layer alone: nothing outside the process, under 
 
 bench: models ## Benchmarks: signature ceiling, backfill, streaming, plain-consumer baseline -> benchmarks/results/
 	$(PY) -m benchmarks.run --model_dir=$(MODEL_DIR) $(BENCH_ARGS)
+
+# The GPU worker image's packages (the hashed lock requirements/worker-gpu.txt, TensorFlow with CUDA) in a venv of
+# their own; the project runs from the source tree, as in the image.
+GPU_VENV ?= .venv-gpu
+bench-gpu: models ## On an NVIDIA GPU machine: in-process scoring, GPU against CPU, batches 1-2048, 1 and 2 model copies -> benchmarks/results/gpu/
+	@test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install --quiet --require-hashes -r requirements/worker-gpu.txt
+	PYTHONPATH=$(CURDIR) $(GPU_VENV)/bin/python -m benchmarks.gpu --model_dir=$(MODEL_DIR) --out=benchmarks/results/gpu
+	$(PY) -m benchmarks.gpu --plot benchmarks/results/gpu/gpu.json
 
 deploy-validate: $(STAMP) ## Render and validate both Kubernetes overlays offline (kubectl, Maven)
 	$(PY) -m deploy validate --overlay all

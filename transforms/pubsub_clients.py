@@ -38,6 +38,19 @@ def publisher_client(emulator_host: str | None, batch_settings=None):
     return pubsub_v1.PublisherClient(transport=PublisherGrpcTransport(channel=channel), **settings)
 
 
+def publisher_api(emulator_host: str | None):
+    """The official client's generated Publisher API (google.pubsub_v1), without its per-message batching layer:
+    the sink sends whole Publish requests of raw protobuf messages itself (transforms.pubsub_publish)."""
+    from google.pubsub_v1 import PublisherClient
+
+    if not emulator_host:
+        return PublisherClient()
+    from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
+
+    channel = grpc.insecure_channel(emulator_host, options=_EMULATOR_CHANNEL_OPTIONS)
+    return PublisherClient(transport=PublisherGrpcTransport(channel=channel))
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether a Pub/Sub call's failure may pass on its own: the service or the network, not the request."""
     import concurrent.futures

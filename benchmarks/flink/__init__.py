@@ -20,7 +20,7 @@
    and a big input give fixed cost and steady state, as the `backfill` section computes them.
 4. Where the time goes (always measured, so the figures explain themselves): CPU seconds per process during a
    drain (emulator, Flink JVMs, job server, SDK workers, launcher, the benchmark's own publisher/collectors); the
-   pieces alone (emulator pull rate, publish rate the way WriteToPubSub publishes, the model's per-event cost
+   pieces alone (emulator pull rate, publish rate the way the sink publishes, the model's per-event cost
    from benchmarks.ceiling); and a py-spy profile of the SDK worker's bundle thread during a drain.
 
 Everything it starts (emulator, cluster, jobs, launchers, consumers) stops on the way out. The machine is small

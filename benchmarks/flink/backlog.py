@@ -129,12 +129,13 @@ def wait_for_drain(
     ready_timeout_secs: float,
     on_ready: Callable[[float], None] | None = None,
 ) -> float | None:
-    """Until the backlog's outputs are out (or stall, or time runs out); `meter` runs from the first output, when
-    `on_ready` gets the seconds since `started`. Returns those seconds, None when nothing came out."""
+    """Until the backlog's outputs are out (or stall, or time runs out); `meter` runs from now (`drain_cpu` takes
+    the drain's window out of it), and `on_ready` gets the seconds from `started` to the first output. Returns
+    those seconds, None when nothing came out."""
     ready: dict = {}
+    meter.start()
 
     def on_first():
-        meter.start()
         ready["secs"] = time.monotonic() - started
         if on_ready:
             on_ready(ready["secs"])
@@ -150,6 +151,15 @@ def wait_for_drain(
         poll_secs=0.05,
     )
     return ready.get("secs")
+
+
+def drain_cpu(run: StreamingRun, meter: CpuMeter) -> dict:
+    """The CPU of each component between the drain's first and last output as Pub/Sub stamped them (the
+    collectors receive them later, and the time until then is mostly idle), from a stopped meter."""
+    figures = meter.stop()
+    stamps = [r.publish_time for r in [*run.predictions, *run.dead_letters]]
+    window = meter.between(min(stamps), max(stamps)) if len(stamps) >= 2 else None
+    return window or figures
 
 
 def drain_figures(run: StreamingRun) -> dict:

@@ -1,5 +1,5 @@
 """What Flink is measured against on the same emulator: the plain google-cloud-pubsub consumer, and each piece of
-the streaming path alone (the emulator's pull, publishing as WriteToPubSub does, the project's per-event work)."""
+the streaming path alone (the emulator's pull, publishing as the sink does, the project's per-event work)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.common import log, python_module, run_json_child
-from benchmarks.flink.backlog import PlainBacklogRun, drain_figures, latency_after_drain, log_drain, wait_for_drain
+from benchmarks.flink.backlog import (
+    PlainBacklogRun,
+    drain_cpu,
+    drain_figures,
+    latency_after_drain,
+    log_drain,
+    wait_for_drain,
+)
 from benchmarks.flink.cpu import CpuMeter
-from benchmarks.flink.knobs import MODEL
+from benchmarks.flink.knobs import LIGHT_LOAD_RATE, MODEL
 from benchmarks.streaming import PlainConsumerRun, measure
 from localdev.traffic import Message, make_traffic
 from model_handlers.interface import MODELS
@@ -25,6 +32,7 @@ def run_plain(
     backlog: Sequence[Message],
     sustained: Sequence[Message],
     latency_secs: float,
+    light_secs: float = 0,
     ready_timeout_secs: float = 240,
 ) -> dict:
     """The baseline twice: as the `streaming` section measures it, and draining the same backlog as Flink."""
@@ -43,7 +51,7 @@ def run_plain(
             {"benchmark (publisher, collectors)": os.getpid()},
         )
         ready = wait_for_drain(run, "plain consumer", meter, time.monotonic(), ready_timeout_secs)
-        cpu = meter.stop() if ready is not None else None
+        cpu = drain_cpu(run, meter) if ready is not None else None
         drain = drain_figures(run)
         result["drain"] = {**drain, "ready_secs": ready, "cpu_during_drain": cpu}
         log_drain("plain consumer", drain, len(backlog), cpu)
@@ -52,14 +60,20 @@ def run_plain(
             result["latency"] = latency_after_drain(
                 run, "plain consumer", drain["events_per_sec"] / 2, latency_secs, 61
             )
+        if light_secs:
+            result["light_load"] = latency_after_drain(run, "plain consumer", LIGHT_LOAD_RATE, light_secs, 62)
     return result
 
 
 def pieces_alone(emulator, n: int, workdir: Path, model_dir: str, ceiling: dict | None) -> dict:
     """Each piece of the streaming path alone, on this machine: the emulator's synchronous pull (as PullFromPubSub
-    pulls: up to 1,000 a call), publishing (as WriteToPubSub does: 100, then wait for them; and free-running), and
-    the project's per-event work outside Beam (benchmarks.ceiling's stage costs)."""
+    pulls: up to 1,000 a call), publishing (as the sink does: whole requests of raw messages, transforms.pubsub_publish;
+    and through the client's per-message batching, as the plain consumer does), and the project's per-event work
+    outside Beam (benchmarks.ceiling's stage costs)."""
     from google.cloud import pubsub_v1
+
+    from transforms.messages import OutputMessage
+    from transforms.pubsub_publish import BulkPublisher
 
     traffic = make_traffic(MODELS[MODEL], n, malformed_fraction=0.0, seed=77)
     # Prediction-sized messages for the publish test: the real outputs are a small JSON body plus ~8 attributes.
@@ -97,15 +111,22 @@ def pieces_alone(emulator, n: int, workdir: Path, model_dir: str, ceiling: dict 
         result[kind] = {"messages": got, "calls": calls, "secs": secs, "events_per_sec": got / secs}
         log(f"alone: emulator {kind.replace('_', ' + ')} (1,000 a call): {got / secs:,.0f} messages/s")
     topic = emulator.create_topic("alone-publish")
-    for kind, wait_every in (("publish_wait_per_100", 100), ("publish_free_running", n)):
-        t0 = time.perf_counter()
-        for start in range(0, n, wait_every):
-            futures = [publisher.publish(topic, body, **attrs) for _ in range(min(wait_every, n - start))]
-            for future in futures:
-                future.result(timeout=120)
-        secs = time.perf_counter() - t0
-        result[kind] = {"messages": n, "secs": secs, "events_per_sec": n / secs}
-        log(f"alone: {kind.replace('_', ' ')}: {n / secs:,.0f} messages/s")
+    t0 = time.perf_counter()
+    bulk = BulkPublisher(emulator.host, timeout_secs=60)
+    message = OutputMessage(body, attrs)
+    for _ in range(n):
+        bulk.add(topic, message, None)
+    bulk.wait(time.monotonic() + 120)
+    bulk.close()
+    secs = time.perf_counter() - t0
+    result["publish_bulk"] = {"messages": n, "secs": secs, "events_per_sec": n / secs}
+    log(f"alone: publish as the sink does (whole requests): {n / secs:,.0f} messages/s")
+    t0 = time.perf_counter()
+    for future in [publisher.publish(topic, body, **attrs) for _ in range(n)]:
+        future.result(timeout=120)
+    secs = time.perf_counter() - t0
+    result["publish_free_running"] = {"messages": n, "secs": secs, "events_per_sec": n / secs}
+    log(f"alone: publish through the client's batching: {n / secs:,.0f} messages/s")
     publisher.stop()
     if not ceiling:
         ceiling = run_json_child(

@@ -121,7 +121,13 @@ COMPONENT_NAMES = {
 def cluster_groups(flink) -> dict[str, int]:
     """Process group per component of the local cluster (each runs in a session of its own)."""
     state = json.loads(flink.state_file.read_text())
-    return {COMPONENT_NAMES.get(name, name): entry["pid"] for name, entry in state.get("processes", {}).items()}
+    return {_component_name(name): entry["pid"] for name, entry in state.get("processes", {}).items()}
+
+
+def _component_name(name: str) -> str:
+    """`taskmanager-2` (LocalFlink.add_taskmanager) -> `Flink TaskManager 2`."""
+    base, _, number = name.partition("-")
+    return COMPONENT_NAMES.get(base, base) + (f" {number}" if number else "")
 
 
 def sdk_workers(flink) -> list[int]:

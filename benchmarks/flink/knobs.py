@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 MODEL = "fraud"
+# Light load: the main job's rate per model (`make demo`), where latency is the batching's and the bundles' floor.
+LIGHT_LOAD_RATE = 40
+# Scale-out rows: drains at these parallelisms on a cluster of two TaskManagers (two slots each).
+SCALE_OUT = (1, 2, 4)
 
 # The knobs. Beam's and Flink's defaults: checkpoints as LocalFlink.pipeline_args sets them (5 s); bundles of at
 # most 1,000 elements or 1,000 ms (the FlinkRunner's defaults; the source's elements are the streaming impulse's

@@ -52,7 +52,7 @@ def start_pyspy(flink, out: Path, secs: float) -> dict | None:
 CATEGORIES = (
     ("pull (emulator RPC, message conversion)", ("pubsub_pull.py", "pubsub_v1/services/subscriber/")),
     (
-        "publish (official client, batched; acknowledge)",
+        "publish and acknowledge (whole requests)",
         ("pubsub_publish.py", "pubsub_v1/publisher/", "pubsub_v1/services/publisher/"),
     ),
     ("model (TensorFlow, SavedModel handler)", ("tensorflow/", "model_handlers/")),

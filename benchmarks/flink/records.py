@@ -40,6 +40,7 @@ class JobRun:
 
     drain: Drain = empty(Drain)
     latency: Latency = empty(Latency)
+    light_load: Latency = empty(Latency)
     cpu_during_drain: Cpu | None = None
     pyspy: dict[str, WorkerProfile] = field(default_factory=dict)
 
@@ -49,6 +50,7 @@ class PlainConsumer:
     as_streaming_section: StreamingSystem = empty(StreamingSystem)
     drain: Drain = empty(Drain)
     latency: Latency = empty(Latency)
+    light_load: Latency = empty(Latency)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Pull:
 @dataclasses.dataclass(frozen=True)
 class PiecesAlone:
     pull: Pull | None = None
-    publish_wait_per_100: Throughput = empty(Throughput)
+    publish_bulk: Throughput = empty(Throughput)
     publish_free_running: Throughput = empty(Throughput)
     model_us_per_event: dict[str, float] | None = None  # benchmarks.ceiling's stage costs
 
@@ -85,6 +87,8 @@ class FlinkSection:
     pieces_alone: PiecesAlone = empty(PiecesAlone)
     pyspy_run: JobRun = empty(JobRun)
     backfill: FlinkBackfill = empty(FlinkBackfill)
+    scale_out: dict[str, JobRun] = field(default_factory=dict)  # parallelism -> its drain
+    light_load_rate: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +118,18 @@ class SettingFigures:
     p50_ms_to_output_publish: float | None = None
     p99_ms_to_output_publish: float | None = None
     cores_busy_during_drain: float | None = None
+    # CPU per event in the SDK workers and the TaskManager(s) together over the drain: the runner's cost.
+    sdk_and_taskmanager_us_per_event: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleOutRow:
+    """One parallelism's drain on two TaskManagers."""
+
+    parallelism: int | None = None
+    drain_events_per_sec: float | None = None
+    sdk_and_taskmanager_us_per_event: float | None = None
+    cores_busy_during_drain: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +141,15 @@ class Figures:
     flink_p99_ms: float | None = None
     flink_p50_ms_to_output_publish: float | None = None
     flink_p99_ms_to_output_publish: float | None = None
+    flink_sdk_and_taskmanager_us_per_event: float | None = None
+    light_load_rate_per_sec: float | None = None
+    flink_light_p50_ms: float | None = None
+    flink_light_p99_ms: float | None = None
+    flink_light_p99_ms_to_output_publish: float | None = None
+    plain_light_p50_ms: float | None = None
+    plain_light_p99_ms: float | None = None
+    plain_light_p99_ms_to_output_publish: float | None = None
+    plain_consumer_us_per_event: float | None = None
     plain_drain_events_per_sec: float | None = None
     plain_sustained_events_per_sec: float | None = None
     plain_latency_rate_per_sec: float | None = None
@@ -154,6 +179,7 @@ class Ratios:
     flink_over_plain_drain: float | None = None
     flink_over_plain_as_streaming_section: float | None = None
     flink_over_direct_runner_streaming: float | None = None
+    flink_over_plain_light_load_p99: float | None = None
     backfill_flink_over_direct_end_to_end: float | None = None
     backfill_flink_over_direct_steady: float | None = None
 
@@ -161,21 +187,21 @@ class Ratios:
 @dataclasses.dataclass(frozen=True)
 class Target:
     what: str | None = None
-    throughput_3x_plain_met: bool | None = None
-    throughput_3x_plain_met_vs_as_streaming_section: bool | None = None
-    p99_under_1s_met: bool | None = None
-    p99_under_1s_met_to_output_publish: bool | None = None
+    drain_2_5x_plain_met: bool | None = None
+    p99_under_500ms_at_half_drain_met: bool | None = None  # to the prediction's publish (see Target.what)
+    cpu_200us_per_event_met: bool | None = None
+    light_load_p99_within_1_5x_plain_met: bool | None = None
     best_throughput_setting: str | None = None
     best_throughput_setting_events_per_sec: float | None = None
     best_throughput_setting_p99_ms: float | None = None
-    best_setting_with_p99_under_1s: str | None = None
+    best_setting_with_p99_under_500ms: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Alone:
     emulator_pull_events_per_sec: float | None = None
     emulator_messages_per_pull: float | None = None
-    publish_wait_per_100_events_per_sec: float | None = None
+    publish_bulk_events_per_sec: float | None = None
     publish_free_running_events_per_sec: float | None = None
     project_work_us_per_event: float | None = None
     serial_sum_us_per_event: float | None = None
@@ -201,6 +227,7 @@ class Summary:
     figures: Figures = empty(Figures)
     ratios: Ratios = empty(Ratios)
     per_config: dict[str, SettingFigures] = field(default_factory=dict)
+    scale_out: list[ScaleOutRow] = field(default_factory=list)
     target: Target = empty(Target)
     breakdown: Breakdown = empty(Breakdown)
 

@@ -13,7 +13,7 @@ from benchmarks.common import log
 from benchmarks.flink.backfill import run_backfill
 from benchmarks.flink.baseline import pieces_alone, run_plain
 from benchmarks.flink.cluster import FlinkSetup, TaskManagerKeeper
-from benchmarks.flink.knobs import BEAM_DEFAULTS, CONFIGS, DEFAULT, MODEL, settings
+from benchmarks.flink.knobs import BEAM_DEFAULTS, CONFIGS, DEFAULT, LIGHT_LOAD_RATE, MODEL, SCALE_OUT, settings
 from benchmarks.flink.streaming import run_flink_config
 from localdev.pubsub_emulator import PubsubEmulator
 from localdev.traffic import make_traffic
@@ -32,7 +32,7 @@ NOTES = [
     "consumes, throughput = outputs / (first publish -> last output)); drain = the same backlog drain as Flink",
     "backfill: run(argv) + wait_until_finish() in a fresh process (benchmarks.backfill_worker), JSON Lines in and "
     "out, outputs counted; on Flink this includes job submission (staging the job server jar) and SDK worker start",
-    "cpu_during_drain: utime + stime of each process group over the drain window (first to last output), in cores",
+    "cpu_during_drain: utime + stime of each process group between the first and the last output as Pub/Sub stamped them (sampled every 0.1 s, interpolated), in cores",
     "pyspy: one SDK worker's bundle thread sampled at 50 Hz, idle included (wall time), by innermost matching frame",
     "one machine runs everything (emulator, Flink JVMs, job server, SDK workers, publisher, collectors); "
     "other work on a shared machine shows up as noise",
@@ -51,8 +51,9 @@ def run(
     """Everything in the package's docstring against one emulator and one local cluster; fills `results` as it
     goes (an interruption keeps what was measured) and stops everything it started on the way out.
 
-    profile keys: flink_backlog_events, flink_plain_events, flink_latency_secs, flink_repeats, flink_configs,
-    flink_backfill_n_small, flink_backfill_n_big, flink_backfill_repeats, flink_variants, flink_pyspy_secs."""
+    profile keys: flink_backlog_events, flink_plain_events, flink_latency_secs, flink_light_secs, flink_repeats,
+    flink_configs, flink_backfill_n_small, flink_backfill_n_big, flink_backfill_repeats, flink_variants,
+    flink_pyspy_secs, flink_scale_out."""
     from localdev.flink import BEAM_JAVA_VERSION, FLINK_VERSION
 
     logs = workdir / "logs"
@@ -77,6 +78,8 @@ def run(
         beam_java_runner_version=BEAM_JAVA_VERSION,
         backlog_events=n_backlog,
         latency_secs=latency_secs,
+        light_load_rate=LIGHT_LOAD_RATE,
+        light_load_secs=profile["flink_light_secs"],
         default_config=DEFAULT,
         beam_defaults=BEAM_DEFAULTS,
         configs={name: settings(name) for name in configs},
@@ -121,13 +124,20 @@ def run(
                     secs,
                     seed=100 + 10 * i,
                     keeper=keeper,
+                    light_secs=profile["flink_light_secs"] if name == "default" else 0,
                 )
                 if name != "default" and one.get("latency"):
                     one["latency"].pop("latencies_ms", None)  # the raw samples of the default setting only
                 results["streaming"].setdefault(name, []).append(one)
             log("plain consumer on the same emulator")
             results["plain_consumer"] = run_plain(
-                emulator, model_dir, logs, backlog, traffic[: profile["flink_plain_events"]], latency_secs
+                emulator,
+                model_dir,
+                logs,
+                backlog,
+                traffic[: profile["flink_plain_events"]],
+                latency_secs,
+                light_secs=profile["flink_light_secs"],
             )
             log("where the time goes: the pieces alone")
             results["pieces_alone"] = pieces_alone(emulator, min(n_backlog, 10_000), workdir, model_dir, ceiling)
@@ -163,9 +173,34 @@ def run(
                 profile["flink_variants"],
                 keeper,
             )
+            if profile.get("flink_scale_out"):
+                results["scale_out"] = run_scale_out(flink, emulator, model_dir, logs, backlog, keeper)
         finally:
             with contextlib.suppress(Exception):
                 flink.cancel_all_jobs(timeout=30)
             flink.stop()
             log("local Flink stopped")
     return results
+
+
+def run_scale_out(flink, emulator, model_dir: str, logs: Path, backlog, keeper: TaskManagerKeeper) -> dict:
+    """Drains at each parallelism of SCALE_OUT on two TaskManagers of two slots each (a second one is started for
+    them), the default setting otherwise: {parallelism: the run}."""
+    name = flink.add_taskmanager()
+    log(f"scale-out: a second TaskManager ({name}) up; {flink.status().slots_total} slots")
+    runs = {}
+    for parallelism in SCALE_OUT:
+        log(f"scale-out: parallelism {parallelism}")
+        runs[str(parallelism)] = run_flink_config(
+            flink,
+            emulator,
+            model_dir,
+            logs,
+            f"scale_out_p{parallelism}",
+            {"parallelism": parallelism},
+            backlog,
+            0,
+            seed=500 + parallelism,
+            keeper=keeper,
+        )
+    return runs

@@ -8,10 +8,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.common import log
-from benchmarks.flink.backlog import FlinkBacklogRun, drain_figures, latency_after_drain, log_drain, num, wait_for_drain
+from benchmarks.flink.backlog import (
+    FlinkBacklogRun,
+    drain_cpu,
+    drain_figures,
+    latency_after_drain,
+    log_drain,
+    num,
+    wait_for_drain,
+)
 from benchmarks.flink.cluster import TaskManagerKeeper, cluster_groups
 from benchmarks.flink.cpu import CpuMeter
-from benchmarks.flink.knobs import DEFAULT, MODEL, config_args
+from benchmarks.flink.knobs import DEFAULT, LIGHT_LOAD_RATE, MODEL, config_args
 from benchmarks.flink.profiler import finish_pyspy, start_pyspy
 from localdev.traffic import Message
 
@@ -29,8 +37,10 @@ def run_flink_config(
     keeper: TaskManagerKeeper,
     ready_timeout_secs: float = 300,
     pyspy_secs: float = 0,
+    light_secs: float = 0,
 ) -> dict:
-    """A fresh streaming job with this knob setting: drain the backlog, then latency at half the drain rate."""
+    """A fresh streaming job with this knob setting: drain the backlog, then latency at half the drain rate, then
+    (light_secs) at LIGHT_LOAD_RATE."""
     settings = {**DEFAULT, **config}
     args = config_args(flink, config)
     keeper.before_job()
@@ -59,7 +69,7 @@ def run_flink_config(
                 profile["spy"] = start_pyspy(flink, logs / f"pyspy-{name}.txt", pyspy_secs)
 
         ready = wait_for_drain(run, label, meter, started, ready_timeout_secs, on_ready)
-        result["cpu_during_drain"] = meter.stop() if ready else None
+        result["cpu_during_drain"] = drain_cpu(run, meter) if ready else None
         if not ready:
             raise RuntimeError(
                 f"{label}: no output within {ready_timeout_secs:.0f}s; log {run.log_path}, "
@@ -82,5 +92,7 @@ def run_flink_config(
                 f"{label}: latency at {rate:,.0f}/s: p50 {num(result['latency']['p50_ms'])} ms, "
                 f"p99 {num(result['latency']['p99_ms'])} ms"
             )
+        if light_secs:
+            result["light_load"] = latency_after_drain(run, label, LIGHT_LOAD_RATE, light_secs, seed + 2)
         flink.cancel_all_jobs()
     return result

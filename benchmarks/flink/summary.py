@@ -19,6 +19,7 @@ from benchmarks.flink.records import (
     FlinkSection,
     JobRun,
     Ratios,
+    ScaleOutRow,
     SettingFigures,
     Summary,
     Target,
@@ -33,6 +34,18 @@ def _median_of(runs: Sequence[JobRun], figure: Callable[[JobRun], float | None])
 
 def _us_per_event(cpu: Cpu, events: int) -> dict[str, float]:
     return {name: secs / events * 1e6 for name, secs in cpu.cpu_secs.items()}
+
+
+# The processes that are the runner's cost: the SDK workers and every TaskManager (`Flink TaskManager 2`, ...).
+RUNNER_PROCESSES = ("SDK workers", "Flink TaskManager")
+
+
+def runner_us_per_event(run: JobRun) -> float | None:
+    """CPU per event of the SDK workers and the TaskManager(s) together over a run's drain."""
+    if not run.cpu_during_drain or not run.drain.outputs:
+        return None
+    per_event = _us_per_event(run.cpu_during_drain, max(1, run.drain.outputs - 1))
+    return sum(v for k, v in per_event.items() if k.startswith(RUNNER_PROCESSES))
 
 
 def setting_figures(runs: Sequence[JobRun]) -> SettingFigures:
@@ -51,6 +64,7 @@ def setting_figures(runs: Sequence[JobRun]) -> SettingFigures:
         cores_busy_during_drain=_median_of(
             runs, lambda r: r.cpu_during_drain.cores_busy_total if r.cpu_during_drain else None
         ),
+        sdk_and_taskmanager_us_per_event=_median_of(runs, runner_us_per_event),
     )
 
 
@@ -59,7 +73,14 @@ def summarize(flink: dict, direct_streaming: DirectRunnerStreaming | None = None
     section = load(FlinkSection, flink)
     per_config = {name: setting_figures(runs) for name, runs in section.streaming.items()}
     default = per_config.get("default", SettingFigures())
+    default_runs = section.streaming.get("default", [])
     plain, bf = section.plain_consumer, section.backfill
+    plain_cpu = plain.drain.cpu_during_drain
+    plain_us = (
+        plain_cpu.cpu_secs.get("plain consumer", 0) / max(1, (plain.drain.outputs or 1) - 1) * 1e6
+        if plain_cpu
+        else None
+    )
     figures = Figures(
         flink_drain_events_per_sec=default.drain_events_per_sec,
         flink_drain_events_per_sec_samples=default.drain_events_per_sec_samples,
@@ -68,6 +89,15 @@ def summarize(flink: dict, direct_streaming: DirectRunnerStreaming | None = None
         flink_p99_ms=default.p99_ms,
         flink_p50_ms_to_output_publish=default.p50_ms_to_output_publish,
         flink_p99_ms_to_output_publish=default.p99_ms_to_output_publish,
+        flink_sdk_and_taskmanager_us_per_event=default.sdk_and_taskmanager_us_per_event,
+        light_load_rate_per_sec=section.light_load_rate,
+        flink_light_p50_ms=_median_of(default_runs, lambda r: r.light_load.p50_ms),
+        flink_light_p99_ms=_median_of(default_runs, lambda r: r.light_load.p99_ms),
+        flink_light_p99_ms_to_output_publish=_median_of(default_runs, lambda r: r.light_load.to_output_publish.p99_ms),
+        plain_light_p50_ms=plain.light_load.p50_ms,
+        plain_light_p99_ms=plain.light_load.p99_ms,
+        plain_light_p99_ms_to_output_publish=plain.light_load.to_output_publish.p99_ms,
+        plain_consumer_us_per_event=plain_us,
         plain_drain_events_per_sec=plain.drain.events_per_sec,
         plain_sustained_events_per_sec=plain.as_streaming_section.sustained.events_per_sec,
         plain_latency_rate_per_sec=plain.latency.rate_per_sec,
@@ -99,6 +129,7 @@ def summarize(flink: dict, direct_streaming: DirectRunnerStreaming | None = None
         flink_over_direct_runner_streaming=ratio(
             figures.flink_drain_events_per_sec, figures.direct_runner_streaming_events_per_sec
         ),
+        flink_over_plain_light_load_p99=ratio(figures.flink_light_p99_ms, figures.plain_light_p99_ms),
         backfill_flink_over_direct_end_to_end=bf.flink_over_direct_runner_end_to_end,
         backfill_flink_over_direct_steady=bf.flink_over_direct_runner_steady,
     )
@@ -106,29 +137,51 @@ def summarize(flink: dict, direct_streaming: DirectRunnerStreaming | None = None
         figures=figures,
         ratios=ratios,
         per_config=per_config,
+        scale_out=[
+            ScaleOutRow(
+                int(parallelism),
+                run.drain.events_per_sec,
+                runner_us_per_event(run),
+                run.cpu_during_drain.cores_busy_total if run.cpu_during_drain else None,
+            )
+            for parallelism, run in section.scale_out.items()
+        ],
         target=target(figures, ratios, per_config),
         breakdown=breakdown(section),
     )
 
 
 def target(figures: Figures, ratios: Ratios, per_config: dict[str, SettingFigures]) -> Target:
-    """Were the targets met (3x the plain consumer; p99 under 1 s at half the rate), and which setting came closest."""
+    """Were the targets met, and which setting came closest. Latency at half the drain rate is taken to the
+    prediction's publish (the emulator's stamp): near their limit the benchmark's collectors, not the system
+    under test, would set the 'received' figure."""
     drained = [n for n in per_config if per_config[n].drain_events_per_sec]
     best_throughput = max(drained, key=lambda n: per_config[n].drain_events_per_sec, default=None)
-    within_latency = [n for n in per_config if per_config[n].p99_ms is not None and per_config[n].p99_ms < 1000]
+    within_latency = [
+        n
+        for n in per_config
+        if per_config[n].p99_ms_to_output_publish is not None and per_config[n].p99_ms_to_output_publish < 500
+    ]
     best_within = max(within_latency, key=lambda n: per_config[n].drain_events_per_sec or 0, default=None)
     best = per_config.get(best_throughput, SettingFigures())
     to_publish = figures.flink_p99_ms_to_output_publish
+    cpu = figures.flink_sdk_and_taskmanager_us_per_event
     return Target(
-        what="Flink streaming throughput >= 3x the plain consumer's; p99 latency < 1 s at half the max sustained rate",
-        throughput_3x_plain_met=_at_least(ratios.flink_over_plain_drain, 3),
-        throughput_3x_plain_met_vs_as_streaming_section=_at_least(ratios.flink_over_plain_as_streaming_section, 3),
-        p99_under_1s_met=None if figures.flink_p99_ms is None else figures.flink_p99_ms < 1000,
-        p99_under_1s_met_to_output_publish=None if to_publish is None else to_publish < 1000,
+        what=(
+            "Flink drain >= 2.5x the plain consumer's; p99 < 500 ms at half the drain rate (to the prediction's "
+            "publish); <= 200 us of CPU per event in the SDK workers and TaskManager together; p99 at light load "
+            "(the main job's rate) within 1.5x the plain consumer's"
+        ),
+        drain_2_5x_plain_met=_at_least(ratios.flink_over_plain_drain, 2.5),
+        p99_under_500ms_at_half_drain_met=None if to_publish is None else to_publish < 500,
+        cpu_200us_per_event_met=None if cpu is None else cpu <= 200,
+        light_load_p99_within_1_5x_plain_met=(
+            None if ratios.flink_over_plain_light_load_p99 is None else ratios.flink_over_plain_light_load_p99 <= 1.5
+        ),
         best_throughput_setting=best_throughput,
         best_throughput_setting_events_per_sec=best.drain_events_per_sec,
         best_throughput_setting_p99_ms=best.p99_ms,
-        best_setting_with_p99_under_1s=best_within,
+        best_setting_with_p99_under_500ms=best_within,
     )
 
 
@@ -162,7 +215,7 @@ def breakdown(section: FlinkSection) -> Breakdown:
         note.append(
             f"Flink drain: {total:,.0f} us of CPU per event over all processes ("
             + _by_cost(per_event)
-            + f"); {cpu.cores_busy_total:.2f} of {nproc} cores busy over the window the outputs were received in. "
+            + f"); {cpu.cores_busy_total:.2f} of {nproc} cores busy between the first and last output's publish. "
             f"Without the benchmark's own share, {total - own:,.0f} us/event: {nproc} cores carry about "
             f"{nproc * 1e6 / (total - own):,.0f} events/s at that cost, the machine's limit for this path."
         )
@@ -178,21 +231,22 @@ def breakdown(section: FlinkSection) -> Breakdown:
         )
     alone = section.pieces_alone
     if alone.pull:
-        pull, publish = alone.pull, alone.publish_wait_per_100
+        pull, publish = alone.pull, alone.publish_bulk
         per_call = pull.messages / max(1, pull.calls)
         project_us = (alone.model_us_per_event or {}).get("total_outside_beam")
         serial_us = 1e6 / pull.events_per_sec + 1e6 / (publish.events_per_sec or float("inf")) + (project_us or 0)
         parts["alone"] = Alone(
             emulator_pull_events_per_sec=pull.events_per_sec,
             emulator_messages_per_pull=per_call,
-            publish_wait_per_100_events_per_sec=publish.events_per_sec,
+            publish_bulk_events_per_sec=publish.events_per_sec,
             publish_free_running_events_per_sec=alone.publish_free_running.events_per_sec,
             project_work_us_per_event=project_us,
             serial_sum_us_per_event=serial_us,
         )
         note.append(
             f"the pieces alone: the emulator answers a pull with at most {per_call:.0f} messages ({pull.events_per_sec:,.0f}/s "
-            f"pulling alone); publishing as WriteToPubSub does (100, then wait) {publish.events_per_sec or 0:,.0f}/s; "
+            f"pulling alone); publishing as the sink does (whole requests) {publish.events_per_sec or 0:,.0f}/s, "
+            f"through the client's per-message batching {alone.publish_free_running.events_per_sec or 0:,.0f}/s; "
             f"the project's parse + predict + format {project_us or 0:.0f} us/event. One after the "
             f"other, as one bundle thread does them: {serial_us:.0f} us/event = {1e6 / serial_us:,.0f} events/s "
             "before any harness cost."

@@ -29,7 +29,7 @@ LOCKS = {
 DEV_LOCK = "dev.txt"
 # Which locks each installer must install with --require-hashes (paths relative to the repository root).
 INSTALLERS = {
-    "Makefile": ("dev.txt",),
+    "Makefile": ("dev.txt", "worker-gpu.txt"),  # worker-gpu.txt: make bench-gpu
     "images/worker/Dockerfile": ("build.txt", "runtime.txt", "worker-gpu.txt"),
     "images/launcher/Dockerfile": ("build.txt", "runtime.txt"),
 }

@@ -209,7 +209,7 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
         # Not the emulator's address of whoever starts the cluster: pipelines send it to their workers in their
         # options (--pubsub_emulator_host), as they must on a cluster that was started elsewhere.
         env = {k: v for k, v in os.environ.items() if k != "PUBSUB_EMULATOR_HOST"}
-        if name in ("jobmanager", "taskmanager"):
+        if name == "jobmanager" or name.startswith("taskmanager"):
             env.update(
                 FLINK_HOME=str(self.flink_home),
                 FLINK_CONF_DIR=str(self.conf_dir),
@@ -217,7 +217,8 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
                 FLINK_PID_DIR=str(self.state_dir / "run"),
             )
             # Foreground mode: the script execs the JVM, so the pid we hold is the JVM's and logs go to stdout.
-            return [str(self.flink_home / "bin" / f"{name}.sh"), "start-foreground"], env
+            script = "jobmanager.sh" if name == "jobmanager" else "taskmanager.sh"
+            return [str(self.flink_home / "bin" / script), "start-foreground"], env
         if name == "jobserver":
             p = self.ports
             command = [
@@ -309,8 +310,10 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
     def stop(self) -> None:
         """Stop every component (SIGTERM to each process group, SIGKILL what is left); idempotent."""
         entries = self._read_state().get("processes", {})
-        # Reverse start order: the worker pool and job server first, so nothing submits to a dying cluster.
-        for name in reversed(COMPONENTS):
+        # Reverse start order: the worker pool and job server first, so nothing submits to a dying cluster; extra
+        # TaskManagers (add_taskmanager) before them.
+        extras = [name for name in entries if name not in COMPONENTS]
+        for name in ["workerpool", "jobserver", *extras, "taskmanager", "jobmanager"]:
             if name in entries:
                 self._stop_group(name, entries[name], signal.SIGTERM)
         self.state_file.unlink(missing_ok=True)
@@ -346,6 +349,21 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
         before = set(self.client.taskmanager_ids())
         self._launch("taskmanager")
         self._wait_for_cluster(time.monotonic() + timeout, new_taskmanager_from=before)
+
+    def add_taskmanager(self, timeout: float = READY_TIMEOUT_SECS) -> str:
+        """Start one more TaskManager (as a second machine would bring its slots), wait until it has registered,
+        and return its name (`taskmanager-2`, ...). The worker pool serves its SDK workers too: on one machine
+        there is nothing to gain from a second pool. `stop` stops it with the rest; it is not restarted by
+        `start_taskmanager`."""
+        entries = self._read_state().get("processes", {})
+        number = 2
+        while f"taskmanager-{number}" in entries:
+            number += 1
+        name = f"taskmanager-{number}"
+        before = set(self.client.taskmanager_ids())
+        self._launch(name)
+        self._wait_for_cluster(time.monotonic() + timeout, new_taskmanager_from=before)
+        return name
 
     def kill_worker_pool(self) -> None:
         """SIGKILL the worker pool together with its SDK workers (they share its process group)."""
