@@ -68,7 +68,7 @@ _PROFILE_VALUES = {
             "default",
             "beam_defaults",
             "no_flush_limit",
-            "bundle_50ms",
+            "bundle_200ms",
             "bundle_1000ms",
             "checkpoint_1s",
             "batch_1000",

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from model_handlers.base import IsolatingModelHandler
 from model_handlers.errors import UsageError
@@ -169,9 +169,34 @@ def build(
             scored.comparisons | "WriteComparisons" >> WriteMessageBodies(options.shadow_output)
 
 
-def _needs_bundles_finished_at_checkpoints(pipeline_options: PipelineOptions, plan: Plan) -> bool:
-    given = pipeline_options.get_all_options(retain_unknown_options=True).get("finish_bundle_before_checkpointing")
-    return plan.pipeline_acknowledges and given is None
+# Beam's Flink runner defaults suit throughput in batch, not a stream's latency (benchmarks/README.md, "flink"):
+# a bundle closes after 1 s, and the runner sends the reader's ticks to the SDK worker only when 1 MB has piled
+# up or the bundle ends, so a message waited for the end of its bundle to be pulled, and again to be scored.
+STREAMING_BUNDLE_MILLIS = 50
+DATA_BUFFER_TIME_LIMIT_MS = 5
+
+
+def flink_streaming_defaults(pipeline_options: PipelineOptions, plan: Plan) -> list[str]:
+    """The flags the launcher adds to a streaming job on Flink, each only where the user gave none:
+
+    - `--finish_bundle_before_checkpointing`: by default Beam's Flink runner lets a bundle run across a checkpoint
+      and keeps its pending output in the checkpoint, to emit again after a restore: outputs already published
+      would be scored and published again, past --deduplicate, whose state was snapshotted before them. Finishing
+      the bundle first keeps "in the checkpoint" meaning "published and acknowledged".
+    - `--max_bundle_time_mills` (sic, Beam's Java spelling): a bundle's scored events leave when it ends.
+    - `--experiments=data_buffer_time_limit_ms`: the reader's ticks reach the SDK worker within this long."""
+    if not (plan.mode == Mode.STREAMING and plan.runner == Runner.FLINK):
+        return []
+    given = pipeline_options.get_all_options(retain_unknown_options=True)
+    experiments = pipeline_options.view_as(DebugOptions).experiments or []
+    added = []
+    if given.get("finish_bundle_before_checkpointing") is None:
+        added.append("--finish_bundle_before_checkpointing")
+    if given.get("max_bundle_time_mills") is None:
+        added.append(f"--max_bundle_time_mills={STREAMING_BUNDLE_MILLIS}")
+    if not any(e.startswith("data_buffer_time_limit_ms=") for e in experiments):
+        added.append(f"--experiments=data_buffer_time_limit_ms={DATA_BUFFER_TIME_LIMIT_MS}")
+    return added
 
 
 def _pubsub_emulator(options: InferenceOptions) -> None:
@@ -193,13 +218,10 @@ def run(
     """Validates the options, builds the pipeline and starts it; returns Beam's PipelineResult."""
     pipeline_options = test_pipeline.options if test_pipeline is not None else PipelineOptions(argv)
     plan = Plan.of(pipeline_options)
-    if test_pipeline is None and _needs_bundles_finished_at_checkpoints(pipeline_options, plan):
-        # By default Beam's Flink runner lets a bundle run across a checkpoint and keeps its pending output in the
-        # checkpoint, to emit again after a restore: outputs already published would be scored and published again,
-        # past --deduplicate, whose state was snapshotted before them. Finishing the bundle first keeps "in the
-        # checkpoint" meaning "published and acknowledged".
-        _LOGGER.info("streaming on Flink: with --finish_bundle_before_checkpointing")
-        pipeline_options = PipelineOptions([*(argv or []), "--finish_bundle_before_checkpointing"])
+    added = flink_streaming_defaults(pipeline_options, plan) if test_pipeline is None else []
+    if added:
+        _LOGGER.info("streaming on Flink: with %s", " ".join(added))
+        pipeline_options = PipelineOptions([*(argv or []), *added])
     options = pipeline_options.view_as(InferenceOptions)
     options.validate()
     decorate = decorate_from_options(pipeline_options) if decorate_from_options else None

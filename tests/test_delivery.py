@@ -36,6 +36,30 @@ def test_the_budget_adds_bundle_batching_inference_publish_and_a_margin():
     assert budget.ack_deadline_needed() == 33
 
 
+def test_a_streaming_job_on_flink_gets_the_latency_defaults_where_none_was_given():
+    from pipelines.build import DATA_BUFFER_TIME_LIMIT_MS, STREAMING_BUNDLE_MILLIS, flink_streaming_defaults
+    from pipelines.options import Plan
+
+    def added(args):
+        options = PipelineOptions(args)
+        return flink_streaming_defaults(options, Plan.of(options))
+
+    flink = ["--runner=FlinkRunner", *STREAMING]
+    assert added(flink) == [
+        "--finish_bundle_before_checkpointing",
+        f"--max_bundle_time_mills={STREAMING_BUNDLE_MILLIS}",
+        f"--experiments=data_buffer_time_limit_ms={DATA_BUFFER_TIME_LIMIT_MS}",
+    ]
+    given = ["--finish_bundle_before_checkpointing", "--max_bundle_time_mills=500"]
+    given += ["--experiments=use_runner_v2", "--experiments=data_buffer_time_limit_ms=0"]
+    assert added(flink + given) == []
+    assert added(STREAMING) == []  # the DirectRunner
+    assert added(["--runner=FlinkRunner", "--input=a.jsonl", "--output=b", "--dead_letter_output=c"]) == []
+    # The budget counts the bundle the launcher gives.
+    bundle = f"--max_bundle_time_mills={STREAMING_BUNDLE_MILLIS}"
+    assert in_flight_budget(PipelineOptions([*flink, bundle])).bundle == STREAMING_BUNDLE_MILLIS / 1000
+
+
 def test_a_deadline_below_the_budget_is_a_problem_that_names_the_fix():
     budget = in_flight_budget(PipelineOptions(STREAMING))
     assert ack_deadline_problem(26, budget, "projects/p/subscriptions/events") is None
@@ -67,6 +91,7 @@ def test_the_launcher_refuses_a_short_ack_deadline_and_a_missing_topic_before_su
         ]
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "is 10 s, shorter than the longest a message can be in flight, 26 s" in result.stderr
+    # 25.05 s: the launcher gives streaming on Flink 50 ms bundles (pipelines.build.flink_streaming_defaults).
+    assert "is 10 s, shorter than the longest a message can be in flight, 25.05 s" in result.stderr
     assert f"--dead_letter_topic {emulator.topic_path('chk-missing')} does not exist" in result.stderr
     assert "Traceback" not in result.stderr

@@ -83,6 +83,10 @@ def table(flink: dict) -> str:
             f"(the project's own parse + predict + format: {fmt(alone.project_work_us_per_event if alone else None)})",
         ),
         (
+            f"cores the SDK workers + TaskManager keep busy at {fmt(s.light_load_rate_per_sec)} events/s",
+            fmt(s.flink_light_load_runner_cores, ".2f"),
+        ),
+        (
             "plain consumer, as the streaming section measures it (events/s; p50 / p99 ms)",
             f"{fmt(s.plain_sustained_events_per_sec)}; {fmt(s.plain_as_streaming_section_p50_ms)} / "
             f"{fmt(s.plain_as_streaming_section_p99_ms)} at {fmt(s.plain_as_streaming_section_latency_rate_per_sec)}/s",

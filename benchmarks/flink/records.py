@@ -18,6 +18,7 @@ class Cpu:
 
     cpu_secs: dict[str, float] = field(default_factory=dict)
     cores_busy_total: float | None = None
+    wall_secs: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,7 @@ class JobRun:
     latency: Latency = empty(Latency)
     light_load: Latency = empty(Latency)
     cpu_during_drain: Cpu | None = None
+    cpu_during_light_load: Cpu | None = None
     pyspy: dict[str, WorkerProfile] = field(default_factory=dict)
 
 
@@ -146,6 +148,8 @@ class Figures:
     flink_light_p50_ms: float | None = None
     flink_light_p99_ms: float | None = None
     flink_light_p99_ms_to_output_publish: float | None = None
+    # Cores the SDK workers and TaskManager keep busy at light load: mostly the fixed cost of a running job.
+    flink_light_load_runner_cores: float | None = None
     plain_light_p50_ms: float | None = None
     plain_light_p99_ms: float | None = None
     plain_light_p99_ms_to_output_publish: float | None = None

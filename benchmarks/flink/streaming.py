@@ -93,6 +93,10 @@ def run_flink_config(
                 f"p99 {num(result['latency']['p99_ms'])} ms"
             )
         if light_secs:
+            # What the job costs at light load (the fixed cost of ticks, bundles and checkpoints shows here).
+            light_meter = CpuMeter(groups)
+            light_meter.start()
             result["light_load"] = latency_after_drain(run, label, LIGHT_LOAD_RATE, light_secs, seed + 2)
+            result["cpu_during_light_load"] = light_meter.stop()
         flink.cancel_all_jobs()
     return result

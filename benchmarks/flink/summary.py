@@ -40,6 +40,13 @@ def _us_per_event(cpu: Cpu, events: int) -> dict[str, float]:
 RUNNER_PROCESSES = ("SDK workers", "Flink TaskManager")
 
 
+def runner_cores(cpu: Cpu | None) -> float | None:
+    """Cores the SDK workers and TaskManager(s) kept busy over a metered phase."""
+    if not cpu or not cpu.wall_secs:
+        return None
+    return sum(v for k, v in cpu.cpu_secs.items() if k.startswith(RUNNER_PROCESSES)) / cpu.wall_secs
+
+
 def runner_us_per_event(run: JobRun) -> float | None:
     """CPU per event of the SDK workers and the TaskManager(s) together over a run's drain."""
     if not run.cpu_during_drain or not run.drain.outputs:
@@ -94,6 +101,7 @@ def summarize(flink: dict, direct_streaming: DirectRunnerStreaming | None = None
         flink_light_p50_ms=_median_of(default_runs, lambda r: r.light_load.p50_ms),
         flink_light_p99_ms=_median_of(default_runs, lambda r: r.light_load.p99_ms),
         flink_light_p99_ms_to_output_publish=_median_of(default_runs, lambda r: r.light_load.to_output_publish.p99_ms),
+        flink_light_load_runner_cores=_median_of(default_runs, lambda r: runner_cores(r.cpu_during_light_load)),
         plain_light_p50_ms=plain.light_load.p50_ms,
         plain_light_p99_ms=plain.light_load.p99_ms,
         plain_light_p99_ms_to_output_publish=plain.light_load.to_output_publish.p99_ms,
