@@ -39,8 +39,8 @@ schemas: $(STAMP) ## Regenerate the published JSON Schemas in schemas/ from the 
 	$(PY) -m training.schemas
 
 INFERENCE ?= in_process
-RUNNER ?= direct
-demo: models ## The main job: emulator traffic through both streaming pipelines (INFERENCE=tf_serving: over gRPC; RUNNER=flink: on a local Flink cluster)
+RUNNER ?= flink
+demo: models ## The main job: emulator traffic through both streaming pipelines on a local Flink cluster (INFERENCE=tf_serving: over gRPC; RUNNER=direct: on the DirectRunner)
 	$(PY) -m localdev.demo --model_dir=$(MODEL_DIR) --inference=$(INFERENCE) --runner=$(RUNNER) $(DEMO_ARGS)
 
 lint: $(STAMP) ## ruff: lint and format checks (settings in pyproject.toml)

@@ -68,6 +68,7 @@ class FollowedModel:
         self._news: list[News] = []
         self._problem: str | None = None
         self._version = resolve()
+        freeze_what_lives_forever()
         self._model = self._first_load(fallbacks)
         self._stop = threading.Event()
         if refresh_secs > 0:
@@ -157,9 +158,9 @@ class FollowedModel:
         del model
         # A loaded SavedModel holds reference cycles, so dropping it frees nothing until Python's cyclic collector
         # runs: collect now, so that the old copy's memory is released at the swap rather than at some later
-        # collection. A full collection holds the GIL for a while (about 0.2 s with TensorFlow loaded), which the
-        # batch scoring at that moment waits out; Python's own collections cost the same, only at other times.
-        # A copy that a batch still held is released by the next collection.
+        # collection. TensorFlow's own objects were frozen out of collections (freeze_what_lives_forever), so this
+        # walks the models and what the pipeline made since. A copy that a batch still held is released by the
+        # next collection.
         gc.collect()
         _LOGGER.info(
             "%s: version %d now serves, after %d (loaded beside it in %.2fs)", self._name, wanted, old, seconds
@@ -170,6 +171,24 @@ class FollowedModel:
         with self._lock:
             self._news.append(news)
         return news
+
+
+_frozen = False
+
+
+def freeze_what_lives_forever() -> None:
+    """Once per process, before the first model loads: TensorFlow's modules hold a great many objects that live as
+    long as the process, and every full collection (Python's own, and the one at a swap) walks them all, holding
+    the GIL for about 0.2 s. gc.freeze() moves everything alive now into a generation no collection visits; the
+    models loaded after this stay collectable, so a swapped-out copy is still freed."""
+    global _frozen  # noqa: PLW0603 (one process-wide fact)
+    if _frozen:
+        return
+    import tensorflow  # noqa: F401  (its modules are what this takes out of the collections)
+
+    gc.collect()  # what is garbage now is freed, not frozen
+    gc.freeze()
+    _frozen = True
 
 
 def _follow(follower_ref: weakref.ref, refresh_secs: float, stop: threading.Event) -> None:

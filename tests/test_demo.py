@@ -30,23 +30,28 @@ def run_demo(model_dir, tmp_path, events: int, *args) -> str:
 
 
 def test_demo_accounts_for_every_event_of_both_models_and_stops_what_it_started(model_dir, tmp_path):
-    out = run_demo(model_dir, tmp_path, 120, "--malformed_fraction=0.1")
+    out = run_demo(model_dir, tmp_path, 120, "--runner=direct", "--malformed_fraction=0.1")
     assert "latency p50 / p99" in out and "parse: not_json" in out and "validate: out_of_bounds" in out
     assert out.rstrip().endswith("stopped the pipelines, the emulator")
 
 
 def test_demo_through_tf_serving_accounts_for_every_event(model_dir, tmp_path):
-    out = run_demo(model_dir, tmp_path, 80, "--inference=tf_serving")
+    out = run_demo(model_dir, tmp_path, 80, "--runner=direct", "--inference=tf_serving")
     assert "TF Serving stand-in on 127.0.0.1:" in out
     assert out.rstrip().endswith("stopped the pipelines, the emulator and the model server")
 
 
 @pytest.mark.flink
-def test_demo_on_flink_accounts_for_every_event_and_stops_the_cluster(model_dir, tmp_path):
+def test_the_default_demo_runs_on_flink_plays_the_lifecycle_act_and_stops_the_cluster(model_dir, tmp_path):
+    """`make demo` as it is, no runner named: both pipelines on the local Flink cluster, the lifecycle act's two
+    moves showing in fraud's predictions (30 s of traffic: each rollout command loads TensorFlow first)."""
     from localdev.flink import LocalFlink
 
-    out = run_demo(model_dir, tmp_path, 120, "--runner=flink", "--malformed_fraction=0.1")
+    out = run_demo(model_dir, tmp_path, 1800, "--malformed_fraction=0.1")
     assert "started the streaming pipelines on a local Flink cluster" in out
+    assert re.search(r"roll forward: stable -> 2 +first v2 prediction [\d.]+s after the move", out), out
+    assert re.search(r"roll back: stable -> 1 +first v1 prediction [\d.]+s after the move", out), out
+    assert "shadow (v2, 50%)" in out and "shadow failures" not in out
     assert out.rstrip().endswith("stopped the pipelines, the emulator and the Flink cluster")
     assert not any(component.up for component in LocalFlink(verbose=False).status().components)
 
@@ -59,6 +64,7 @@ def test_the_lifecycle_act_rolls_forward_and_back_mid_stream_while_a_shadow_comp
             "localdev.demo",
             f"--model_dir={model_dir}",
             "--models=fraud",
+            "--runner=direct",
             # 40 s at 60/s: both moves show before the stream ends, even on a busy machine, where each rollout
             # command takes several seconds to load TensorFlow and check the version.
             "--events=2400",
