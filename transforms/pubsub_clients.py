@@ -26,16 +26,15 @@ def subscriber_client(emulator_host: str | None):
     return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
 
 
-def publisher_client(emulator_host: str | None, batch_settings=None):
+def publisher_client(emulator_host: str | None):
     from google.cloud import pubsub_v1
 
-    settings = {"batch_settings": batch_settings} if batch_settings is not None else {}
     if not emulator_host:
-        return pubsub_v1.PublisherClient(**settings)
+        return pubsub_v1.PublisherClient()
     from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
 
     channel = grpc.insecure_channel(emulator_host, options=_EMULATOR_CHANNEL_OPTIONS)
-    return pubsub_v1.PublisherClient(transport=PublisherGrpcTransport(channel=channel), **settings)
+    return pubsub_v1.PublisherClient(transport=PublisherGrpcTransport(channel=channel))
 
 
 def publisher_api(emulator_host: str | None):

@@ -10,9 +10,9 @@ completed, so an event the restored state remembers was published, and an event 
 checkpoint was acknowledged at once, and is not delivered again.
 
 Publishing sends whole Publish requests through the official client's generated API (google.pubsub_v1), built
-from raw protobuf messages: up to 1,000 messages or 9 MB a request, one request in flight per chunk, from a few
-threads, so the bundle thread goes on scoring while Pub/Sub answers. (The client's own batching layer costs a
-future, a lock and a proto-plus message per message: measured, it was a third of the SDK worker's time.) A chunk
+from raw protobuf messages: up to 1,000 messages or 9 MB a request, sent from a few threads, so the bundle thread
+goes on scoring while Pub/Sub answers. (The client's own batching layer costs a future, a lock and a proto-plus
+message per message: measured, it took a third of the SDK worker's bundle thread.) A chunk
 leaves when it is full and when the bundle ends, so a prediction leaves as soon as its bundle is scored; each
 request is retried on transient errors for at most --publish_timeout_secs. A bundle finishes only when all its
 publishes have completed. Then:

@@ -29,7 +29,7 @@ and shared; the benchmark's own publisher and collectors share its cores with th
 One job a module:
 
     knobs      the runner settings measured (CONFIGS) and the pipeline flags of each
-    cluster    which local cluster; its process groups; the TaskManager restarted before metaspace runs out
+    cluster    which local cluster; its process groups; a fresh TaskManager for each job
     cpu        CPU seconds per process group over a window
     profiler   py-spy on the SDK workers, and where their bundle thread's time goes
     backlog    backlog drains: the backlog published before the reader starts, stamped outputs, drain figures
