@@ -61,7 +61,7 @@ _PROFILE_VALUES = {
     "flink_plain_events": (10_000, 3_000),
     "flink_latency_secs": (40, 8),
     "flink_light_secs": (20, 6),
-    "flink_scale_out": (True, False),
+    "flink_scale_out": (True, True),
     "flink_repeats": (3, 1),
     "flink_configs": (
         (
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--model_dir", required=True, help="model repository with fraud/ and price/ (make models)")
     parser.add_argument("--out", default="benchmarks/results", help="where results.json, results.png, logs/ go")
-    parser.add_argument("--quick", action="store_true", help="smaller inputs, one repeat, no variants (~2 min)")
+    parser.add_argument("--quick", action="store_true", help="smaller inputs, one repeat, no variants (a smoke test)")
     parser.add_argument(
         "--only",
         default=",".join(DEFAULT_SECTIONS),

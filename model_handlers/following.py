@@ -179,7 +179,7 @@ _frozen = False
 def freeze_what_lives_forever() -> None:
     """Once per process, before the first model loads: TensorFlow's modules hold a great many objects that live as
     long as the process, and every full collection (Python's own, and the one at a swap) walks them all, holding
-    the GIL for about 0.2 s. gc.freeze() moves everything alive now into a generation no collection visits; the
+    the GIL for about 0.25 s. gc.freeze() moves everything alive now into a generation no collection visits; the
     models loaded after this stay collectable, so a swapped-out copy is still freed."""
     global _frozen  # noqa: PLW0603 (one process-wide fact)
     if _frozen:

@@ -310,8 +310,8 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
     def stop(self) -> None:
         """Stop every component (SIGTERM to each process group, SIGKILL what is left); idempotent."""
         entries = self._read_state().get("processes", {})
-        # Reverse start order: the worker pool and job server first, so nothing submits to a dying cluster; extra
-        # TaskManagers (add_taskmanager) before them.
+        # Reverse start order: the worker pool and job server first, so nothing submits to a dying cluster; then the
+        # extra TaskManagers (add_taskmanager), the first one and the JobManager.
         extras = [name for name in entries if name not in COMPONENTS]
         for name in ["workerpool", "jobserver", *extras, "taskmanager", "jobmanager"]:
             if name in entries:
