@@ -26,6 +26,7 @@ class RecordingApi:
 
     def __init__(self, api):
         self._api = api
+        self.transport = api.transport  # closed with the publisher
         self.requests: list[tuple[int, int]] = []  # (messages, serialized bytes)
 
     def publish(self, request, **kwargs):

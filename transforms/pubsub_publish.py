@@ -196,8 +196,12 @@ class BulkPublisher:
         return total
 
     def close(self) -> None:
-        """Waits for what was sent (so that what is published is acknowledged), then stops the pool."""
+        """Waits for what was sent (so that what is published is acknowledged), then stops the pool and closes the
+        clients' connections."""
         self._pool.shutdown(wait=True)
+        self._api.transport.close()
+        if self._subscriber is not None:
+            self._subscriber.close()
 
     # --- on the pool's threads -------------------------------------------------------------------------------
     def _send(self, chunk: _Chunk) -> None:
