@@ -10,18 +10,21 @@
    by when they reached Pub/Sub (the emulator's publish stamp; also the middle 80 %, as the collectors received
    them, and from the pipeline's own `scored_at` stamps). Then events paced at half that rate for a while:
    publish-to-prediction latency p50/p99 from the `published_at` attribute, prediction as received (as the
-   `streaming` section), and to the prediction's publish. The default setting runs `repeats` times (medians);
-   the others once each.
+   `streaming` section), and to the prediction's publish. The default setting runs `repeats` times (medians),
+   each also at light load (40 events/s, the demo's rate); the others once each. Each job gets a fresh
+   TaskManager.
 2. The plain google-cloud-pubsub consumer (benchmarks/plain_consumer.py) on the same emulator: measured exactly as
    the `streaming` section does (publish as fast as possible while it consumes), and drained from the same
-   backlog as Flink, so the ratio compares like with like.
+   backlog as Flink, so the ratio compares like with like; then at half its drain rate and at light load.
 3. Backfill: the same JSON Lines file through the fraud backfill on Flink (batch) and on the DirectRunner, each
    run a fresh `benchmarks.backfill_worker` process (run + wait_until_finish timed, outputs counted); a small
    and a big input give fixed cost and steady state, as the `backfill` section computes them.
-4. Where the time goes (always measured, so the figures explain themselves): CPU seconds per process during a
-   drain (emulator, Flink JVMs, job server, SDK workers, launcher, the benchmark's own publisher/collectors); the
+4. Where the time goes (always measured, so the figures explain themselves): CPU seconds per process between the
+   drain's first and last output (emulator, Flink JVMs, job server, SDK workers, launcher, the benchmark's own
+   publisher/collectors); the
    pieces alone (emulator pull rate, publish rate the way the sink publishes, the model's per-event cost
    from benchmarks.ceiling); and a py-spy profile of the SDK worker's bundle thread during a drain.
+5. Scale-out: a second TaskManager joins, and the backlog is drained at parallelism 1, 2 and 4.
 
 Everything it starts (emulator, cluster, jobs, launchers, consumers) stops on the way out. The machine is small
 and shared; the benchmark's own publisher and collectors share its cores with the system under test.
