@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         type=int,
         default=0,
         help="flink: added to every port of the "
-        "local cluster (8081, 6123, 8099, 8098, 8097, 50000), to run beside another one",
+        "local cluster (8081, 6123, 8099, 8098, 8097, 8096), to run beside another one",
     )
     parser.add_argument(
         "--flink_configs",

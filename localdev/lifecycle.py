@@ -180,6 +180,12 @@ class LifecycleAct:
                     f"      v{champion} vs v{challenger}: {sum(agreements) / len(agreements):.1%} agree, "
                     f"{len(agreements)} events"
                 )
-        if len(compared) < len(records):
-            lines.append(f"    shadow failures     {len(records) - len(compared)} (each record carries the error)")
+        failed = [r for r in records if r.get("challenger") is None]
+        if failed:
+            # By the error's first words: "shed" (the challenger fell too far behind), a load failure, an exception.
+            reasons = collections.Counter(str(r.get("error")).split(":")[0] for r in failed)
+            lines.append(
+                f"    shadow failures     {len(failed)}: "
+                + ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+            )
         return lines

@@ -52,7 +52,14 @@ def test_the_default_demo_runs_on_flink_plays_the_lifecycle_act_and_stops_the_cl
     out = run_demo(model_dir, tmp_path, 2400, "--malformed_fraction=0.1")
     assert "started the streaming pipelines on a local Flink cluster" in out
     assert re.search(r"roll forward: stable -> 2 +first v2 prediction [\d.]+s after the move", out), out
-    assert "shadow (v2, 50%)" in out and "shadow failures" not in out
+    assert "shadow (v2, 50%)" in out
+    # A challenger that falls more than 10 s behind sheds events, by design; a busy CI machine can make it. Any other
+    # failure of the challenger fails the test.
+    failures = re.search(r"shadow failures +\d+: (.*)", out)
+    assert failures is None or re.fullmatch(r"\d+ shed", failures.group(1)), out
+    # No event waited for a redelivery: a pull given up on strands its messages until the ack deadline (60 s).
+    p99s = [int(ms) for ms in re.findall(r"latency p50 / p99 +\d+ ms / (\d+) ms", out)]
+    assert len(p99s) == 2 and max(p99s) < 30_000, out
     assert out.rstrip().endswith("stopped the pipelines, the emulator and the Flink cluster")
     assert not any(component.up for component in LocalFlink(verbose=False).status().components)
 

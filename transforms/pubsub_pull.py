@@ -7,20 +7,28 @@ published for this Beam version where we can fetch it, and a Python splittable D
 Beam's portable Flink runner (apache/beam#19637; seen here). See the README's "Running on Flink".
 
 So the reader is Flink's own streaming impulse, which ticks in every parallel source subtask, and a plain DoFn
-that answers a tick with one synchronous pull through the official client. A message is acknowledged by the step
-that publishes its outcome, whichever stage and worker that is (an ack id is good from any client of the
-subscription), so no option can open a window in which a message is acknowledged before its outcome is out.
+that answers a tick with the messages its puller (one thread per reader, through the official client) has
+brought since the last tick, and asks it for one more pull. The pull runs on that thread, not in the bundle, so
+that it can wait as long as Pub/Sub takes to answer without holding a bundle or a checkpoint: a pull its client
+gives up on loses the messages Pub/Sub is already sending it, until their ack deadline passes. (With a 0.25 s
+deadline inside the bundle, a busy 2-core machine delayed about 20 events of a demo by the whole minute of the
+ack deadline.) A message is acknowledged by the step that publishes its outcome, whichever stage and worker that
+is (an ack id is good from any client of the subscription), so no option can open a window in which a message is
+acknowledged before its outcome is out.
 
 Faults are survived in place: a failed pull (Pub/Sub unavailable, a reset connection, an expired token) is
-counted, logged and retried with backoff on the next ticks, without failing the bundle, which would restart the
-job. Only when no pull has succeeded for --pubsub_unreachable_secs does the reader fail, with PubsubUnreachable naming
-the endpoint and the last error, so that a worker that can never reach Pub/Sub (a wrong address, a network policy)
-shows in the job's exceptions and at the launcher (pipelines.build) instead of running and reading nothing.
+counted, logged and retried with backoff, without failing the bundle, which would restart the job. Only when no
+pull has succeeded for --pubsub_unreachable_secs does the reader fail, with PubsubUnreachable naming the endpoint
+and the last error, so that a worker that can never reach Pub/Sub (a wrong address, a network policy) shows in the
+job's exceptions and at the launcher (pipelines.build) instead of running and reading nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
 
@@ -33,17 +41,21 @@ from transforms.pubsub_clients import subscriber_client
 
 _LOGGER = logging.getLogger(__name__)
 
-# A tick every TICK_MS per source subtask; each tick that finds the reader ready pulls once.
+# A tick every TICK_MS per source subtask; each tick hands on what the puller brought and asks it for a pull.
 TICK_MS = 10
-# How long a pull may wait for messages. Short: a pull blocks the bundle, and a checkpoint waits for the bundle.
-PULL_TIMEOUT_SECS = 0.25
-# Pub/Sub holds a pull open until messages arrive or a short while passes (the emulator: about 50 ms), so an idle
-# reader waits in the pull itself; only a pull that came back empty sooner than this lets the ticks pass without
-# pulling for the rest of it, so that an idle reader never spins.
+# How long a pull may wait for Pub/Sub's answer. Pub/Sub answers as soon as messages come, and holds an idle pull
+# until shortly before this deadline (the emulator: a second before); a pull given up on strands what Pub/Sub was
+# sending it until the ack deadline, so the deadline is generous and the wait is the puller thread's, not a bundle's.
+PULL_DEADLINE_SECS = 10.0
+# A pull that came back empty sooner than this (an unusual server) waits for the rest of it before the next, so an
+# idle reader never spins.
 IDLE_BACKOFF_SECS = 0.05
 MAX_MESSAGES = 1000
 # After a failed pull: the first and the longest wait before the next.
 ERROR_BACKOFF_SECS, MAX_ERROR_BACKOFF_SECS = 0.5, 5.0
+# A reader not ticked for this long (its job cancelled, its bundle processor dropped) has its puller stop pulling
+# and hand what it holds back to Pub/Sub for another reader.
+ORPHANED_AFTER_SECS = 2.0
 # No successful pull for this long: the reader fails, visibly, with the reason.
 UNREACHABLE_AFTER_SECS = 60.0
 # A marker the launcher looks for in the job's exceptions.
@@ -52,6 +64,99 @@ UNREACHABLE_MARKER = "PubsubUnreachable"
 
 class PubsubUnreachable(RuntimeError):
     pass
+
+
+class _Puller:
+    """One reader's pulls, on a thread of its own. Each `take()` (a tick) returns what the pulls brought since the
+    last one and asks for one more pull, so at most two pulls' messages ever wait here. Counts live in plain
+    fields: Beam's metrics belong to a bundle, so the ticks report them."""
+
+    def __init__(self, subscription: str, max_messages: int, emulator_host: str | None):
+        from google.api_core import exceptions
+
+        self._deadline_exceeded = exceptions.DeadlineExceeded
+        self._subscription = subscription
+        self._max_messages = max_messages
+        self.endpoint = emulator_host or "pubsub.googleapis.com"
+        self._subscriber = subscriber_client(emulator_host)
+        self._received: queue.SimpleQueue = queue.SimpleQueue()  # lists of raw ReceivedMessage protobufs
+        self._asked = threading.Event()
+        self._stopped = threading.Event()
+        self.errors = 0  # failed pulls so far
+        self.last_error: BaseException | None = None
+        self.last_success = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"pull {subscription}", daemon=True)
+        self._thread.start()
+
+    def take(self) -> list:
+        self._asked.set()
+        return self._drain()
+
+    def _drain(self) -> list:
+        taken = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                taken.extend(self._received.get_nowait())
+        return taken
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._asked.set()
+        self._give_back()
+        self._subscriber.close()  # ends a pull in flight
+
+    def _run(self) -> None:
+        backoff = ERROR_BACKOFF_SECS
+        while not self._stopped.is_set():
+            if not self._asked.wait(ORPHANED_AFTER_SECS):
+                self._give_back()
+                continue
+            if self._stopped.is_set():
+                return
+            self._asked.clear()
+            started = time.monotonic()
+            try:
+                response = self._subscriber.pull(
+                    request={"subscription": self._subscription, "max_messages": self._max_messages},
+                    timeout=PULL_DEADLINE_SECS,
+                    retry=None,  # the next pull is the retry
+                )
+                # The raw protobuf: proto-plus wrappers cost microseconds per field read, per message.
+                messages = type(response).pb(response).received_messages
+            except self._deadline_exceeded:
+                messages = []  # no answer in time: like an empty one, not a failure
+            except Exception as error:  # pylint: disable=broad-except
+                if self._stopped.is_set():
+                    return
+                self.errors, self.last_error = self.errors + 1, error
+                _LOGGER.warning(
+                    "pulling from %s at %s failed (%s: %s); retrying in %.1f s",
+                    self._subscription,
+                    self.endpoint,
+                    type(error).__name__,
+                    error,
+                    backoff,
+                )
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, MAX_ERROR_BACKOFF_SECS)
+                continue
+            self.last_success, backoff = time.monotonic(), ERROR_BACKOFF_SECS
+            if messages:
+                self._received.put(messages)
+                if self._stopped.is_set():  # stopped during the pull: no tick will take them
+                    self._give_back()
+            else:
+                self._stopped.wait(started + IDLE_BACKOFF_SECS - time.monotonic())
+
+    def _give_back(self) -> None:
+        """What waits here, and no reader will hand on, back to Pub/Sub now (ack deadline 0), not after the
+        subscription's ack deadline."""
+        ack_ids = [received.ack_id for received in self._drain()]
+        if ack_ids:
+            with contextlib.suppress(Exception):  # best effort: the ack deadline returns them anyway
+                self._subscriber.modify_ack_deadline(
+                    request={"subscription": self._subscription, "ack_ids": ack_ids, "ack_deadline_seconds": 0}
+                )
 
 
 class _PullFn(beam.DoFn):
@@ -64,39 +169,22 @@ class _PullFn(beam.DoFn):
         self._pull_errors = Metrics.counter("pubsub", "pull_errors")
 
     def setup(self):
-        from google.api_core import exceptions
-
-        self._deadline_exceeded = exceptions.DeadlineExceeded
-        self._subscriber = subscriber_client(self._emulator_host)
-        self._idle_until = 0.0
-        self._backoff = ERROR_BACKOFF_SECS
-        self._last_success = time.monotonic()
+        self._puller = _Puller(self._subscription, self._max_messages, self._emulator_host)
+        self._errors_counted = 0
 
     def teardown(self):
-        subscriber = getattr(self, "_subscriber", None)
-        if subscriber is not None:
-            subscriber.close()
+        puller = getattr(self, "_puller", None)
+        if puller is not None:
+            puller.stop()
 
     def process(self, _tick) -> Iterator[beam.window.TimestampedValue]:
-        started = time.monotonic()
-        if started < self._idle_until:
-            return
-        try:
-            response = self._subscriber.pull(
-                request={"subscription": self._subscription, "max_messages": self._max_messages},
-                timeout=PULL_TIMEOUT_SECS,
-                retry=None,  # the next tick is the retry
-            )
-            # The raw protobuf: proto-plus wrappers cost microseconds per field read, per message.
-            messages = type(response).pb(response).received_messages
-        except self._deadline_exceeded:
-            messages = []  # nothing arrived within the pull's timeout
-        except Exception as error:  # pylint: disable=broad-except
-            self._failed(error)
-            return
-        self._last_success, self._backoff = time.monotonic(), ERROR_BACKOFF_SECS
+        puller = self._puller
+        messages = puller.take()
+        if puller.errors > self._errors_counted:
+            self._pull_errors.inc(puller.errors - self._errors_counted)
+            self._errors_counted = puller.errors
         if not messages:
-            self._idle_until = started + IDLE_BACKOFF_SECS
+            self._fail_if_unreachable(puller)
             return
         self._pulled.inc(len(messages))
         for received in messages:
@@ -107,25 +195,14 @@ class _PullFn(beam.DoFn):
                 Timestamp(seconds=published.seconds, micros=published.nanos // 1000),
             )
 
-    def _failed(self, error: BaseException) -> None:
-        self._pull_errors.inc()
-        silent_for = time.monotonic() - self._last_success
-        endpoint = self._emulator_host or "pubsub.googleapis.com"
-        if silent_for > self._unreachable_secs:
+    def _fail_if_unreachable(self, puller: _Puller) -> None:
+        silent_for = time.monotonic() - puller.last_success
+        if puller.last_error is not None and silent_for > self._unreachable_secs:
+            error = puller.last_error
             raise PubsubUnreachable(
-                f"{UNREACHABLE_MARKER}: no pull from {self._subscription} at {endpoint} has succeeded for "
+                f"{UNREACHABLE_MARKER}: no pull from {self._subscription} at {puller.endpoint} has succeeded for "
                 f"{silent_for:.0f} s; the last error: {type(error).__name__}: {error}"
             )
-        _LOGGER.warning(
-            "pulling from %s at %s failed (%s: %s); retrying in %.1f s",
-            self._subscription,
-            endpoint,
-            type(error).__name__,
-            error,
-            self._backoff,
-        )
-        self._idle_until = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, MAX_ERROR_BACKOFF_SECS)
 
 
 @beam.typehints.with_output_types(RawEvent)

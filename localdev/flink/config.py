@@ -27,7 +27,9 @@ class Ports:
     job: int = 8099  # Beam job service: --job_endpoint
     artifact: int = 8098  # Beam artifact staging
     expansion: int = 8097  # Beam Java expansion service (cross-language transforms)
-    worker_pool: int = 50000  # Beam SDK worker pool: --environment_config
+    # Beam SDK worker pool: --environment_config. Not Beam's usual 50000: that is in Linux's ephemeral range
+    # (32768-60999), where any outgoing connection (a test's to the emulator, say) may hold it.
+    worker_pool: int = 8096
 
 
 def config_overrides(layout: Layout, ports: Ports, slots: int, restart_attempts: int) -> dict[str, tuple[Any, str]]:
