@@ -59,7 +59,7 @@ def test_what_a_reader_no_longer_ticked_holds_goes_back_to_pubsub_at_once(emulat
     puller = _Puller(subscription, 1000, emulator.host)
     other = subscriber_client(emulator.host)
     try:
-        puller.take()  # one tick: the puller pulls once more, then waits for the next tick, which never comes
+        puller.take()  # one tick, then none: the puller pulls on for ORPHANED_AFTER_SECS, then gives back
         ids = publish(emulator, topic, 20, "orphaned")
         time.sleep(0.5)
         given_back_by = time.monotonic() + ORPHANED_AFTER_SECS + 10

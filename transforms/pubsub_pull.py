@@ -7,10 +7,10 @@ published for this Beam version where we can fetch it, and a Python splittable D
 Beam's portable Flink runner (apache/beam#19637; seen here). See the README's "Running on Flink".
 
 So the reader is Flink's own streaming impulse, which ticks in every parallel source subtask, and a plain DoFn
-that answers a tick with the messages its puller (one thread per reader, through the official client) has
-brought since the last tick, and asks it for one more pull. The pull runs on that thread, not in the bundle, so
-that it can wait as long as Pub/Sub takes to answer without holding a bundle or a checkpoint: a pull its client
-gives up on loses the messages Pub/Sub is already sending it, until their ack deadline passes. (With a 0.25 s
+that answers a tick with the messages its puller (one thread per reader, through the official client, pulling a
+few thousand messages ahead at most) has brought since the last tick. The pull runs on that thread, not in the
+bundle, so that it can wait as long as Pub/Sub takes to answer without holding a bundle or a checkpoint: a pull
+its client gives up on loses the messages Pub/Sub is already sending it, until their ack deadline passes. (With a 0.25 s
 deadline inside the bundle, a busy 2-core machine delayed about 20 events of a demo by the whole minute of the
 ack deadline.) A message is acknowledged by the step that publishes its outcome, whichever stage and worker that
 is (an ack id is good from any client of the subscription), so no option can open a window in which a message is
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -41,7 +40,7 @@ from transforms.pubsub_clients import subscriber_client
 
 _LOGGER = logging.getLogger(__name__)
 
-# A tick every TICK_MS per source subtask; each tick hands on what the puller brought and asks it for a pull.
+# A tick every TICK_MS per source subtask; each tick hands on what the puller has brought.
 TICK_MS = 10
 # How long a pull may wait for Pub/Sub's answer. Pub/Sub answers as soon as messages come, and holds an idle pull
 # until shortly before this deadline (the emulator: a second before); a pull given up on strands what Pub/Sub was
@@ -51,6 +50,9 @@ PULL_DEADLINE_SECS = 10.0
 # idle reader never spins.
 IDLE_BACKOFF_SECS = 0.05
 MAX_MESSAGES = 1000
+# The puller pulls ahead of the reader until this many messages wait: a few pulls' worth, so a burst of ticks finds
+# a bundle's worth, and few enough that none waits anywhere near an ack deadline (10 s at least).
+PREFETCH_MESSAGES = 5000
 # After a failed pull: the first and the longest wait before the next.
 ERROR_BACKOFF_SECS, MAX_ERROR_BACKOFF_SECS = 0.5, 5.0
 # A reader not ticked for this long (its job cancelled, its bundle processor dropped) has its puller stop pulling
@@ -67,8 +69,10 @@ class PubsubUnreachable(RuntimeError):
 
 
 class _Puller:
-    """One reader's pulls, on a thread of its own. Each `take()` (a tick) returns what the pulls brought since the
-    last one and asks for one more pull, so at most two pulls' messages ever wait here. Counts live in plain
+    """One reader's pulls, on a thread of its own, a little ahead of the reader: it pulls while fewer than
+    PREFETCH_MESSAGES wait and the reader has ticked within ORPHANED_AFTER_SECS; each `take()` (a tick) returns
+    everything waiting. Not one pull per tick: the runner may deliver ticks in bursts (with Beam's default data
+    plane, a bundle's worth at once), and a burst must find a bundle's worth of messages. Counts live in plain
     fields: Beam's metrics belong to a bundle, so the ticks report them."""
 
     def __init__(self, subscription: str, max_messages: int, emulator_host: str | None):
@@ -79,8 +83,10 @@ class _Puller:
         self._max_messages = max_messages
         self.endpoint = emulator_host or "pubsub.googleapis.com"
         self._subscriber = subscriber_client(emulator_host)
-        self._received: queue.SimpleQueue = queue.SimpleQueue()  # lists of raw ReceivedMessage protobufs
-        self._asked = threading.Event()
+        self._lock = threading.Lock()
+        self._waiting: list = []  # raw ReceivedMessage protobufs, oldest first
+        self._ticked_at = time.monotonic()
+        self._ticked = threading.Event()
         self._stopped = threading.Event()
         self.errors = 0  # failed pulls so far
         self.last_error: BaseException | None = None
@@ -89,31 +95,33 @@ class _Puller:
         self._thread.start()
 
     def take(self) -> list:
-        self._asked.set()
-        return self._drain()
+        self._ticked_at = time.monotonic()
+        taken = self._drain()
+        self._ticked.set()
+        return taken
 
     def _drain(self) -> list:
-        taken = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                taken.extend(self._received.get_nowait())
+        with self._lock:
+            taken, self._waiting = self._waiting, []
         return taken
 
     def stop(self) -> None:
         self._stopped.set()
-        self._asked.set()
+        self._ticked.set()
         self._give_back()
         self._subscriber.close()  # ends a pull in flight
 
     def _run(self) -> None:
         backoff = ERROR_BACKOFF_SECS
         while not self._stopped.is_set():
-            if not self._asked.wait(ORPHANED_AFTER_SECS):
-                self._give_back()
+            self._ticked.clear()
+            if time.monotonic() - self._ticked_at > ORPHANED_AFTER_SECS:
+                self._give_back()  # nobody takes them: back to Pub/Sub, for another reader
+                self._ticked.wait()
                 continue
-            if self._stopped.is_set():
-                return
-            self._asked.clear()
+            if len(self._waiting) >= PREFETCH_MESSAGES:
+                self._ticked.wait(ORPHANED_AFTER_SECS)  # the reader is behind: wait for it to take some
+                continue
             started = time.monotonic()
             try:
                 response = self._subscriber.pull(
@@ -142,7 +150,8 @@ class _Puller:
                 continue
             self.last_success, backoff = time.monotonic(), ERROR_BACKOFF_SECS
             if messages:
-                self._received.put(messages)
+                with self._lock:
+                    self._waiting.extend(messages)
                 if self._stopped.is_set():  # stopped during the pull: no tick will take them
                     self._give_back()
             else:
