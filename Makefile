@@ -11,26 +11,31 @@ STAMP := $(VENV)/.installed
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-# Every package from the dev lock, each file checked against its hash; then the project alone, built by the lock's
-# setuptools (build isolation would fetch one unpinned).
-$(STAMP): setup.py requirements/dev.txt
+# The installer first, from its own hashed lock: uv, one wheel with no dependencies, which the pip any Python bundles
+# installs in hash mode. Then uv makes the venv exactly the dev lock (every file checked against its hash, nothing
+# resolved against the index, so a release after the lock changes nothing); then the project alone, built by the
+# lock's setuptools (build isolation would fetch one unpinned).
+UV := $(VENV)/bin/uv
+$(STAMP): setup.py requirements/installer.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/installer.txt
+	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements/dev.txt
+	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create the virtual environment from the hashed lock requirements/dev.txt, then the project (idempotent)
 
 # One resolution for one target (the images': Linux x86_64, CPython 3.11) wherever it runs; uv keeps the pins an
 # existing lock has where it can. The image locks are constrained by the dev lock, so the images run the versions
-# the tests ran; the build lock is setuptools alone (setup.py's build extra, at the dev lock's version).
-LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+# the tests ran; the build lock is setuptools alone and the installer lock uv alone, each at the dev lock's version.
+LOCK := $(UV) pip compile --quiet --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
 lock: $(STAMP) ## Resolve setup.py into the hashed locks in requirements/ (after changing a dependency; commit both)
 	$(LOCK) setup.py --extra dev -o requirements/dev.txt
 	$(LOCK) setup.py --constraints requirements/dev.txt -o requirements/runtime.txt
 	$(LOCK) setup.py --extra gpu --constraints requirements/dev.txt -o requirements/worker-gpu.txt
 	echo setuptools | $(LOCK) - --constraints requirements/dev.txt -o requirements/build.txt
+	echo uv | $(LOCK) - --constraints requirements/dev.txt -o requirements/installer.txt
 
 models: $(STAMP) ## Build the two demo models into $(MODEL_DIR)/ if missing (FORCE=1 rebuilds)
 	$(PY) -m training.train --model_dir=$(MODEL_DIR) $(if $(FORCE),--force,)
@@ -61,7 +66,8 @@ bench: models ## Benchmarks: signature ceiling, backfill, streaming, plain-consu
 GPU_VENV ?= .venv-gpu
 bench-gpu: models ## On an NVIDIA GPU machine: in-process scoring, GPU against CPU, batches 1-2048, 1 and 2 model copies -> benchmarks/results/gpu/
 	@test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
-	$(GPU_VENV)/bin/pip install --quiet --require-hashes -r requirements/worker-gpu.txt
+	$(GPU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/installer.txt
+	$(GPU_VENV)/bin/uv pip install --quiet --python $(GPU_VENV)/bin/python --require-hashes -r requirements/worker-gpu.txt
 	PYTHONPATH=$(CURDIR) $(GPU_VENV)/bin/python -m benchmarks.gpu --model_dir=$(MODEL_DIR) --out=benchmarks/results/gpu
 	$(PY) -m benchmarks.gpu --plot benchmarks/results/gpu/gpu.json
 

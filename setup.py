@@ -45,8 +45,13 @@ EXTRAS = {
     # Builds the project with no isolated build environment (which pip would fill unpinned and unhashed):
     # `make setup` and the images' wheel stage install it from a lock first.
     "build": ["setuptools==84.2.1"],
-    # The installer `make setup` brings the venv's up to, and the tool that writes the locks (`make lock`).
-    "tools": ["pip==26.3", "uv==0.13.9"],
+    # The installer: `make setup` and the images install it alone, from its own hashed lock (requirements/
+    # installer.txt: a single wheel without dependencies, which any pip installs in hash mode), and install every
+    # other lock with it. It also writes the locks (`make lock`). Python's bundled pip resolves a locked package's
+    # extras against the index in hash mode, and refuses a lock the index has moved past (issue 21).
+    "installer": ["uv==0.13.9"],
+    # pip in the venv, for what runs pip itself (localdev.flink installs Flink from PyPI into build/).
+    "tools": ["pip==26.3"],
 }
 EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 # The GPU worker image's TensorFlow with its CUDA libraries (gigabytes): its own lock, never in dev.

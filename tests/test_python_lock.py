@@ -114,8 +114,8 @@ def test_an_image_lock_drifting_from_the_dev_lock_is_caught(repo):
 def test_make_setup_installing_without_the_hashed_lock_is_caught(repo):
     edit(
         repo / "Makefile",
-        "--require-hashes -r requirements/dev.txt",
-        "--upgrade pip setuptools wheel\n\t$(PY) -m pip install --quiet -e '.[dev]'",
+        "$(UV) pip sync --quiet --python $(PY) --require-hashes requirements/dev.txt",
+        "$(PY) -m pip install --quiet --upgrade pip setuptools wheel\n\t$(PY) -m pip install --quiet -e '.[dev]'",
     )
     found = problems(repo)
     assert_reported(found, "Makefile: `pip install --quiet --upgrade pip setuptools wheel` installs packages without")
@@ -124,9 +124,9 @@ def test_make_setup_installing_without_the_hashed_lock_is_caught(repo):
 
 
 def test_make_setup_reading_the_lock_without_require_hashes_is_caught(repo):
-    edit(repo / "Makefile", "--require-hashes -r requirements/dev.txt", "-r requirements/dev.txt")
+    edit(repo / "Makefile", "--require-hashes requirements/dev.txt", "requirements/dev.txt")
     assert_reported(
-        problems(repo), "Makefile: `pip install --quiet -r requirements/dev.txt` installs from a lock without"
+        problems(repo), "Makefile: `uv pip sync --quiet --python $(PY) requirements/dev.txt` installs from a lock without"
     )
 
 
@@ -137,22 +137,22 @@ def test_building_the_project_in_an_isolated_environment_is_caught(repo):
 
 def test_an_image_installing_its_dependencies_from_the_wheel_is_caught(repo):
     dockerfile = repo / "images" / "launcher" / "Dockerfile"
-    edit(dockerfile, "pip install --no-cache-dir --no-deps /wheels/*.whl", "pip install --no-cache-dir /wheels/*.whl")
+    edit(dockerfile, "uv pip install --system --no-cache --no-deps /wheels/*.whl", "uv pip install --system /wheels/*.whl")
     edit(dockerfile, "pip wheel --no-cache-dir --no-deps --no-build-isolation", "pip wheel --no-cache-dir --no-deps")
     found = problems(repo)
-    assert_reported(found, "images/launcher/Dockerfile: `pip install --no-cache-dir /wheels/*.whl` installs packages")
+    assert_reported(found, "images/launcher/Dockerfile: `uv pip install --system /wheels/*.whl` installs packages")
     assert_reported(found, "images/launcher/Dockerfile: `pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .`")
 
 
 def test_the_gpu_variant_installing_cuda_unhashed_is_caught(repo):
     edit(
         repo / "images" / "worker" / "Dockerfile",
-        "pip install --no-cache-dir --require-hashes -r /wheels/worker-gpu.txt",
-        'pip install --no-cache-dir "tensorflow[and-cuda]==${TF_VERSION}"',
+        "uv pip install --system --no-cache --require-hashes -r /wheels/worker-gpu.txt",
+        'uv pip install --system --no-cache "tensorflow[and-cuda]==${TF_VERSION}"',
     )
     found = problems(repo)
     assert_reported(
-        found, 'images/worker/Dockerfile: `pip install --no-cache-dir "tensorflow[and-cuda]==${TF_VERSION}"`'
+        found, 'images/worker/Dockerfile: `uv pip install --system --no-cache "tensorflow[and-cuda]==${TF_VERSION}"`'
     )
     assert_reported(found, "images/worker/Dockerfile: installs no requirements/worker-gpu.txt with --require-hashes")
 
@@ -174,5 +174,58 @@ def test_the_gpu_worker_gets_tensorflows_cuda_libraries_from_its_lock_at_setup_p
     cpu, _ = python_lock.parse_lock((python_lock.REQUIREMENTS_DIR / "runtime.txt").read_text())
     assert gpu["tensorflow"].version == tensorflow and "nvidia-cudnn-cu12" in gpu and "nvidia-cudnn-cu12" not in cpu
     worker = (python_lock.IMAGES_DIR / "worker" / "Dockerfile").read_text()
-    assert re.search(r'if \[ "\$VARIANT" = "cpu" \]; then pip install [^;]*-r /wheels/runtime\.txt;', worker)
-    assert re.search(r'elif \[ "\$VARIANT" = "gpu" \]; then pip install [^;]*-r /wheels/worker-gpu\.txt;', worker)
+    assert re.search(r'if \[ "\$VARIANT" = "cpu" \]; then uv pip install [^;]*-r /wheels/runtime\.txt;', worker)
+    assert re.search(r'elif \[ "\$VARIANT" = "gpu" \]; then uv pip install [^;]*-r /wheels/worker-gpu\.txt;', worker)
+
+
+# --- the installer ---------------------------------------------------------------------------------------------
+
+
+def test_installing_a_lock_with_the_pip_python_bundles_is_caught(repo):
+    """What stopped a fresh clone on 2026-12-07: the venv's pip 23.2.1, in hash mode, resolved google-auth[pyopenssl]
+    against the index and refused the lock once google-auth 2.63.1 was out."""
+    edit(
+        repo / "Makefile",
+        "$(UV) pip sync --quiet --python $(PY) --require-hashes requirements/dev.txt",
+        "$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt",
+    )
+    assert_reported(problems(repo), "installs ['dev.txt'] with pip, whose hash mode resolves extras against the index")
+
+
+@pytest.mark.parametrize("where", ["Makefile", "images/launcher/Dockerfile"])
+def test_an_installer_that_is_not_installed_from_its_own_lock_first_is_caught(repo, where):
+    path = repo / where
+    text = path.read_text()
+    line = next(line for line in text.splitlines() if "-r requirements/installer.txt" in line)
+    path.write_text(text.replace(line, line.replace("--require-hashes --no-deps -r requirements/installer.txt", "uv")))
+    assert_reported(problems(repo), f"{where}: `uv pip install --")
+    assert_reported(problems(repo), "runs uv before installing it from requirements/installer.txt")
+
+
+def test_an_unpinned_or_unhashed_installer_lock_is_caught(repo):
+    lock = repo / "requirements" / "installer.txt"
+    lock.write_text(re.sub(r"uv==[^ ]+ \\\n(    --hash=\S+ \\\n)*    --hash=\S+", "uv", lock.read_text()))
+    assert_reported(problems(repo), "requirements/installer.txt: 'uv' is not an exact pin")
+
+
+def remove_entry(lock_text: str, name: str) -> str:
+    """The lock without `name`'s entry (its pin, hashes and `via` comments)."""
+    entry = re.compile(rf"^{re.escape(name)}==.*?(?=^[a-z0-9])", re.MULTILINE | re.DOTALL | re.IGNORECASE)
+    assert entry.search(lock_text), f"{name} is not in the lock: update this test"
+    return entry.sub("", lock_text, count=1)
+
+
+def test_a_lock_missing_what_a_locked_package_asks_for_through_an_extra_is_caught(repo):
+    """google-cloud-bigquery asks for google-auth[pyopenssl], and that extra asks for cryptography: a lock without it
+    cannot be installed whole, whatever the installer."""
+    dev = repo / "requirements" / "dev.txt"
+    dev.write_text(remove_entry(dev.read_text(), "cryptography"))
+    assert_reported(problems(repo), "requirements/dev.txt: google-auth[pyopenssl] requires cryptography")
+
+
+def test_a_lock_pinning_a_version_outside_a_dependents_range_is_caught():
+    pins = {"a": python_lock.Pin("1.0", ("h",)), "b": python_lock.Pin("1.0", ("h",))}
+    metadata = {"a": ['b[x]>=2; python_version >= "3"'], "b": ['c; extra == "x"']}
+    found = python_lock.closure_problems("t.txt", ["a==1.0"], pins, lambda name, _: metadata.get(name))
+    assert "requirements/t.txt: a requires b[x]>=2, the lock pins 1.0" in found
+    assert "requirements/t.txt: b[x] requires c, which the lock lacks" in found

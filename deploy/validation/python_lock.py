@@ -1,5 +1,10 @@
 """The Python lock check: every package the project installs, in `make setup`'s venv and in the images, comes from a
-hashed lock in requirements/ that holds setup.py's exact pins.
+hashed lock in requirements/ that holds setup.py's exact pins, and is installed by a pinned installer.
+
+The installer is pinned too: each Makefile recipe and image first installs uv from requirements/installer.txt (one
+wheel, no dependencies: any pip installs it in hash mode) and installs every other lock with uv. pip installs nothing
+else but the project itself: in hash mode, the pip that Python bundles resolves a locked package's extras against the
+index, and refused a whole lock when the index published a release after it (issue 21).
 
 Like the versions check it reads source files, not the rendered overlay: setup.py, the locks, the Makefile and the
 image Dockerfiles. Each part takes text (or paths), so that a test can hand it a broken copy.
@@ -25,13 +30,15 @@ LOCKS = {
     "runtime.txt": (True, ()),
     "worker-gpu.txt": (True, ("gpu",)),
     "build.txt": (False, ("build",)),
+    "installer.txt": (False, ("installer",)),
 }
+INSTALLER_LOCK = "installer.txt"
 DEV_LOCK = "dev.txt"
 # Which locks each installer must install with --require-hashes (paths relative to the repository root).
 INSTALLERS = {
-    "Makefile": ("dev.txt", "worker-gpu.txt"),  # worker-gpu.txt: make bench-gpu
-    "images/worker/Dockerfile": ("build.txt", "runtime.txt", "worker-gpu.txt"),
-    "images/launcher/Dockerfile": ("build.txt", "runtime.txt"),
+    "Makefile": ("installer.txt", "dev.txt", "worker-gpu.txt"),  # worker-gpu.txt: make bench-gpu
+    "images/worker/Dockerfile": ("installer.txt", "build.txt", "runtime.txt", "worker-gpu.txt"),
+    "images/launcher/Dockerfile": ("installer.txt", "build.txt", "runtime.txt"),
 }
 
 
@@ -94,7 +101,7 @@ def parse_lock(text: str) -> tuple[dict[str, Pin], list[str]]:
     return pins, problems
 
 
-def check_locks(setup_text: str, locks: dict[str, str | None]) -> list[str]:
+def check_locks(setup_text: str, locks: dict[str, str | None], requires=None) -> list[str]:
     """setup.py's requirements are exact pins, and each lock ({file name: text, None if missing}) holds the ones it
     resolves at those versions, every entry hashed; the image locks agree with the dev lock, which the tests ran."""
     problems = []
@@ -128,6 +135,11 @@ def check_locks(setup_text: str, locks: dict[str, str | None]) -> list[str]:
                 problems.append(
                     f"requirements/{lock} pins {name} {pins[name].version}, setup.py {version}: run make lock"
                 )
+    for lock, pins in parsed.items():
+        install_requires, extras = LOCKS[lock]
+        groups = (["install_requires"] if install_requires else []) + list(extras)
+        roots = [r for group in groups for r in requirements.get(group, [])]
+        problems += closure_problems(lock, roots, pins, requires or installed_requirements)
     dev = parsed.get(DEV_LOCK, {})
     for lock, pins in parsed.items():
         for name, pin in sorted(pins.items()):
@@ -136,6 +148,54 @@ def check_locks(setup_text: str, locks: dict[str, str | None]) -> list[str]:
                     f"requirements/{lock} pins {name} {pin.version}, the dev lock (what the tests ran) "
                     f"{dev[name].version}: run make lock"
                 )
+    return problems
+
+
+def installed_requirements(name: str, version: str) -> list[str] | None:
+    """The Requires-Dist of `name` as installed here, when it is installed at `version` (the venv is the dev lock);
+    None otherwise (the GPU lock's CUDA packages are not installed here)."""
+    import importlib.metadata
+
+    try:
+        distribution = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return list(distribution.requires or []) if distribution.version == version else None
+
+
+def closure_problems(lock: str, roots: list[str], pins: dict[str, Pin], requires=installed_requirements) -> list[str]:
+    """What a locked package requires, through the extras its dependents ask of it, that the lock does not satisfy:
+    a missing package or a version outside the range. An installer that resolves in hash mode would stop there; one
+    that does not would install a broken set. Walks from setup.py's requirements (`roots`) through each package's
+    metadata (`requires(name, version)`, None where it is not known: that package's own requirements go unchecked)."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    environment = default_environment()
+    problems, seen = [], set()
+    queue = [(Requirement(root), "setup.py") for root in roots]
+    while queue:
+        requirement, wanted_by = queue.pop()
+        name = canonical(requirement.name)
+        pin = pins.get(name)
+        extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
+        wanted = f"{requirement.name}{extras}{requirement.specifier}"  # without its marker, which held
+        if pin is None:
+            problems.append(f"requirements/{lock}: {wanted_by} requires {wanted}, which the lock lacks")
+            continue
+        if not requirement.specifier.contains(pin.version, prereleases=True):
+            problems.append(f"requirements/{lock}: {wanted_by} requires {wanted}, the lock pins {pin.version}")
+        node = (name, frozenset(requirement.extras))
+        if node in seen:
+            continue
+        seen.add(node)
+        extras = sorted(requirement.extras) or [""]
+        for text in requires(name, pin.version) or []:
+            dependency = Requirement(text)
+            if dependency.marker and not any(dependency.marker.evaluate({**environment, "extra": e}) for e in extras):
+                continue
+            asked = f"{name}[{','.join(sorted(requirement.extras))}]" if requirement.extras else name
+            queue.append((dependency, asked))
     return problems
 
 
@@ -156,19 +216,27 @@ VALUE_OPTIONS = {
     "--find-links",
     "--prefix",
     "--root",
+    "--python",  # uv's
 }
 
 
 def pip_commands(text: str) -> list[str]:
-    """Every `pip install` / `pip wheel` in a Makefile or Dockerfile, up to its shell separator (comments left out)."""
+    """Every `pip install|wheel` and `uv pip install|sync` in a Makefile or Dockerfile, in order, up to its shell
+    separator (comments left out); uv's start with `uv`."""
     uncommented = "\n".join(re.sub(r"(^|\s)#.*", "", line) for line in text.splitlines())
     joined = uncommented.replace("\\\n", " ")
-    return [m.group(0).strip() for m in re.finditer(r"\bpip3?\s+(?:install|wheel)\b[^;&|\n]*", joined)]
+    commands = []
+    for match in re.finditer(r"(\S+\s+)?\bpip3?\s+(?:install|wheel|sync)\b[^;&|\n]*", joined):
+        runner = (match.group(1) or "").strip()
+        command = match.group(0)[len(match.group(1) or "") :].strip()
+        commands.append(f"uv {command}" if re.search(r"(^|/)uv$|\$\(UV\)$|/bin/uv$", runner) else command)
+    return commands
 
 
 def command_problem(command: str, allowed_locks: tuple[str, ...]) -> tuple[str | None, list[str]]:
-    """(what is wrong with one pip command, or None; the locks it installs with hashes)."""
-    tokens = [t.strip("\"'") for t in command.split()[2:]]
+    """(what is wrong with one install command, or None; the locks it installs with hashes)."""
+    uv = command.startswith("uv ")
+    tokens = [t.strip("\"'") for t in command.split()[3 if uv else 2 :]]
     locks, targets, flags = [], [], set()
     i = 0
     while i < len(tokens):
@@ -189,13 +257,24 @@ def command_problem(command: str, allowed_locks: tuple[str, ...]) -> tuple[str |
         else:
             targets.append(token)
         i += 1
+    if uv and command.split()[2] == "sync":
+        locks, targets = locks + targets, []  # `uv pip sync LOCK`: the venv becomes exactly the lock
     if locks:
         if "--require-hashes" not in flags or targets:
             return "installs from a lock without --require-hashes (or names packages beside it)", []
         strays = [lock for lock in locks if Path(lock).name not in allowed_locks]
         if strays:
             return f"installs {strays}, not one of its locks in requirements/ {list(allowed_locks)}", []
-        return None, [Path(lock).name for lock in locks]
+        names = [Path(lock).name for lock in locks]
+        if not uv and names != [INSTALLER_LOCK]:
+            return (
+                f"installs {names} with pip, whose hash mode resolves extras against the index: install "
+                f"requirements/{INSTALLER_LOCK} first, then every other lock with uv",
+                [],
+            )
+        if not uv and "--no-deps" not in flags:
+            return f"installs the installer without --no-deps: requirements/{INSTALLER_LOCK} is one wheel alone", []
+        return None, names
     # Not from a lock: only the project itself (a local path or its wheel), with no dependencies, built (if it is
     # built) by the lock's setuptools, since build isolation would fetch one unpinned.
     local = targets and all(t.startswith((".", "/")) for t in targets)
@@ -211,6 +290,11 @@ def check_installs(where: str, text: str, required_locks: tuple[str, ...]) -> li
     alone with --no-deps; and each of its locks is installed so."""
     problems, installed = [], set()
     for command in pip_commands(text):
+        if command.startswith("uv ") and INSTALLER_LOCK not in installed:
+            problems.append(
+                f"{where}: `{command}` runs uv before installing it from requirements/{INSTALLER_LOCK}: the "
+                "installer must be pinned too"
+            )
         problem, locks = command_problem(command, required_locks)
         if problem:
             problems.append(f"{where}: `{command}` {problem}")
