@@ -17,10 +17,11 @@ import os
 import time
 
 from localdev.streaming import PIPELINE_MODULES
+from plumbing import cli
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=sorted(PIPELINE_MODULES))
     parser.add_argument("--json_out", required=True)
     parser.add_argument("--profile_out", help="write cProfile stats of run+wait here")
@@ -79,4 +80,4 @@ def _distributions(result, namespace: str) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

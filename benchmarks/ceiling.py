@@ -22,6 +22,7 @@ import time
 
 from localdev.traffic import make_traffic
 from model_handlers.interface import MODELS
+from plumbing import cli
 from transforms.predictions import rfc3339
 
 
@@ -111,7 +112,7 @@ def stage_costs(interface, handler, model, passes: int = 5, batch_size: int = 25
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True)
     parser.add_argument("--json_out", required=True)
     parser.add_argument("--models", default="fraud,price")
@@ -165,4 +166,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from plumbing import cli
+
 BATCH_SIZES = (1, 32, 256, 2048)
 COPIES = (1, 2)
 MODELS = ("fraud", "price")
@@ -158,7 +160,7 @@ def plot(results: dict, path: Path) -> bool:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m benchmarks.gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model_dir", default="models")
@@ -186,4 +188,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

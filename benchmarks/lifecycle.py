@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import log, machine_facts, percentile, python_module, ratio, run_json_child
+from plumbing import cli
 
 # Latency of events published this long after a label moved counts as "through a swap": the refresh interval, the
 # load beside the serving copy, and the batches in flight.
@@ -60,7 +61,7 @@ def lifecycle_repo(model_dir: Path, out: Path) -> Path:
         shutil.copytree(model_dir / "fraud" / "1", repo / "fraud" / "1")
     if not (repo / "fraud" / "2" / "saved_model.pb").exists():
         log("training fraud version 2 (seed 1) for the lifecycle benchmark, once")
-        command = python_module("training.train", f"--model_dir={repo}", "--models=fraud", "--version=2", "--seed=1")
+        command = python_module("training.train", f"--model_dir={repo}", "--models=fraud", "--model_version=2", "--seed=1")
         subprocess.run(command, check=True, capture_output=True)
     return repo
 
@@ -293,7 +294,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", default="models")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--quick", action="store_true", help="fewer swaps, a 30 s stream")
@@ -352,4 +353,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -26,6 +26,7 @@ import time
 from apache_beam.ml.inference.base import PredictionResult
 
 from model_handlers.interface import MODELS, ModelInterface
+from plumbing import cli
 from transforms.dead_letter import dead_letter_message
 from transforms.events import InvalidEvent, parse_event
 from transforms.messages import DeadLetter, ErrorType, EventRef, RawEvent, Reason, Stage
@@ -208,7 +209,7 @@ def _ack_when_published(message, future) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m benchmarks.plain_consumer",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -272,4 +273,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

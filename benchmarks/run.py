@@ -40,6 +40,7 @@ from pathlib import Path
 
 from benchmarks import backfill, flink, report, streaming, tf_serving, tfx
 from benchmarks.common import log, machine_facts, python_module, run_json_child
+from plumbing import cli
 
 # Each knob's value in the two profiles, side by side: (full, quick). quick: smaller inputs, one repeat, no
 # variants, one Flink setting.
@@ -95,7 +96,7 @@ def _terminate(signum, _frame):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model_dir", required=True, help="model repository with fraud/ and price/ (make models)")
@@ -357,4 +358,4 @@ def _verdict(met, value) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import log, percentile, python_module, ratio, run_json_child
+from plumbing import cli
 
 BATCH_SIZES = (1, 32, 256)
 IN_FLIGHT = (1, 4)
@@ -63,7 +64,7 @@ def _measure(handler, model, batches: list, in_flight: int, secs: float) -> dict
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True)
     parser.add_argument("--target", required=True, help="the TF Serving stand-in, host:port")
     parser.add_argument("--json_out", required=True)
@@ -202,4 +203,4 @@ def plot(grid: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -21,6 +21,7 @@ import sys
 
 from deploy import OVERLAYS
 from deploy.site import NAMESPACE
+from plumbing import cli
 
 
 def _kube(context: str | None):
@@ -30,8 +31,14 @@ def _kube(context: str | None):
 
     try:
         api_client = config.new_client_from_config(context=context)
-    except config.ConfigException:
-        config.load_incluster_config()
+    except config.ConfigException as no_kubeconfig:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            raise cli.EnvironmentProblem(
+                f"no Kubernetes cluster to talk to: {no_kubeconfig} (give a kubeconfig with KUBECONFIG or "
+                "~/.kube/config, and --context to pick one of its contexts), and this is not a pod in a cluster"
+            ) from None
         api_client = client.ApiClient()
     return DynamicClient(api_client), client.CoreV1Api(api_client)
 
@@ -238,7 +245,7 @@ def cmd_lock_images(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
+    root = cli.ArgumentParser(
         prog="python -m deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = root.add_subparsers(dest="command", required=True)
@@ -329,4 +336,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

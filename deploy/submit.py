@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from plumbing import cli
 from plumbing.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError, Unreachable, active_jobs, rest_url
 from plumbing.polling import PollTimeout, poll_until
 
@@ -205,7 +206,7 @@ def submit(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m deploy.submit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--module", required=True, help="the pipeline's entry point, e.g. pipelines.fraud_detection")
@@ -240,4 +241,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -30,6 +30,7 @@ from localdev.streaming import PipelineDied, StreamingRun
 from localdev.traffic import make_traffic
 from model_handlers import repository
 from model_handlers.interface import MODELS
+from plumbing import cli
 from plumbing.polling import PollTimeout, poll_until
 
 
@@ -241,7 +242,7 @@ class Demo:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", default="models")
     parser.add_argument("--models", default="fraud,price", help="comma-separated: fraud, price")
     parser.add_argument(
@@ -285,4 +286,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -102,7 +102,7 @@ class LifecycleAct:
                     "training.train",
                     f"--model_dir={self.repo}",
                     "--models=fraud",
-                    "--version=2",
+                    "--model_version=2",
                     "--seed=1",
                 ],
                 check=True,

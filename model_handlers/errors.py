@@ -2,15 +2,13 @@
 
 `UsageError` is the root of every error that means "the command, its options or what they point at cannot work":
 a bad flag, a model that is not in the repository or does not take the schema's features, a TF Serving that refuses
-or does not answer, a Pub/Sub topic or subscription that is missing. The command line prints such an error and exits
-2, without a traceback (pipelines.build.main); anything else is a bug or an outage, and keeps its traceback.
+or does not answer, a Pub/Sub topic or subscription that is missing. It is the ground floor's (plumbing.cli), which
+every command line turns into one `error:` line and exit 2, without a traceback.
 """
 
 from __future__ import annotations
 
-
-class UsageError(Exception):
-    """Something the user must change before the job can start; the message says what."""
+from plumbing.cli import UsageError
 
 
 class ModelNotFoundError(UsageError, FileNotFoundError):

@@ -7,25 +7,23 @@ Nothing between the ends knows which mode it is in.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from model_handlers.base import IsolatingModelHandler
-from model_handlers.errors import UsageError
 from model_handlers.interface import ModelInterface
 from model_handlers.saved_model import SavedModelHandler
 from model_handlers.tf_serving import PREDICT, TFServingHandler
 from model_handlers.tfx_bsl_inference import TfxBslHandler
 from pipelines.flink_watch import PubsubWatch
-from pipelines.options import InferenceOptions, InferencePath, Mode, Plan, Runner
+from pipelines.options import DerivedOptions, InferencePath, Mode
 from pipelines.pubsub_checks import check_pubsub
+from pipelines.spec import EMULATOR_ENV, JobSpec, Settings, parse
+from plumbing import cli
 from transforms.files import ReadEventFiles, WriteDeadLetters, WriteMessageBodies
 from transforms.predictions import Decorate
 from transforms.pubsub import Reader, ReadEvents
@@ -35,12 +33,10 @@ from transforms.shadow import Shadow
 
 _LOGGER = logging.getLogger(__name__)
 
-EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
-
 
 def make_handler(
     interface: ModelInterface,
-    options: InferenceOptions,
+    options: DerivedOptions,
     inference: InferencePath,
     *,
     version: int | None = None,
@@ -91,7 +87,7 @@ def make_handler(
     )
 
 
-def make_handlers(interface: ModelInterface, options: InferenceOptions, inference: InferencePath) -> Handlers:
+def make_handlers(interface: ModelInterface, options: DerivedOptions, inference: InferencePath) -> Handlers:
     """The handler whose predictions go out, the canary's if a canary takes a share, the shadow's if one scores
     beside them."""
     handler = make_handler(interface, options, inference, version=options.model_version, label=options.champion_label())
@@ -112,13 +108,9 @@ def make_handlers(interface: ModelInterface, options: InferenceOptions, inferenc
     return Handlers(handler, canary, shadow)
 
 
-def build(
-    pipeline: beam.Pipeline,
-    interface: ModelInterface,
-    options: InferenceOptions,
-    plan: Plan,
-    decorate: Decorate | None = None,
-) -> None:
+def build(pipeline: beam.Pipeline, interface: ModelInterface, spec: JobSpec) -> None:
+    """Wires the job into `pipeline`, reading the spec alone."""
+    options, plan, decorate = spec.settings, spec.plan, spec.decorate
     handlers = make_handlers(interface, options, plan.inference)
     for handler in handlers.all():
         # From the launcher: an absent server or a mismatched signature stops the job before it starts.
@@ -169,120 +161,56 @@ def build(
             scored.comparisons | "WriteComparisons" >> WriteMessageBodies(options.shadow_output)
 
 
-# Beam's Flink runner defaults suit throughput in batch, not a stream's latency (benchmarks/README.md, "flink"):
-# a bundle closes after 1 s, and the runner sends the reader's ticks to the SDK worker only when 1 MB has piled
-# up or the bundle ends, so a message waited for the end of its bundle to be pulled, and again to be scored.
-STREAMING_BUNDLE_MILLIS = 50
-DATA_BUFFER_TIME_LIMIT_MS = 5
-
-
-def flink_streaming_defaults(pipeline_options: PipelineOptions, plan: Plan) -> list[str]:
-    """The flags the launcher adds to a streaming job on Flink, each only where the user gave none:
-
-    - `--finish_bundle_before_checkpointing`: by default Beam's Flink runner lets a bundle run across a checkpoint
-      and keeps its pending output in the checkpoint, to emit again after a restore: outputs already published
-      would be scored and published again, past --deduplicate, whose state was snapshotted before them. Finishing
-      the bundle first keeps "in the checkpoint" meaning "published and acknowledged".
-    - `--max_bundle_time_mills` (sic, Beam's Java spelling): a bundle's scored events leave when it ends.
-    - `--experiments=data_buffer_time_limit_ms`: the reader's ticks reach the SDK worker within this long."""
-    if not (plan.mode == Mode.STREAMING and plan.runner == Runner.FLINK):
-        return []
-    given = pipeline_options.get_all_options(retain_unknown_options=True)
-    experiments = pipeline_options.view_as(DebugOptions).experiments or []
-    added = []
-    if given.get("finish_bundle_before_checkpointing") is None:
-        added.append("--finish_bundle_before_checkpointing")
-    if given.get("max_bundle_time_mills") is None:
-        added.append(f"--max_bundle_time_mills={STREAMING_BUNDLE_MILLIS}")
-    if not any(e.startswith("data_buffer_time_limit_ms=") for e in experiments):
-        added.append(f"--experiments=data_buffer_time_limit_ms={DATA_BUFFER_TIME_LIMIT_MS}")
-    return added
-
-
-def _pubsub_emulator(options: InferenceOptions) -> None:
-    """The emulator's address travels with the options, so that every worker finds it without an environment of
-    its own; the launcher's PUBSUB_EMULATOR_HOST is the default, and Beam's own DirectRunner reader reads that."""
-    if not options.pubsub_emulator_host and os.environ.get(EMULATOR_ENV):
-        options.pubsub_emulator_host = os.environ[EMULATOR_ENV]
-    if options.pubsub_emulator_host:
-        os.environ[EMULATOR_ENV] = options.pubsub_emulator_host
-        _LOGGER.info("Pub/Sub: the emulator at %s", options.pubsub_emulator_host)
+def launch(interface: ModelInterface, spec: JobSpec, test_pipeline: beam.Pipeline | None = None):
+    """Checks what the job needs outside (Pub/Sub), builds the pipeline from the spec and starts it; returns Beam's
+    PipelineResult. `test_pipeline`: a pipeline to build into instead of a new one (its own options pick the runner)."""
+    if spec.plan.mode == Mode.STREAMING:
+        if spec.settings.pubsub_emulator_host:
+            # Beam's own DirectRunner reader finds the emulator through the environment only.
+            os.environ[EMULATOR_ENV] = spec.settings.pubsub_emulator_host
+            _LOGGER.info("Pub/Sub: the emulator at %s", spec.settings.pubsub_emulator_host)
+        check_pubsub(spec.pipeline_options(), acknowledged_by_pipeline=spec.plan.pipeline_acknowledges)
+    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=spec.pipeline_options())
+    build(pipeline, interface, spec)
+    return pipeline.run()
 
 
 def run(
     interface: ModelInterface,
     argv: list[str] | None = None,
     test_pipeline: beam.Pipeline | None = None,
-    decorate_from_options: Callable[[PipelineOptions], Decorate | None] | None = None,
+    extra_options: Sequence[type] = (),
+    decorate_from: Callable[[Settings], Decorate | None] | None = None,
 ) -> beam.runners.runner.PipelineResult:
-    """Validates the options, builds the pipeline and starts it; returns Beam's PipelineResult."""
-    pipeline_options = test_pipeline.options if test_pipeline is not None else PipelineOptions(argv)
-    plan = Plan.of(pipeline_options)
-    added = flink_streaming_defaults(pipeline_options, plan) if test_pipeline is None else []
-    if added:
-        _LOGGER.info("streaming on Flink: with %s", " ".join(added))
-        pipeline_options = PipelineOptions([*(argv or []), *added])
-    options = pipeline_options.view_as(InferenceOptions)
-    options.validate()
-    decorate = decorate_from_options(pipeline_options) if decorate_from_options else None
-    if plan.mode == Mode.STREAMING:
-        if not pipeline_options.view_as(StandardOptions).streaming:
-            _LOGGER.info("reading Pub/Sub needs streaming mode: running with --streaming")
-            pipeline_options.view_as(StandardOptions).streaming = True
-        _pubsub_emulator(options)
-        check_pubsub(pipeline_options, acknowledged_by_pipeline=plan.pipeline_acknowledges)
-    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=pipeline_options)
-    build(pipeline, interface, options, plan, decorate)
-    return pipeline.run()
+    """Parses `argv` (None: the process's arguments) into the job's spec, then launches it."""
+    spec = parse(argv, prog=interface.name, extra_options=extra_options, decorate_from=decorate_from)
+    return launch(interface, spec, test_pipeline)
 
 
-def main(prog: str, run_fn: Callable, description: str, extra_options: type | None = None) -> None:
-    """Command-line front: `--help` lists the project's options; a UsageError (bad options, a missing model, topic
-    or server) exits 2 with the reason, no traceback.
+def main(
+    interface: ModelInterface,
+    prog: str,
+    description: str,
+    extra_options: Sequence[type] = (),
+    decorate_from: Callable[[Settings], Decorate | None] | None = None,
+    argv: Sequence[str] | None = None,
+) -> NoReturn:
+    """The command line (`argv`, by default the process's): one parse into a spec, then the job. A usage error (bad flags; a missing model, topic or
+    server) exits 2 with the reason, no traceback (plumbing.cli).
     A streaming job on Flink is watched while the launcher waits on it: workers that cannot reach Pub/Sub cancel
     it, and the launcher exits 1 with the reason (pipelines.flink_watch)."""
-    argv = sys.argv[1:]
-    if "-h" in argv or "--help" in argv:
-        parser = argparse.ArgumentParser(
-            prog=prog,
-            description=description,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            epilog="Beam's own flags (--runner, --streaming, --direct_num_workers, ...) are accepted too.",
-        )
-        for options_class in filter(None, (InferenceOptions, extra_options)):
-            options_class._add_argparse_args(parser)  # pylint: disable=protected-access
-        parser.print_help()
-        return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv, watch = _watch_on_flink(prog, argv)
-    try:
-        result = run_fn(argv)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if watch is not None:
-        watch.start()
-    try:
-        result.wait_until_finish()
-    except Exception:  # pylint: disable=broad-except
-        if watch is None or not watch.reason:
-            raise  # a failure of its own: Beam's message says what
-    if watch is not None and watch.reason:
-        print(f"error: the job's workers cannot reach Pub/Sub, so it was cancelled: {watch.reason}", file=sys.stderr)
-        sys.exit(1)
 
+    def job(argv: list[str]) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        spec = parse(argv, prog=prog, description=description, extra_options=extra_options, decorate_from=decorate_from)
+        result = launch(interface, spec)
+        watch = PubsubWatch(*spec.watch).start() if spec.watch else None
+        try:
+            result.wait_until_finish()
+        except Exception:  # pylint: disable=broad-except
+            if watch is None or not watch.reason:
+                raise  # a failure of its own: Beam's message says what
+        if watch is not None and watch.reason:
+            raise cli.EnvironmentProblem(f"the job's workers cannot reach Pub/Sub, so it was cancelled: {watch.reason}")
 
-def _watch_on_flink(prog: str, argv: list[str]) -> tuple[list[str], PubsubWatch | None]:
-    """For a streaming job on a Flink cluster: a watch on it, and a job name to find it by (one is made up, and
-    logged, when --job_name is not given)."""
-    pipeline_options = PipelineOptions(argv)
-    flink_master = pipeline_options.get_all_options(retain_unknown_options=True).get("flink_master")
-    plan = Plan.of(pipeline_options)
-    if not (plan.mode == Mode.STREAMING and plan.runner == Runner.FLINK and flink_master and ":" in flink_master):
-        return argv, None
-    job_name = pipeline_options.view_as(GoogleCloudOptions).job_name
-    if not job_name:
-        job_name = f"{prog.rsplit('.', 1)[-1].replace('_', '-')}-{uuid.uuid4().hex[:8]}"
-        argv = [*argv, f"--job_name={job_name}"]
-        _LOGGER.info("the job is named %s on Flink (--job_name)", job_name)
-    return argv, PubsubWatch(flink_master, job_name)
+    cli.run(job, argv)

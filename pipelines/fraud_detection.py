@@ -29,16 +29,16 @@ def is_fraud(outputs, threshold: float) -> dict:
     return {"is_fraud": outputs["fraud_probability"] >= threshold}
 
 
-def _decorate(pipeline_options: PipelineOptions):
-    threshold = pipeline_options.view_as(FraudOptions).fraud_threshold
+def _decorate(settings):
+    threshold = settings.fraud_threshold
     if not 0.0 <= threshold <= 1.0:
         raise InvalidOptions(f"--fraud_threshold must be within [0, 1], got {threshold}")
     return functools.partial(is_fraud, threshold=threshold)
 
 
 def run(argv=None, test_pipeline=None):
-    return build.run(FRAUD, argv, test_pipeline, decorate_from_options=_decorate)
+    return build.run(FRAUD, argv, test_pipeline, extra_options=[FraudOptions], decorate_from=_decorate)
 
 
 if __name__ == "__main__":
-    build.main("python -m pipelines.fraud_detection", run, __doc__, FraudOptions)
+    build.main(FRAUD, "python -m pipelines.fraud_detection", __doc__, [FraudOptions], _decorate)

@@ -8,36 +8,25 @@ What the options decide (streaming or backfill, which runner, where the model ru
 from __future__ import annotations
 
 import dataclasses
-import enum
 import re
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from model_handlers.errors import UsageError
 from model_handlers.tf_serving import APIS as TF_SERVING_APIS
+from pipelines.paths import InferencePath, Mode, Runner, runner_of
+from pipelines.scopes import scope_problems
 from transforms.events import DEFAULT_MAX_EVENT_BYTES
 from transforms.messages import Format
 from transforms.pubsub_pull import UNREACHABLE_AFTER_SECS
 from transforms.shadow import DEFAULT_MAX_LAG_SECS as DEFAULT_SHADOW_MAX_LAG_SECS
 
-SUBSCRIPTION_RE = re.compile(r"^projects/[^/]+/subscriptions/[^/]{3,255}$")
-TOPIC_RE = re.compile(r"^projects/[^/]+/topics/[^/]{3,255}$")
-
-
-class Mode(enum.StrEnum):
-    STREAMING = "streaming"  # Pub/Sub in, Pub/Sub out
-    BACKFILL = "backfill"  # files in, files out, in batch mode
-
-
-class Runner(enum.StrEnum):
-    FLINK = "flink"  # the pipeline pulls from Pub/Sub itself and acknowledges after publishing
-    BEAM = "beam"  # any other runner (the DirectRunner here): Beam's own Pub/Sub read, acknowledged on pull
-
-
-class InferencePath(enum.StrEnum):
-    IN_PROCESS = "in_process"
-    TF_SERVING = "tf_serving"
-    TFX_BSL = "tfx_bsl"
+# A Google Cloud project id as Beam's Pub/Sub transforms accept one (apache_beam.io.gcp.pubsub.PROJECT_ID_REGEXP):
+# checked here, so that a short one is a usage error before anything starts, not Beam's ValueError mid-build.
+PROJECT_ID = r"[a-z][-a-z0-9:.]{4,61}[a-z0-9]"
+SUBSCRIPTION_RE = re.compile(rf"^projects/{PROJECT_ID}/subscriptions/[^/]{{3,255}}$")
+TOPIC_RE = re.compile(rf"^projects/{PROJECT_ID}/topics/[^/]{{3,255}}$")
+RESOURCE_FORM = "(a project id is 6 to 63 characters: lowercase letters, digits and dashes, starting with a letter)"
 
 
 DEFAULT_MODEL_DIR = "models"
@@ -48,38 +37,12 @@ DEFAULT_PUBLISH_TIMEOUT_SECS = 10.0
 # Longer than Pub/Sub's default ack deadline (10 s) many times over, and than a restart: a redelivery comes within it.
 DEFAULT_DEDUPLICATE_TTL_SECS = 600
 TARGET_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
-# Flags that mean something for one way of running the model only: given for the other, they are an error, not
-# silently ignored.
-IN_PROCESS_ONLY = ("model_dir", "share_model_across_processes", "model_copies")
-TF_SERVING_ONLY = (
-    "tf_serving_target",
-    "tf_serving_tls",
-    "tf_serving_root_certificates",
-    "tf_serving_client_certificate",
-    "tf_serving_client_key",
-    "tf_serving_api",
-    "shadow_tf_serving_target",
-)
-# Flags each --inference does not take. tfx_bsl reads the model repository, but keeps one Session per process.
-NOT_FOR = {
-    InferencePath.IN_PROCESS: TF_SERVING_ONLY,
-    InferencePath.TF_SERVING: IN_PROCESS_ONLY,
-    InferencePath.TFX_BSL: TF_SERVING_ONLY + ("share_model_across_processes", "model_copies"),
-}
-
 STREAMING_FLAGS = ("input_subscription", "output_topic", "dead_letter_topic")
 BACKFILL_FLAGS = ("input", "output", "dead_letter_output")
 
 
 class InvalidOptions(UsageError, ValueError):
     """A flag, or a combination of flags, that cannot work: reported before anything starts."""
-
-
-def runner_of(options: PipelineOptions) -> Runner:
-    """Beam names a runner by a string (FlinkRunner, flink, ...) or an instance; the only difference that matters
-    here is whether it is Flink's."""
-    runner = options.view_as(StandardOptions).runner
-    return Runner.FLINK if runner is not None and "flink" in str(runner).lower() else Runner.BEAM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +65,31 @@ class Plan:
         return self.mode == Mode.STREAMING and self.runner == Runner.FLINK
 
 
-class InferenceOptions(PipelineOptions):
+class DerivedOptions:
+    """What the project's flags mean together, read the same from the parser's view (InferenceOptions) and from the
+    frozen settings the build reads (pipelines.spec.Settings)."""
+
+    def model_repository(self) -> str:
+        return self.model_dir or DEFAULT_MODEL_DIR
+
+    def follows_labels(self) -> bool:
+        return bool(self.champion_label() or self.shadow_label)
+
+    def champion_label(self) -> str | None:
+        """The label the predictions follow: --model_version_label, or stable when a canary takes a share."""
+        return self.model_version_label or ("stable" if self.canary_percent else None)
+
+    def refresh_secs(self) -> float:
+        """How often a pipeline scoring in process checks its labels (0: never); TF Serving needs no checks."""
+        if self.inference == InferencePath.TF_SERVING:
+            return 0
+        return DEFAULT_MODEL_REFRESH_SECS if self.model_refresh_secs is None else self.model_refresh_secs
+
+    def mode(self) -> Mode:
+        return Mode.STREAMING if self.input_subscription else Mode.BACKFILL
+
+
+class InferenceOptions(DerivedOptions, PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         streaming = parser.add_argument_group("streaming (Pub/Sub in, Pub/Sub out)")
@@ -265,8 +252,12 @@ class InferenceOptions(PipelineOptions):
         )
 
         batching = parser.add_argument_group("batching")
-        batching.add_argument("--min_batch_size", type=int, default=1)
-        batching.add_argument("--max_batch_size", type=int, default=256)
+        batching.add_argument(
+            "--min_batch_size", type=int, default=1, help="the fewest events RunInference batches together"
+        )
+        batching.add_argument(
+            "--max_batch_size", type=int, default=256, help="the most events in one batch: one model call or request"
+        )
         batching.add_argument(
             "--max_batch_duration_secs",
             type=int,
@@ -293,25 +284,6 @@ class InferenceOptions(PipelineOptions):
             help="how long (processing time) an event_id is remembered with --deduplicate",
         )
 
-    def model_repository(self) -> str:
-        return self.model_dir or DEFAULT_MODEL_DIR
-
-    def follows_labels(self) -> bool:
-        return bool(self.champion_label() or self.shadow_label)
-
-    def champion_label(self) -> str | None:
-        """The label the predictions follow: --model_version_label, or stable when a canary takes a share."""
-        return self.model_version_label or ("stable" if self.canary_percent else None)
-
-    def refresh_secs(self) -> float:
-        """How often a pipeline scoring in process checks its labels (0: never); TF Serving needs no checks."""
-        if self.inference == InferencePath.TF_SERVING:
-            return 0
-        return DEFAULT_MODEL_REFRESH_SECS if self.model_refresh_secs is None else self.model_refresh_secs
-
-    def mode(self) -> Mode:
-        return Mode.STREAMING if self.input_subscription else Mode.BACKFILL
-
     def validate(self) -> None:
         """Raises ValueError listing every problem with the combination of options."""
         problems = []
@@ -328,19 +300,17 @@ class InferenceOptions(PipelineOptions):
             )
         elif streaming_given:
             problems += [f"streaming needs --{n}" for n in STREAMING_FLAGS if not getattr(self, n)]
-            if self.input_format != Format.JSONL or self.output_format != Format.JSONL:
-                problems.append(
-                    f"--input_format={self.input_format} and --output_format={self.output_format}: streaming reads "
-                    f"and writes JSON messages; tfrecord and prediction_log apply to backfill files only"
-                )
             if self.input_subscription and not SUBSCRIPTION_RE.match(self.input_subscription):
                 problems.append(
-                    f"--input_subscription must look like projects/<project>/subscriptions/<id>, got {self.input_subscription!r}"
+                    f"--input_subscription must look like projects/<project>/subscriptions/<id> {RESOURCE_FORM}, got "
+                    f"{self.input_subscription!r}"
                 )
             for name in ("output_topic", "dead_letter_topic"):
                 value = getattr(self, name)
                 if value and not TOPIC_RE.match(value):
-                    problems.append(f"--{name} must look like projects/<project>/topics/<id>, got {value!r}")
+                    problems.append(
+                        f"--{name} must look like projects/<project>/topics/<id> {RESOURCE_FORM}, got {value!r}"
+                    )
             if self.output_topic and self.output_topic == self.dead_letter_topic:
                 problems.append("--output_topic and --dead_letter_topic must differ")
             checkpoints = self.get_all_options(retain_unknown_options=True).get("checkpointing_interval")
@@ -355,12 +325,13 @@ class InferenceOptions(PipelineOptions):
                 problems.append(f"--publish_timeout_secs must be positive, got {self.publish_timeout_secs}")
         else:
             problems += [f"backfill needs --{n}" for n in BACKFILL_FLAGS if not getattr(self, n)]
-            if self.timestamp_attribute:
-                problems.append("--timestamp_attribute applies to streaming only; files carry no attributes")
             if self.view_as(StandardOptions).streaming:
                 problems.append("backfill runs in batch mode: drop --streaming, or read from --input_subscription")
             if self.output and self.output == self.dead_letter_output:
                 problems.append("--output and --dead_letter_output must differ")
+        if streaming_given or backfill_given:
+            given_flags = self.get_all_options(drop_default=True, retain_unknown_options=True)
+            problems += scope_problems(given_flags, self.mode(), runner_of(self), InferencePath(self.inference))
         problems += self._inference_problems()
         if self.min_batch_size < 1 or self.max_batch_size < self.min_batch_size:
             problems.append(
@@ -390,19 +361,12 @@ class InferenceOptions(PipelineOptions):
             problems.append(f"--shadow_percent must be above 0 and at most 100, got {self.shadow_percent}")
         if self.shadow_max_lag_secs <= 0:
             problems.append(f"--shadow_max_lag_secs must be positive, got {self.shadow_max_lag_secs}")
-        if self.shadow_tf_serving_target:
-            if not shadowed:
-                problems.append(
-                    "--shadow_tf_serving_target needs a challenger: give --shadow_label or --shadow_version"
-                )
-            if not TARGET_RE.match(self.shadow_tf_serving_target):
-                problems.append(
-                    f"--shadow_tf_serving_target must look like host:port, got {self.shadow_tf_serving_target!r}"
-                )
+        if self.shadow_tf_serving_target and not TARGET_RE.match(self.shadow_tf_serving_target):
+            problems.append(
+                f"--shadow_tf_serving_target must look like host:port, got {self.shadow_tf_serving_target!r}"
+            )
         if shadowed and not self.shadow_output:
             problems.append("a shadow needs --shadow_output, where its comparison records go")
-        if self.shadow_output and not shadowed:
-            problems.append("--shadow_output needs a challenger: give --shadow_label or --shadow_version")
         if self.shadow_output and self.mode() == Mode.STREAMING:
             if not TOPIC_RE.match(self.shadow_output):
                 problems.append(
@@ -416,9 +380,6 @@ class InferenceOptions(PipelineOptions):
 
     def _inference_problems(self) -> list[str]:
         problems = []
-        for name in NOT_FOR[self.inference]:
-            if getattr(self, name):
-                problems.append(f"--{name} does not apply to --inference={self.inference}")
         if self.model_version is not None and self.model_version_label:
             problems.append("pin --model_version or --model_version_label, not both")
         if self.canary_percent is not None:
@@ -432,24 +393,13 @@ class InferenceOptions(PipelineOptions):
                     f"not --model_version_label={self.model_version_label}"
                 )
         problems += self._shadow_problems()
-        if self.model_refresh_secs is not None:
-            if self.inference == InferencePath.TF_SERVING:
-                problems.append(
-                    "--model_refresh_secs does not apply to --inference=tf_serving: TF Serving resolves a version "
-                    "label on every request"
-                )
-            elif not self.follows_labels():
-                problems.append("--model_refresh_secs needs a label to follow: give --model_version_label")
-            if self.model_refresh_secs < 0:
-                problems.append(f"--model_refresh_secs must be 0 (never) or positive, got {self.model_refresh_secs}")
+        if self.model_refresh_secs is not None and self.model_refresh_secs < 0:
+            problems.append(f"--model_refresh_secs must be 0 (never) or positive, got {self.model_refresh_secs}")
         if self.inference == InferencePath.TF_SERVING:
             if not self.tf_serving_target:
                 problems.append("--inference=tf_serving needs --tf_serving_target=host:port")
             elif not TARGET_RE.match(self.tf_serving_target):
                 problems.append(f"--tf_serving_target must look like host:port, got {self.tf_serving_target!r}")
-            for name in ("tf_serving_root_certificates", "tf_serving_client_certificate", "tf_serving_client_key"):
-                if getattr(self, name) and not self.tf_serving_tls:
-                    problems.append(f"--{name} needs --tf_serving_tls")
             if bool(self.tf_serving_client_certificate) != bool(self.tf_serving_client_key):
                 problems.append(
                     "--tf_serving_client_certificate and --tf_serving_client_key go together: a certificate is "

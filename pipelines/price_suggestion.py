@@ -17,4 +17,4 @@ def run(argv=None, test_pipeline=None):
 
 
 if __name__ == "__main__":
-    build.main("python -m pipelines.price_suggestion", run, __doc__)
+    build.main(PRICE, "python -m pipelines.price_suggestion", __doc__)

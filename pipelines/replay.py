@@ -27,10 +27,10 @@ import base64
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from plumbing import cli
 from transforms.dead_letter import ERROR_TYPE_ATTRIBUTE, original_message
 from transforms.messages import ErrorType
 from transforms.pubsub_clients import publisher_client, subscriber_client
@@ -151,7 +151,7 @@ def _nack(subscriber, subscription: str, ack_ids: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m pipelines.replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -174,4 +174,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -13,11 +13,12 @@ the TaskManager's worker-pool sidecar runs (deploy/flink-on-k8s) and what the lo
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import logging
 import os
 import threading
+
+from plumbing import cli
 
 LOOPBACK = "127.0.0.1"
 # Read by the SDK image's boot when it starts a harness (it names the harness's working directories); Beam's
@@ -50,7 +51,7 @@ def serve(port: int, *, host: str = LOOPBACK, container_executable: str | None =
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--service_port", type=int, required=True, help="port to listen on (0: any free one)")
     parser.add_argument(
         "--host", default=LOOPBACK, help="address to listen on; loopback unless the runner is on another host"
@@ -68,4 +69,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -11,9 +11,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.delivery import ack_deadline_problem, in_flight_budget
 
 STREAMING = [
-    "--input_subscription=projects/p/subscriptions/events",
-    "--output_topic=projects/p/topics/predictions",
-    "--dead_letter_topic=projects/p/topics/dead-letters",
+    "--input_subscription=projects/demo-project/subscriptions/events",
+    "--output_topic=projects/demo-project/topics/predictions",
+    "--dead_letter_topic=projects/demo-project/topics/dead-letters",
 ]
 
 
@@ -37,8 +37,8 @@ def test_the_budget_adds_bundle_batching_inference_publish_and_a_margin():
 
 
 def test_a_streaming_job_on_flink_gets_the_latency_defaults_where_none_was_given():
-    from pipelines.build import DATA_BUFFER_TIME_LIMIT_MS, STREAMING_BUNDLE_MILLIS, flink_streaming_defaults
     from pipelines.options import Plan
+    from pipelines.spec import DATA_BUFFER_TIME_LIMIT_MS, STREAMING_BUNDLE_MILLIS, flink_streaming_defaults
 
     def added(args):
         options = PipelineOptions(args)
@@ -62,8 +62,8 @@ def test_a_streaming_job_on_flink_gets_the_latency_defaults_where_none_was_given
 
 def test_a_deadline_below_the_budget_is_a_problem_that_names_the_fix():
     budget = in_flight_budget(PipelineOptions(STREAMING))
-    assert ack_deadline_problem(26, budget, "projects/p/subscriptions/events") is None
-    problem = ack_deadline_problem(10, budget, "projects/p/subscriptions/events")
+    assert ack_deadline_problem(26, budget, "projects/demo-project/subscriptions/events") is None
+    problem = ack_deadline_problem(10, budget, "projects/demo-project/subscriptions/events")
     assert "is 10 s, shorter than the longest a message can be in flight, 26 s" in problem
     assert "gcloud pubsub subscriptions update events --ack-deadline=26" in problem
 
@@ -91,7 +91,7 @@ def test_the_launcher_refuses_a_short_ack_deadline_and_a_missing_topic_before_su
         ]
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    # 25.05 s: the launcher gives streaming on Flink 50 ms bundles (pipelines.build.flink_streaming_defaults).
+    # 25.05 s: the launcher gives streaming on Flink 50 ms bundles (pipelines.spec.flink_streaming_defaults).
     assert "is 10 s, shorter than the longest a message can be in flight, 25.05 s" in result.stderr
     assert f"--dead_letter_topic {emulator.topic_path('chk-missing')} does not exist" in result.stderr
     assert "Traceback" not in result.stderr

@@ -19,8 +19,8 @@ ARGS_FILE = """\
 # the pipeline's options
 --job_name=fraud-detection
 
---input_subscription=projects/p/subscriptions/fraud-events
---output_topic=projects/p/topics/fraud-predictions
+--input_subscription=projects/demo-project/subscriptions/fraud-events
+--output_topic=projects/demo-project/topics/fraud-predictions
 """
 
 

@@ -119,7 +119,10 @@ def test_a_dead_letter_of_a_message_near_pubsubs_size_limit_still_fits_with_its_
     assume(len(attributes) <= MAX_ATTRIBUTES)
     attributes = {k: v for k, v in attributes.items() if k and len(k.encode()) <= 256 and len(v.encode()) <= 1024}
     head = b"" if kind == "empty" else b'{"event_id": "e-1", "padding": "'
-    original_topic, dead_letter_topic = "projects/p/topics/abc", "projects/p/topics/fraud-dead-letters"
+    original_topic, dead_letter_topic = (
+        "projects/demo-project/topics/abc",
+        "projects/demo-project/topics/fraud-dead-letters",
+    )
     limit = MAX_PUBLISH_REQUEST_BYTES - DEAD_LETTER_HEADROOM_BYTES - (len(dead_letter_topic) - len(original_topic))
     # The largest payload of about `size` bytes that leaves that much room.
     excess = publish_request_bytes(head + b"x" * size, attributes, original_topic) - limit

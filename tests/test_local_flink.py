@@ -65,3 +65,32 @@ def test_stop_leaves_no_processes_and_is_idempotent(flink):
     assert not flink.state_file.exists()
     assert not any(c.up for c in flink.status().components)
     flink.stop()  # nothing running: returns quietly
+
+
+def test_the_flink_runner_options_the_launcher_accepts_are_the_job_servers_own(tmp_path):
+    """pipelines.scopes.FLINK_JAVA_OPTIONS lets Flink's Java options through the unknown-flag check: it must list
+    exactly the job server's FlinkPipelineOptions that Beam's Python parser does not declare."""
+    import re
+    import subprocess
+    import zipfile
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.scopes import FLINK_JAVA_OPTIONS
+
+    cluster = LocalFlink()
+    cluster.install()
+    interfaces = ["FlinkPipelineOptions", "VersionDependentFlinkPipelineOptions"]
+    with zipfile.ZipFile(cluster.jobserver_jar) as jar:
+        for name in interfaces:
+            jar.extract(f"org/apache/beam/runners/flink/{name}.class", tmp_path)
+    described = subprocess.run(
+        ["javap", "-cp", str(tmp_path), *(f"org.apache.beam.runners.flink.{n}" for n in interfaces)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    getters = set(re.findall(r" (?:get|is)([A-Z]\w*)\(\);", described))
+    java = {re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", getter).lower() for getter in getters}
+    python = set(PipelineOptions([]).get_all_options())
+    assert FLINK_JAVA_OPTIONS == java - python

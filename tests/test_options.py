@@ -9,9 +9,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.options import InferenceOptions
 
 STREAMING = [
-    "--input_subscription=projects/p/subscriptions/events",
-    "--output_topic=projects/p/topics/predictions",
-    "--dead_letter_topic=projects/p/topics/dead-letters",
+    "--input_subscription=projects/demo-project/subscriptions/events",
+    "--output_topic=projects/demo-project/topics/predictions",
+    "--dead_letter_topic=projects/demo-project/topics/dead-letters",
 ]
 BACKFILL = ["--input=in.jsonl", "--output=out/pred", "--dead_letter_output=out/dead"]
 
@@ -44,7 +44,13 @@ def test_missing_streaming_and_backfill_partners_are_named():
 
 def test_malformed_resource_paths_are_rejected_with_the_expected_form():
     text = problems(["--input_subscription=events", *STREAMING[1:]])
-    assert "--input_subscription must look like projects/<project>/subscriptions/<id>, got 'events'" in text
+    assert "--input_subscription must look like projects/<project>/subscriptions/<id> (a project id" in text
+    assert text.endswith("got 'events'")
+
+
+def test_a_project_id_shorter_than_pubsub_accepts_is_a_usage_error_not_beams_value_error():
+    text = problems(["--input_subscription=projects/p/subscriptions/events", *STREAMING[1:]])
+    assert "a project id is 6 to 63 characters" in text and "got 'projects/p/subscriptions/events'" in text
 
 
 def test_backfill_rejects_streaming_only_settings():
@@ -134,13 +140,13 @@ def test_a_canary_shares_between_labels_so_pins_and_other_labels_are_refused():
         (["--shadow_label=canary", "--shadow_version=2"], "--shadow_label or --shadow_version, not both"),
         (["--shadow_percent=0", "--shadow_version=1"], "--shadow_percent must be above 0 and at most 100, got 0.0"),
         (["--shadow_label=canary"], "a shadow needs --shadow_output"),
-        (["--shadow_output=projects/p/topics/shadow"], "--shadow_output needs a challenger"),
+        (["--shadow_output=projects/demo-project/topics/shadow"], "--shadow_output needs a challenger"),
         (
             ["--shadow_label=canary", "--shadow_output=shadow"],
             "--shadow_output must look like projects/<project>/topics",
         ),
         (
-            ["--shadow_label=canary", "--shadow_output=projects/p/topics/predictions"],
+            ["--shadow_label=canary", "--shadow_output=projects/demo-project/topics/predictions"],
             "--shadow_output must differ from --output_topic",
         ),
     ],
@@ -160,7 +166,7 @@ def test_a_backfill_shadow_writes_files_apart_from_the_predictions():
 
 def test_the_challengers_own_tf_serving_and_its_lag_are_checked():
     serving = ["--inference=tf_serving", "--tf_serving_target=localhost:8500"]
-    shadow = ["--shadow_version=2", "--shadow_output=projects/p/topics/shadow"]
+    shadow = ["--shadow_version=2", "--shadow_output=projects/demo-project/topics/shadow"]
     assert "--shadow_tf_serving_target does not apply to --inference=in_process" in problems(
         STREAMING + shadow + ["--shadow_tf_serving_target=localhost:8501"]
     )

@@ -70,7 +70,7 @@ def test_dead_letter_file_line_carries_original_bytes_attributes_stage_and_reaso
 def test_pubsub_dead_letter_is_the_original_message_with_the_reason_in_attributes():
     raw = RawEvent(b"\xff\x00not json", {"source": "app"}, "ack-1")
     letter = DeadLetter(raw, "validate", "bad", "permanent", "e-1", Reason.WRONG_TYPE)
-    message = dead_letter_message(letter, "fraud", "projects/p/topics/dl")
+    message = dead_letter_message(letter, "fraud", "projects/demo-project/topics/dl")
     assert message.data == raw.payload and message.ack_id == "ack-1"
     assert message.attributes == {
         "source": "app",
@@ -87,7 +87,9 @@ def test_pubsub_dead_letter_is_the_original_message_with_the_reason_in_attribute
 def test_pubsub_dead_letter_of_a_message_without_room_for_the_reason_wraps_it_whole():
     full = {f"k{i}": "v" for i in range(98)} | {"dead_letter_stage": "mine"}
     raw = RawEvent(b"{}", full)
-    message = dead_letter_message(DeadLetter(raw, "validate", "too many", "permanent"), "fraud", "projects/p/topics/dl")
+    message = dead_letter_message(
+        DeadLetter(raw, "validate", "too many", "permanent"), "fraud", "projects/demo-project/topics/dl"
+    )
     assert message.attributes["dead_letter_format"] == "pubsub_message"
     assert message.attributes["dead_letter_stage"] == "validate" and len(message.attributes) <= 100
     assert original_message(message.data, message.attributes) == (raw.payload, full)

@@ -384,9 +384,9 @@ def test_example_signature_problems_name_inputs_method_and_outputs():
 
 BACKFILL = ["--input=in.tfrecord", "--output=out/pred", "--dead_letter_output=out/dead"]
 STREAMING = [
-    "--input_subscription=projects/p/subscriptions/events",
-    "--output_topic=projects/p/topics/predictions",
-    "--dead_letter_topic=projects/p/topics/dead-letters",
+    "--input_subscription=projects/demo-project/subscriptions/events",
+    "--output_topic=projects/demo-project/topics/predictions",
+    "--dead_letter_topic=projects/demo-project/topics/dead-letters",
 ]
 
 
@@ -410,7 +410,8 @@ def test_tfrecord_prediction_log_and_tfx_bsl_are_accepted_for_backfill():
 
 def test_tfrecord_and_prediction_log_are_rejected_for_streaming():
     text = problems(STREAMING + ["--input_format=tfrecord", "--output_format=prediction_log"])
-    assert "tfrecord and prediction_log apply to backfill files only" in text
+    assert "--input_format applies to backfill only: streaming reads and writes JSON messages" in text
+    assert "--output_format applies to backfill only" in text
 
 
 def test_flags_of_other_inference_paths_are_rejected_for_tfx_bsl_and_tf_serving_api_elsewhere():

@@ -8,13 +8,13 @@ The interface in `model_handlers/interface.py` is the source of truth; these fil
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from model_handlers import interface as mi
+from plumbing import cli
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -50,7 +50,7 @@ def check(schema_dir: Path = SCHEMA_DIR) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 on any difference")
     parser.add_argument("--schema_dir", default=str(SCHEMA_DIR))
     args = parser.parse_args(argv)
@@ -69,4 +69,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

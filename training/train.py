@@ -1,6 +1,6 @@
 """Train the two demo models on synthetic data and export them in TF Serving's layout.
 
-    python -m training.train --model_dir=DIR [--models=fraud,price] [--version=1] [--force] [--seed=0]
+    python -m training.train --model_dir=DIR [--models=fraud,price] [--model_version=1] [--force] [--seed=0]
 
 This is the entry point (`make models`); it decides what to build and reports. Each model lands in
 `DIR/<name>/<version>/`: a TF SavedModel with the interface's serving signature and TF Serving's tf.Example
@@ -12,13 +12,12 @@ raw features. How each model is built, trained and judged is its recipe's busine
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from model_handlers import interface as mi
+from plumbing import cli
 from training import evaluate, runtime
 
 
@@ -61,10 +60,10 @@ def _train(interface: mi.ModelInterface, version: int, seed: int, n: int | None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", required=True, help="model repository root: <model_dir>/<name>/<version>/")
     parser.add_argument("--models", default="fraud,price", help="comma-separated model names")
-    parser.add_argument("--version", type=int, default=1)
+    parser.add_argument("--model_version", type=int, default=1, help="the version to build")
     parser.add_argument("--force", action="store_true", help="rebuild a version that already exists")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra/inter-op threads")
@@ -73,11 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime.tensorflow(args.threads)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     started = time.perf_counter()
-    results = build(args.model_dir, names, args.version, args.force, args.seed)
+    results = build(args.model_dir, names, args.model_version, args.force, args.seed)
     print(f"built {', '.join(names)} in {time.perf_counter() - started:.1f}s")
     if not args.no_latency:
         for name in names:
-            path = Path(args.model_dir) / name / str(args.version)
+            path = Path(args.model_dir) / name / str(args.model_version)
             latency = evaluate.measure_latency(path, mi.MODELS[name])
             print(
                 f"{name}: serving_default median latency "
@@ -87,4 +86,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

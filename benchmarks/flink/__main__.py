@@ -3,17 +3,17 @@ to the summary or the plot), without measuring anything."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from benchmarks.flink.output import table, write
 from benchmarks.flink.summary import direct_streaming_figures, summarize
+from plumbing import cli
 
 
 def main(argv=None) -> None:
     """Summary, table and plot again from a saved flink.json (e.g. after a change to the summary or the plot)."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.flink", description=main.__doc__)
+    parser = cli.ArgumentParser(prog="python -m benchmarks.flink", description=main.__doc__)
     parser.add_argument("flink_json", help="OUT/flink.json of an earlier run")
     parser.add_argument("--out", help="where flink.json and flink.png go (default: beside the input)")
     args = parser.parse_args(argv)
@@ -26,4 +26,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

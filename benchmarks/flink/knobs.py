@@ -23,7 +23,7 @@ BEAM_DEFAULTS = {
     "data_buffer_time_limit_ms": None,
 }
 # The default this benchmark picked from the sweep below (benchmarks/README.md, "flink"), which the launcher also
-# applies to a streaming job on Flink (pipelines.build.flink_streaming_defaults): ticks reach the SDK worker within
+# applies to a streaming job on Flink (pipelines.spec.flink_streaming_defaults): ticks reach the SDK worker within
 # 5 ms, bundles of 50 ms (a bundle's predictions leave when it ends), and two source subtasks with an SDK worker
 # process each (the cluster's two slots).
 DEFAULT = {**BEAM_DEFAULTS, "max_bundle_time_millis": 50, "parallelism": 2, "data_buffer_time_limit_ms": 5}

@@ -1,7 +1,6 @@
 """`python -m localdev.flink install|start|stop|status`: see cli.py."""
 
-import sys
-
 from localdev.flink.cli import main
+from plumbing import cli
 
-sys.exit(main())
+cli.run(main)
