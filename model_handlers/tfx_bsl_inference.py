@@ -36,7 +36,7 @@ def check_example_signature(path: str, interface: ModelInterface) -> None:
     """Fail fast, naming the fields, when the version has no classify/regress signature of the interface's kind."""
     from tensorflow.python.saved_model import loader_impl  # parses saved_model.pb, as tfx-bsl itself does
 
-    from model_handlers.tf_serving import tf_dtype_name
+    from model_handlers.tf_serving_protocol import tf_dtype_name
 
     signatures = loader_impl.parse_saved_model(path).meta_graphs[0].signature_def
     name = interface.example_signature_name

@@ -13,7 +13,7 @@ import re
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from model_handlers.errors import UsageError
-from model_handlers.tf_serving import APIS as TF_SERVING_APIS
+from model_handlers.tf_serving_protocol import APIS as TF_SERVING_APIS
 from pipelines.paths import InferencePath, Mode, Runner, runner_of
 from pipelines.scopes import scope_problems
 from transforms.events import DEFAULT_MAX_EVENT_BYTES

@@ -19,7 +19,8 @@ from model_handlers import interface as mi
 from model_handlers.errors import SignatureMismatchError
 from model_handlers.interface import FRAUD, PRICE
 from model_handlers.saved_model import SavedModelHandler
-from model_handlers.tf_serving import CLASSIFY_REGRESS, PREDICT, TFServingHandler
+from model_handlers.tf_serving import TFServingHandler
+from model_handlers.tf_serving_protocol import CLASSIFY_REGRESS, PREDICT
 from model_handlers.tfx_bsl_inference import TfxBslHandler
 from pipelines import fraud_detection, price_suggestion
 from pipelines.options import InferenceOptions
