@@ -1,7 +1,7 @@
 """The README's options table, generated from the parsers and the scope table, so that it cannot drift from `--help`.
 
-    python -m pipelines.options_table            # rewrite the table between the README's markers
-    python -m pipelines.options_table --check    # exit 1 when the README's table is not what the parsers say
+python -m pipelines.options_table            # rewrite the table between the README's markers
+python -m pipelines.options_table --check    # exit 1 when the README's table is not what the parsers say
 """
 
 from __future__ import annotations
@@ -62,9 +62,7 @@ def table() -> str:
             continue
         flag = action.option_strings[0]
         value = "=" + "\\|".join(str(c) for c in action.choices) if action.choices else ""
-        rows.append(
-            f"| `{flag}{value}` | {_default(action)} | {_applies(action.dest)} | {_cell(action.help or '')} |"
-        )
+        rows.append(f"| `{flag}{value}` | {_default(action)} | {_applies(action.dest)} | {_cell(action.help or '')} |")
     return "\n".join(rows)
 
 

@@ -126,7 +126,8 @@ def test_make_setup_installing_without_the_hashed_lock_is_caught(repo):
 def test_make_setup_reading_the_lock_without_require_hashes_is_caught(repo):
     edit(repo / "Makefile", "--require-hashes requirements/dev.txt", "requirements/dev.txt")
     assert_reported(
-        problems(repo), "Makefile: `uv pip sync --quiet --python $(PY) requirements/dev.txt` installs from a lock without"
+        problems(repo),
+        "Makefile: `uv pip sync --quiet --python $(PY) requirements/dev.txt` installs from a lock without",
     )
 
 
@@ -137,7 +138,11 @@ def test_building_the_project_in_an_isolated_environment_is_caught(repo):
 
 def test_an_image_installing_its_dependencies_from_the_wheel_is_caught(repo):
     dockerfile = repo / "images" / "launcher" / "Dockerfile"
-    edit(dockerfile, "uv pip install --system --no-cache --no-deps /wheels/*.whl", "uv pip install --system /wheels/*.whl")
+    edit(
+        dockerfile,
+        "uv pip install --system --no-cache --no-deps /wheels/*.whl",
+        "uv pip install --system /wheels/*.whl",
+    )
     edit(dockerfile, "pip wheel --no-cache-dir --no-deps --no-build-isolation", "pip wheel --no-cache-dir --no-deps")
     found = problems(repo)
     assert_reported(found, "images/launcher/Dockerfile: `uv pip install --system /wheels/*.whl` installs packages")
