@@ -61,7 +61,9 @@ def lifecycle_repo(model_dir: Path, out: Path) -> Path:
         shutil.copytree(model_dir / "fraud" / "1", repo / "fraud" / "1")
     if not (repo / "fraud" / "2" / "saved_model.pb").exists():
         log("training fraud version 2 (seed 1) for the lifecycle benchmark, once")
-        command = python_module("training.train", f"--model_dir={repo}", "--models=fraud", "--model_version=2", "--seed=1")
+        command = python_module(
+            "training.train", f"--model_dir={repo}", "--models=fraud", "--model_version=2", "--seed=1"
+        )
         subprocess.run(command, check=True, capture_output=True)
     return repo
 
