@@ -135,10 +135,12 @@ def _known_flags_parser(prog: str, extra_options: Sequence[type]) -> _Parser:
     return parser
 
 
-def _refuse_unknown(parser: _Parser, extras: list[str], runner) -> None:
-    """Exits 2 on the first flag neither Beam nor the project knows (the Flink runner's Java options pass on Flink:
-    Beam hands them to the job server as they are)."""
+def _unknown(parser: _Parser, extras: list[str], runner) -> list[str]:
+    """What is wrong with each flag neither Beam nor the project knows. The Flink runner's Java options pass on
+    Flink: Beam hands them to the job server as they are; on another runner they would be ignored."""
     java = FLINK_JAVA_OPTIONS if is_flink(runner) else frozenset()
+    known = [*parser.option_strings(), *(f"--{n}" for n in java)]
+    problems = []
     i = 0
     while i < len(extras):
         arg = extras[i]
@@ -149,8 +151,19 @@ def _refuse_unknown(parser: _Parser, extras: list[str], runner) -> None:
             i += 2 if has_value else 1
             continue
         if name.startswith("--") and name[2:] in FLINK_JAVA_OPTIONS:
-            parser.error(f"{name} applies to --runner=FlinkRunner only: another runner would ignore it")
-        parser.error(cli.unknown_flag_message(arg, [*parser.option_strings(), *(f"--{n}" for n in java)]))
+            problems.append(f"{name} applies to --runner=FlinkRunner only: another runner would ignore it")
+        else:
+            problems.append(cli.unknown_flag_message(arg, known))
+        i += 1
+    return problems
+
+
+def unknown_flag_problems(argv: Sequence[str], extra_options: Sequence[type] = ()) -> list[str]:
+    """The flags in `argv` that the job would not take, each with what is wrong (deploy validate reads the
+    submissions' arguments with this)."""
+    parser = _known_flags_parser("check", extra_options)
+    namespace, extras = parser.parse_known_args(list(argv))
+    return _unknown(parser, extras, namespace.runner)
 
 
 def _print_help(prog: str, description: str | None, extra_options: Sequence[type]) -> None:
@@ -180,7 +193,9 @@ def parse(
         _print_help(prog, description, extra_options)
     parser = _known_flags_parser(prog, extra_options)
     namespace, extras = parser.parse_known_args(argv)
-    _refuse_unknown(parser, extras, namespace.runner)
+    unknown = _unknown(parser, extras, namespace.runner)
+    if unknown:
+        parser.error(unknown[0])
 
     pipeline_options = PipelineOptions(argv)
     pipeline_options.view_as(InferenceOptions).validate()

@@ -393,7 +393,7 @@ def test_tf_serving_check_catches(mutate, expected):
         ),
         (
             lambda d: _edit_args(d, lambda t: t.replace("--max_batch_size", "--max_batch_sise")),
-            "flags neither Beam nor the pipeline declares (Beam would drop them): ['--max_batch_sise']",
+            "unknown flag --max_batch_sise (did you mean --max_batch_size?) (the pipeline would refuse to start)",
         ),
         (
             lambda d: _edit_args(d, lambda t: t + "--streaming\n"),

@@ -32,10 +32,6 @@ from deploy.site import (
     site_settings,
 )
 
-# Flags the pipelines pass that Beam's Python SDK does not declare: they are the Java FlinkPipelineOptions, which
-# the Python SDK forwards to the job server. Anything else unknown to Python is a typo that Beam would drop.
-JAVA_FLINK_OPTIONS = frozenset({"checkpointing_interval"})
-
 
 @dataclass
 class Submission:
@@ -50,6 +46,17 @@ class Submission:
 
         importlib.import_module(self.module)
         return PipelineOptions(self.argv)
+
+    def options_classes(self) -> list[type]:
+        """The options classes the pipeline's module declares beside the project's (fraud's threshold)."""
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        module = importlib.import_module(self.module)
+        return [
+            c
+            for c in vars(module).values()
+            if isinstance(c, type) and issubclass(c, PipelineOptions) and c.__module__ == module.__name__
+        ]
 
 
 def submissions(docs: list[dict]) -> list[Submission]:
@@ -72,27 +79,12 @@ def submissions(docs: list[dict]) -> list[Submission]:
     return found
 
 
-def _beam_parser():
-    """A parser for every option Beam and the project declare (what PipelineOptions would accept)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
-
-    parser = _BeamArgumentParser(allow_abbrev=False)
-    seen, stack = set(), list(PipelineOptions.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        stack.extend(cls.__subclasses__())
-        cls._add_argparse_args(parser)  # pylint: disable=protected-access
-    return parser
-
-
 def check_pipelines(docs: list[dict]) -> list[str]:
     """Each Job's arguments parse with the pipelines' own options and Beam's, and agree with the cluster."""
     from apache_beam.options.pipeline_options import FlinkRunnerOptions, PortableOptions, StandardOptions
 
     from pipelines.options import InferenceOptions
+    from pipelines.spec import unknown_flag_problems
 
     problems = []
     fd = flink_deployment(docs)
@@ -123,13 +115,8 @@ def check_pipelines(docs: list[dict]) -> list[str]:
         )
         if duplicates:
             problems.append(f"{where}: flags given twice (Job and options file): {duplicates}")
-        _, unknown = _beam_parser().parse_known_args(submission.argv)
-        unknown_names = sorted(
-            {u.split("=")[0].lstrip("-") for u in unknown if u.startswith("--")} - JAVA_FLINK_OPTIONS
-        )
-        if unknown_names:
-            flags = [f"--{name}" for name in unknown_names]
-            problems.append(f"{where}: flags neither Beam nor the pipeline declares (Beam would drop them): {flags}")
+        for problem in unknown_flag_problems(submission.argv, submission.options_classes()):
+            problems.append(f"{where}: {problem} (the pipeline would refuse to start)")
         try:
             options.view_as(InferenceOptions).validate()
         except ValueError as error:
