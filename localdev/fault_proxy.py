@@ -5,6 +5,7 @@
         proxy.stall()      # packets dropped: connections stay open, no byte passes either way, the client hears silence
         proxy.forward()    # the network is back: what waited in the buffers flows on
         proxy.reset_all()  # every open connection aborted with a TCP RST, both sides at once
+        proxy.reset_mid_request(after_bytes=200)  # once: the connection that carries them is reset as they pass
         proxy.refuse()     # new connections accepted and reset at once; open ones carry on
 
 Killing a server process (localdev.model_server's `kill`) closes its sockets cleanly, so the client learns at once
@@ -14,6 +15,11 @@ and nothing else, so it carries any TCP protocol unchanged: TF Serving's gRPC, t
 
 One thread runs a `selectors` loop over every socket; the test's calls are handed to that thread and return once
 done, so when `reset_all()` returns the resets have been sent. Nothing outside loopback is reached.
+
+`reset_all()` lands whenever the test's thread gets to it: a request that already passed may have been answered by
+then. `reset_mid_request()` is the one to use for "the connection dies with a request in flight": the loop's own
+thread resets the connection in the step that forwards the request's bytes, so no answer can pass first, however
+late any thread or process is scheduled.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
+
+from plumbing.ports import port_taken
 
 FORWARD = "forward"
 STALL = "stall"
@@ -54,6 +62,7 @@ class _Link:
         self.shut = set()  # sockets we sent a FIN to, once all their pending bytes were written
         self.connected = False  # the connection to the target is established
         self.closed = False
+        self.up_since_armed = 0  # bytes from the client since reset_mid_request() was called (or since accepted)
 
     @property
     def sockets(self) -> tuple[socket.socket, socket.socket]:
@@ -65,7 +74,7 @@ class FaultProxy(contextlib.AbstractContextManager):
     switched on demand.
 
     Counters (read at any time): `connections` proxied, `refused` (reset on arrival in refuse mode), `resets`
-    (connections aborted by `reset_all`), `bytes_up` (client to target) and `bytes_down`.
+    (connections aborted by `reset_all` or `reset_mid_request`), `bytes_up` (client to target) and `bytes_down`.
     """
 
     def __init__(self, target: str, *, port: int = 0):
@@ -73,6 +82,7 @@ class FaultProxy(contextlib.AbstractContextManager):
         self._target = (host.strip("[]"), int(target_port))  # resolved in start(), not on import or construction
         self._port = port
         self._mode = FORWARD
+        self._reset_after: int | None = None  # armed by reset_mid_request: bytes from a client that trip it
         self._links: set[_Link] = set()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -89,7 +99,13 @@ class FaultProxy(contextlib.AbstractContextManager):
 
     def start(self) -> FaultProxy:
         self._family, _, _, _, self._target_address = socket.getaddrinfo(*self._target, type=socket.SOCK_STREAM)[0]
-        self._listener = socket.create_server(("127.0.0.1", self._port), backlog=128)
+        try:
+            self._listener = socket.create_server(("127.0.0.1", self._port), backlog=128)
+        except OSError as error:
+            taken = (
+                port_taken(self._port, "stop it, or let the proxy pick a free port (port=0)") if self._port else None
+            )
+            raise OSError(error.errno, taken or str(error)) from error
         self._listener.setblocking(False)
         self._wake_recv, self._wake_send = socket.socketpair()
         self._wake_recv.setblocking(False)
@@ -115,6 +131,24 @@ class FaultProxy(contextlib.AbstractContextManager):
     def reset_all(self) -> int:
         """Abort every open connection with a RST to both ends; returns how many there were."""
         return self._in_loop(self._reset_all)
+
+    def reset_mid_request(self, after_bytes: int) -> None:
+        """Arm a one-shot reset: the first connection to carry `after_bytes` bytes from its client, counted from
+        this call, is aborted with a RST to both ends in the loop step that forwards the byte reaching that count.
+        The target may have read them; no answer to them reaches the client. Then the proxy forwards as before, so
+        a retry on a new connection passes; `resets` counts the one reset.
+
+        Count past what a client sends unprompted: an idle HTTP/2 client sends only control frames, each at most
+        17 bytes (PING), and only in reply to what it receives."""
+        if after_bytes < 1:
+            raise ValueError(f"after_bytes must be at least 1, got {after_bytes}")
+
+        def arm():
+            self._reset_after = after_bytes
+            for link in self._links:
+                link.up_since_armed = 0
+
+        self._in_loop(arm)
 
     def close(self) -> None:
         if self._thread is None:
@@ -264,6 +298,8 @@ class FaultProxy(contextlib.AbstractContextManager):
             else:
                 if events & selectors.EVENT_READ:
                     self._read(link, sock)
+                    if self._tripped(link):
+                        return
                 if events & selectors.EVENT_WRITE:
                     self._flush(link, sock)
         except OSError:
@@ -282,12 +318,23 @@ class FaultProxy(contextlib.AbstractContextManager):
             link.ended.add(sock)
         elif sock is link.client:
             self.bytes_up += len(data)
+            link.up_since_armed += len(data)
         else:
             self.bytes_down += len(data)
         link.pending[peer] += data
         # Write at once when the peer can take it: one trip through the selector less per message.
         if link.connected or peer is link.client:
             self._flush(link, peer)
+
+    def _tripped(self, link: _Link) -> bool:
+        """The armed one-shot reset, once `link` carried its bytes: `_read` has just written them on to the target
+        (as far as its socket took them); nothing of the answer has been read, and the link is aborted now."""
+        if self._reset_after is None or link.up_since_armed < self._reset_after:
+            return False
+        self._reset_after = None
+        self._close(link, abort=True)
+        self.resets += 1
+        return True
 
     def _flush(self, link: _Link, sock: socket.socket) -> None:
         pending = link.pending[sock]

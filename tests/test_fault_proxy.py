@@ -1,4 +1,5 @@
-"""The fault proxy itself, over real sockets against a real echo server: forward, stall, refuse, reset, shutdown."""
+"""The fault proxy itself, over real sockets against a real echo server: forward, stall, refuse, reset (all, or
+mid-request), shutdown."""
 
 import os
 import socket
@@ -162,6 +163,24 @@ def test_reset_all_aborts_every_connection_on_both_sides(echo):
         with connect(proxy.address) as again:  # the proxy itself carries on
             again.sendall(b"again")
             assert receive(again, 5) == b"again"
+
+
+def test_reset_mid_request_aborts_the_connection_that_carries_the_bytes_before_any_answer_then_forwards(echo):
+    with FaultProxy(echo.target) as proxy, connect(proxy.address) as sock:
+        sock.sendall(b"before")  # counted before arming: does not count towards the reset
+        assert receive(sock, 6) == b"before"
+        proxy.reset_mid_request(after_bytes=100)
+        sock.sendall(b"x" * 60)
+        assert receive(sock, 60) == b"x" * 60  # below the mark: forwarded and answered
+        sock.sendall(b"y" * 40)  # reaches it: the echo of these bytes must never arrive
+        with pytest.raises(ConnectionResetError):
+            sock.recv(100)
+        assert wait_until(lambda: echo.endings == ["reset"]), echo.endings
+        assert proxy.resets == 1
+        with connect(proxy.address) as retry:  # once only: a new connection is forwarded, however much it carries
+            retry.sendall(b"z" * 500)
+            assert receive(retry, 500) == b"z" * 500
+        assert (proxy.resets, proxy.connections) == (1, 2)
 
 
 def test_a_target_that_is_not_listening_resets_the_client():

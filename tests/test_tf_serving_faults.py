@@ -19,7 +19,8 @@ from localdev.model_server import ModelServerProcess
 from localdev.pubsub_emulator import free_port
 from model_handlers.base import InferenceFailure
 from model_handlers.interface import FRAUD
-from model_handlers.tf_serving import RetryBudgetSpent, TFServingClient, TFServingHandler, error_type
+from model_handlers.tf_serving import TFServingClient, TFServingHandler
+from model_handlers.tf_serving_protocol import RetryBudgetSpent, error_type
 from training.data import generate
 from transforms.messages import ErrorType
 
@@ -27,7 +28,7 @@ from transforms.messages import ErrorType
 SLACK_SECS = 2.0
 SERVER_DELAY_SECS = 0.5
 # Past any HTTP/2 control frames a client sends by itself (PING 17 bytes, WINDOW_UPDATE 13, SETTINGS ack 9), below
-# a Predict request of 8 events with its headers.
+# a Predict request of 8 events with its headers (about 1,500 bytes).
 REQUEST_BYTES_AT_LEAST = 200
 
 S = grpc.StatusCode
@@ -196,27 +197,23 @@ def test_a_stalled_network_fails_the_batch_as_retryable_within_the_budget_then_s
     print(f"stalled batch failed after {elapsed:.2f}s (budget {budget}s)")
 
 
-def test_a_connection_reset_mid_request_is_retried_and_the_batch_succeeds(slow_server, model_dir, caplog):
+def test_a_connection_reset_mid_request_is_retried_and_the_batch_succeeds(model_server, model_dir, caplog):
     caplog.set_level(logging.WARNING, logger="model_handlers.tf_serving")
     events, _ = generate(FRAUD, 8, seed=73)
     expected = direct_outputs(model_dir, FRAUD, events)
-    with FaultProxy(slow_server.target) as proxy:
+    with FaultProxy(model_server.target) as proxy:
         handler = TFServingHandler(
             FRAUD, proxy.address, model_version=1, retry_budget_secs=10, initial_backoff_secs=0.1
         )
         client = handler.load_model()
-        with futures.ThreadPoolExecutor(max_workers=1) as pool:
-            sent = proxy.bytes_up
-            scoring = pool.submit(lambda: list(handler.run_inference(features_of(events), client)))
-            # The request is on its way once its bytes passed the proxy; the server holds it for SERVER_DELAY_SECS.
-            # (More than a few bytes: an HTTP/2 PING or window update, alone, is not the request.)
-            deadline = time.monotonic() + 5
-            while proxy.bytes_up - sent < REQUEST_BYTES_AT_LEAST and time.monotonic() < deadline:
-                time.sleep(0.005)
-            assert proxy.reset_all() == 1, "the request's connection should have been open"
-            results = scoring.result(timeout=30)
+        # The proxy resets the connection in the step that forwards the request's bytes, before it reads a byte of
+        # the answer. (This test once waited for the bytes itself, then called reset_all: a test thread scheduled
+        # later than the server took to answer reset an idle connection, and no request was retried.)
+        proxy.reset_mid_request(after_bytes=REQUEST_BYTES_AT_LEAST)
+        results = list(handler.run_inference(features_of(events), client))
         client.close()
-        connections = proxy.connections
+        resets, connections = proxy.resets, proxy.connections
+    assert resets == 1, "the request's bytes should have tripped the reset"
     assert failures(results) == [], "a reset connection must be retried, not dead-lettered"
     for event, result in zip(events, results):
         assert_close(result.inference, expected[event["event_id"]], FRAUD)
