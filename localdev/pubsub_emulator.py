@@ -14,7 +14,6 @@ Run `python -m localdev.pubsub_emulator` to keep one up in a terminal.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -23,7 +22,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from plumbing.ports import free_port
+from plumbing import cli
+from plumbing.ports import free_port, port_taken
 from plumbing.process import ManagedProcess, log_tail
 
 READY_TIMEOUT_SECS = 60
@@ -66,6 +66,11 @@ class PubsubEmulator(contextlib.AbstractContextManager):
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> PubsubEmulator:
+        # Checked first: an emulator that cannot bind exits, but the one holding the port would answer the
+        # readiness check in its place, and the caller would use it unawares.
+        taken = port_taken(self.port, "stop it, or choose another port with --port", what="Pub/Sub emulator")
+        if taken:
+            raise EmulatorError(taken)
         if self._log_path is None:
             self._log_path = os.path.join(tempfile.mkdtemp(prefix="pubsub-emulator-"), "emulator.log")
         # Its own process group: stop() signals the launcher script and the JVM it starts together.
@@ -141,15 +146,18 @@ class PubsubEmulator(contextlib.AbstractContextManager):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Run the Pub/Sub emulator on loopback until interrupted.")
+    parser = cli.ArgumentParser(description="Run the Pub/Sub emulator on loopback until interrupted.")
     parser.add_argument("--project", default="local-project")
-    parser.add_argument("--port", type=int, default=8085)
+    parser.add_argument("--port", type=int, default=8085, help="default: 8085, gcloud's; 0: any free one")
     args = parser.parse_args(argv)
-    with PubsubEmulator(project=args.project, port=args.port) as emulator:
-        print(f"Pub/Sub emulator ready: export PUBSUB_EMULATOR_HOST={emulator.host}  (Ctrl-C stops it)", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+    try:
+        with PubsubEmulator(project=args.project, port=args.port) as emulator:
+            print(f"Pub/Sub emulator ready: export PUBSUB_EMULATOR_HOST={emulator.host}  (Ctrl-C stops it)", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+    except EmulatorError as error:
+        raise cli.EnvironmentProblem(str(error)) from None
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -213,3 +213,19 @@ def test_classify_and_regress_answer_for_signatures_of_those_methods(tmp_path):
         wrong_method.input.example_list.examples.add()
         code, details = code_of(lambda: stub.Regress(wrong_method, timeout=10))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "Was: tensorflow/serving/classify" in details
+
+
+def test_a_second_server_on_a_taken_port_fails_at_once_naming_the_one_serving_there(
+    model_server, serving_repo, tmp_path
+):
+    """gRPC would let both bind (SO_REUSEPORT) and share the connections; the stand-in refuses, before it loads."""
+    from localdev.model_server import ModelServerProcess
+
+    second = ModelServerProcess(serving_repo, model_server.port, tmp_path / "second.log")
+    with pytest.raises(RuntimeError) as refused:
+        second.start(timeout_secs=60)
+    assert (
+        f"error: port {model_server.port} is taken by pid {model_server.pid} (python -m localdev.model_server "
+        in str(refused.value)
+    )
+    assert "stop it, or choose another port with --port" in str(refused.value)

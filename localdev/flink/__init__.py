@@ -10,7 +10,7 @@ lives under one state directory (default `build/flink/`, git-ignored; see layout
     ...
     flink.stop()
 
-    python -m localdev.flink install|start|stop|status [--state_dir DIR] [--slots N]
+    python -m localdev.flink install|start|stop|status [--state_dir DIR] [--slots N] [--port_offset N]
 
 One module per job:
     layout.py   the state directory's paths, FlinkError

@@ -6,16 +6,17 @@ find it again through the state directory's state.json, from any process.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from localdev.flink.cluster import COMPONENTS, LocalFlink
+from localdev.flink.config import Ports
 from localdev.flink.install import check_prerequisites
 from localdev.flink.layout import DEFAULT_STATE_DIR, FlinkError, display
+from plumbing import cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m localdev.flink",
         description="A local Flink 1.20 cluster with Beam's job server and a Python SDK worker pool. "
         "Pipelines tell their SDK workers where Pub/Sub is (--pubsub_emulator_host, by default the "
@@ -24,8 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("install", "start", "stop", "status"))
     parser.add_argument("--state_dir", default=str(DEFAULT_STATE_DIR), help="default: build/flink in the project")
     parser.add_argument("--slots", type=int, default=2, help="task slots of the TaskManager (start)")
+    parser.add_argument(
+        "--port_offset",
+        type=int,
+        default=0,
+        help="added to every port the cluster listens on (start), to run it beside another: 10000 puts REST on "
+        "18081 (stop and status find the ports in the state directory)",
+    )
     args = parser.parse_args(argv)
-    flink = LocalFlink(state_dir=args.state_dir, slots=args.slots)
+    try:
+        ports = Ports().shifted(args.port_offset) if args.port_offset else None
+    except ValueError as error:
+        parser.error(f"--port_offset: {error}")
+    flink = LocalFlink(state_dir=args.state_dir, slots=args.slots, ports=ports)
     try:
         if args.command == "install":
             check_prerequisites()

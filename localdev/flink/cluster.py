@@ -27,7 +27,7 @@ from localdev.flink.jobs import JobsMixin
 from localdev.flink.layout import PROJECT_ROOT, READY_TIMEOUT_SECS, FlinkError, Layout, display
 from plumbing.flink_rest import FlinkRest, FlinkRestError
 from plumbing.polling import PollTimeout, poll_until
-from plumbing.ports import port_accepts, port_in_use
+from plumbing.ports import port_accepts, taken_by
 from plumbing.process import ManagedProcess, log_tail, process_alive, process_start_time, stop_group
 
 COMPONENTS = ("jobmanager", "taskmanager", "jobserver", "workerpool")
@@ -198,11 +198,20 @@ class LocalFlink(Layout, JobsMixin, contextlib.AbstractContextManager):
                 f"run `python -m localdev.flink stop` first"
             )
         self.state_file.unlink(missing_ok=True)  # a stale file from a cluster that died
-        taken = [f"{port} ({name})" for name, port in dataclasses.asdict(self.ports).items() if port_in_use(port)]
-        if taken:
+        holders: dict[str, list[str]] = {}  # who holds a port -> the ports it holds, as "8081 (rest)"
+        for name, port in dataclasses.asdict(self.ports).items():
+            if (holder := taken_by(port)) is not None:
+                holders.setdefault(holder, []).append(f"{port} ({name})")
+        if holders:
+            taken = "; ".join(
+                f"port {ports[0]} is taken by {holder}"
+                if len(ports) == 1
+                else f"ports {', '.join(ports)} are taken by {holder}"
+                for holder, ports in holders.items()
+            )
             raise FlinkError(
-                f"port already in use: {', '.join(taken)}; another Flink, job server or worker pool "
-                f"is running outside {display(self.state_dir)}. Stop it, or pass other Ports."
+                f"{taken}: stop {'it' if len(holders) == 1 else 'them'}, or start this cluster on other ports "
+                "(python -m localdev.flink start --port_offset=N)"
             )
 
     def _command(self, name: str) -> tuple[list[str], dict[str, str]]:

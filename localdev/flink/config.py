@@ -31,6 +31,14 @@ class Ports:
     # (32768-60999), where any outgoing connection (a test's to the emulator, say) may hold it.
     worker_pool: int = 8096
 
+    def shifted(self, offset: int) -> Ports:
+        """Every port moved by `offset`: a second cluster beside this one (`--port_offset`)."""
+        moved = {name: port + offset for name, port in dataclasses.asdict(self).items()}
+        outside = {name: port for name, port in moved.items() if not 1024 <= port <= 65535}
+        if outside:
+            raise ValueError(f"a port offset of {offset} moves ports out of 1024-65535: {outside}")
+        return Ports(**moved)
+
 
 def config_overrides(layout: Layout, ports: Ports, slots: int, restart_attempts: int) -> dict[str, tuple[Any, str]]:
     """This cluster's settings over Flink's defaults: key -> (value, why)."""
