@@ -9,7 +9,6 @@ Each run is a fresh `benchmarks.backfill_worker` process. A big and a small inpu
 from __future__ import annotations
 
 import glob
-import json
 import shutil
 import time
 from pathlib import Path
@@ -185,9 +184,3 @@ def run_large(model: str, model_dir: str, workdir: Path, n: int, extra_args: lis
 
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
-
-
-if __name__ == "__main__":  # quick manual check
-    import sys
-
-    print(json.dumps(run_suite("fraud", sys.argv[1], Path(sys.argv[2]), 2000, 20000, 1), indent=1)[:3000])

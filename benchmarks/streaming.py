@@ -12,7 +12,6 @@ Both are measured the same way, as separate processes reading the same kind of t
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -255,17 +254,3 @@ def run_streaming(
                 extra_latency_secs=latency_secs / 2,
             )
     return results
-
-
-if __name__ == "__main__":  # manual check: python -m benchmarks.streaming MODEL_DIR WORKDIR
-    import json
-
-    out = Path(sys.argv[2])
-    out.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        r = run_streaming(sys.argv[1], out, 600, 3000, 10)
-        for k in ("beam_direct_runner", "plain_consumer"):
-            r[k]["latency"].pop("latencies_ms")
-            r[k]["sustained"].pop("latencies_ms")
-            r[k].get("latency_at_other_rate", {}).pop("latencies_ms", None)
-        print(json.dumps(r, indent=1))

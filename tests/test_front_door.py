@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -48,7 +49,24 @@ ENTRY_POINTS = [
     "benchmarks.ceiling",
     "benchmarks.plain_consumer",
     "benchmarks.tf_serving",
+    "pipelines.options_table",
 ]
+
+
+def test_the_list_holds_every_command_in_the_project():
+    """A new `python -m` command joins the list, and so these tests."""
+    root = Path(__file__).resolve().parent.parent
+    found = set()
+    for path in root.glob("*/**/*.py"):
+        relative = path.relative_to(root)
+        if relative.parts[0] in ("tests", "build", "models") or relative.parts[0].startswith("."):
+            continue
+        module = ".".join(relative.with_suffix("").parts)
+        if path.name == "__main__.py":
+            found.add(module.removesuffix(".__main__"))
+        elif re.search(r'^if __name__ == "__main__":', path.read_text(encoding="utf-8"), re.MULTILINE):
+            found.add(module)
+    assert found == set(ENTRY_POINTS)
 
 
 class Stopped(Exception):
