@@ -14,13 +14,15 @@ help: ## List the targets
 # The installer first, from its own hashed lock: uv, one wheel with no dependencies, which the pip any Python bundles
 # installs in hash mode. Then uv makes the venv exactly the dev lock (every file checked against its hash, nothing
 # resolved against the index, so a release after the lock changes nothing); then the project alone, built by the
-# lock's setuptools (build isolation would fetch one unpinned).
+# lock's setuptools (build isolation would fetch one unpinned). uv compiles the bytecode at install, as pip does: it
+# does not by default, and where PYTHONDONTWRITEBYTECODE is set every process would compile TensorFlow's source
+# again (8.6 s a process here).
 UV := $(VENV)/bin/uv
 $(STAMP): setup.py requirements/installer.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/installer.txt
-	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements/dev.txt
-	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
+	$(UV) pip sync --quiet --compile-bytecode --python $(PY) --require-hashes requirements/dev.txt
+	$(UV) pip install --quiet --compile-bytecode --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create the virtual environment from the hashed lock requirements/dev.txt, then the project (idempotent)
@@ -67,7 +69,7 @@ GPU_VENV ?= .venv-gpu
 bench-gpu: models ## On an NVIDIA GPU machine: in-process scoring, GPU against CPU, batches 1-2048, 1 and 2 model copies -> benchmarks/results/gpu/
 	@test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
 	$(GPU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/installer.txt
-	$(GPU_VENV)/bin/uv pip install --quiet --python $(GPU_VENV)/bin/python --require-hashes -r requirements/worker-gpu.txt
+	$(GPU_VENV)/bin/uv pip install --quiet --compile-bytecode --python $(GPU_VENV)/bin/python --require-hashes -r requirements/worker-gpu.txt
 	PYTHONPATH=$(CURDIR) $(GPU_VENV)/bin/python -m benchmarks.gpu --model_dir=$(MODEL_DIR) --out=benchmarks/results/gpu
 	$(PY) -m benchmarks.gpu --plot benchmarks/results/gpu/gpu.json
 

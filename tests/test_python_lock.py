@@ -114,7 +114,7 @@ def test_an_image_lock_drifting_from_the_dev_lock_is_caught(repo):
 def test_make_setup_installing_without_the_hashed_lock_is_caught(repo):
     edit(
         repo / "Makefile",
-        "$(UV) pip sync --quiet --python $(PY) --require-hashes requirements/dev.txt",
+        "$(UV) pip sync --quiet --compile-bytecode --python $(PY) --require-hashes requirements/dev.txt",
         "$(PY) -m pip install --quiet --upgrade pip setuptools wheel\n\t$(PY) -m pip install --quiet -e '.[dev]'",
     )
     found = problems(repo)
@@ -127,7 +127,7 @@ def test_make_setup_reading_the_lock_without_require_hashes_is_caught(repo):
     edit(repo / "Makefile", "--require-hashes requirements/dev.txt", "requirements/dev.txt")
     assert_reported(
         problems(repo),
-        "Makefile: `uv pip sync --quiet --python $(PY) requirements/dev.txt` installs from a lock without",
+        "Makefile: `uv pip sync --quiet --compile-bytecode --python $(PY) requirements/dev.txt` installs from a lock without",
     )
 
 
@@ -140,24 +140,28 @@ def test_an_image_installing_its_dependencies_from_the_wheel_is_caught(repo):
     dockerfile = repo / "images" / "launcher" / "Dockerfile"
     edit(
         dockerfile,
-        "uv pip install --system --no-cache --no-deps /wheels/*.whl",
-        "uv pip install --system /wheels/*.whl",
+        "uv pip install --system --no-cache --compile-bytecode --no-deps /wheels/*.whl",
+        "uv pip install --system --compile-bytecode /wheels/*.whl",
     )
     edit(dockerfile, "pip wheel --no-cache-dir --no-deps --no-build-isolation", "pip wheel --no-cache-dir --no-deps")
     found = problems(repo)
-    assert_reported(found, "images/launcher/Dockerfile: `uv pip install --system /wheels/*.whl` installs packages")
+    assert_reported(
+        found,
+        "images/launcher/Dockerfile: `uv pip install --system --compile-bytecode /wheels/*.whl` installs packages",
+    )
     assert_reported(found, "images/launcher/Dockerfile: `pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .`")
 
 
 def test_the_gpu_variant_installing_cuda_unhashed_is_caught(repo):
     edit(
         repo / "images" / "worker" / "Dockerfile",
-        "uv pip install --system --no-cache --require-hashes -r /wheels/worker-gpu.txt",
-        'uv pip install --system --no-cache "tensorflow[and-cuda]==${TF_VERSION}"',
+        "uv pip install --system --no-cache --compile-bytecode --require-hashes -r /wheels/worker-gpu.txt",
+        'uv pip install --system --no-cache --compile-bytecode "tensorflow[and-cuda]==${TF_VERSION}"',
     )
     found = problems(repo)
     assert_reported(
-        found, 'images/worker/Dockerfile: `uv pip install --system --no-cache "tensorflow[and-cuda]==${TF_VERSION}"`'
+        found,
+        'images/worker/Dockerfile: `uv pip install --system --no-cache --compile-bytecode "tensorflow[and-cuda]==${TF_VERSION}"`',
     )
     assert_reported(found, "images/worker/Dockerfile: installs no requirements/worker-gpu.txt with --require-hashes")
 
@@ -191,7 +195,7 @@ def test_installing_a_lock_with_the_pip_python_bundles_is_caught(repo):
     against the index and refused the lock once google-auth 2.63.1 was out."""
     edit(
         repo / "Makefile",
-        "$(UV) pip sync --quiet --python $(PY) --require-hashes requirements/dev.txt",
+        "$(UV) pip sync --quiet --compile-bytecode --python $(PY) --require-hashes requirements/dev.txt",
         "$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt",
     )
     assert_reported(problems(repo), "installs ['dev.txt'] with pip, whose hash mode resolves extras against the index")
@@ -234,3 +238,13 @@ def test_a_lock_pinning_a_version_outside_a_dependents_range_is_caught():
     found = python_lock.closure_problems("t.txt", ["a==1.0"], pins, lambda name, _: metadata.get(name))
     assert "requirements/t.txt: a requires b[x]>=2, the lock pins 1.0" in found
     assert "requirements/t.txt: b[x] requires c, which the lock lacks" in found
+
+
+def test_an_install_that_leaves_the_bytecode_uncompiled_is_caught(repo):
+    """uv compiles nothing unless asked (pip compiles at install): with PYTHONDONTWRITEBYTECODE, as on these machines
+    and in the images, every process then compiled TensorFlow's source again, 8.6 s each."""
+    edit(repo / "Makefile", "pip sync --quiet --compile-bytecode", "pip sync --quiet")
+    assert_reported(
+        problems(repo),
+        "Makefile: `uv pip sync --quiet --python $(PY) --require-hashes requirements/dev.txt` installs without --compile-bytecode",
+    )

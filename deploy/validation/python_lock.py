@@ -257,6 +257,12 @@ def command_problem(command: str, allowed_locks: tuple[str, ...]) -> tuple[str |
         else:
             targets.append(token)
         i += 1
+    if uv and command.split()[2] in ("install", "sync") and "--compile-bytecode" not in flags:
+        return (
+            "installs without --compile-bytecode: uv does not compile by default (pip does), and where "
+            "PYTHONDONTWRITEBYTECODE is set every process would compile its packages' source again",
+            [],
+        )
     if uv and command.split()[2] == "sync":
         locks, targets = locks + targets, []  # `uv pip sync LOCK`: the venv becomes exactly the lock
     if locks:
