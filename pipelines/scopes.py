@@ -175,8 +175,4 @@ def scope_problems(given: Mapping[str, object], mode: Mode, runner: Runner, infe
             alternatives = " or ".join(flag_name(n) for n in scope.needs)
             needs = f"{scope.what}: give {alternatives}" if scope.what else alternatives
             problems.append(f"{flag_name(dest)} needs {needs}")
-    if runner != Runner.FLINK:
-        problems += [
-            f"--{name} applies to --runner=FlinkRunner only" for name in sorted(given) if name in FLINK_JAVA_OPTIONS
-        ]
     return problems

@@ -109,9 +109,8 @@ class ArgumentParser(argparse.ArgumentParser):
         strings = []
         for action in self._actions:
             strings += action.option_strings
-            for sub in getattr(action, "choices", None) or {}:
-                if isinstance(action.choices, dict) and isinstance(action.choices[sub], ArgumentParser):
-                    strings += action.choices[sub].option_strings()
+            if isinstance(action, argparse._SubParsersAction):  # pylint: disable=protected-access
+                strings += [s for sub in action.choices.values() for s in sub.option_strings()]
         return strings
 
     def parse_args(self, args=None, namespace=None):

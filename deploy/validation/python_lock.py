@@ -236,6 +236,7 @@ def pip_commands(text: str) -> list[str]:
 def command_problem(command: str, allowed_locks: tuple[str, ...]) -> tuple[str | None, list[str]]:
     """(what is wrong with one install command, or None; the locks it installs with hashes)."""
     uv = command.startswith("uv ")
+    verb = command.split()[2 if uv else 1]  # install, sync or wheel
     tokens = [t.strip("\"'") for t in command.split()[3 if uv else 2 :]]
     locks, targets, flags = [], [], set()
     i = 0
@@ -257,13 +258,13 @@ def command_problem(command: str, allowed_locks: tuple[str, ...]) -> tuple[str |
         else:
             targets.append(token)
         i += 1
-    if uv and command.split()[2] in ("install", "sync") and "--compile-bytecode" not in flags:
+    if uv and verb in ("install", "sync") and "--compile-bytecode" not in flags:
         return (
             "installs without --compile-bytecode: uv does not compile by default (pip does), and where "
             "PYTHONDONTWRITEBYTECODE is set every process would compile its packages' source again",
             [],
         )
-    if uv and command.split()[2] == "sync":
+    if uv and verb == "sync":
         locks, targets = locks + targets, []  # `uv pip sync LOCK`: the venv becomes exactly the lock
     if locks:
         if "--require-hashes" not in flags or targets:
